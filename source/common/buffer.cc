@@ -1,0 +1,101 @@
+#include "source/common/buffer.h"
+
+#include <cassert>
+#include <cstdlib>
+
+namespace crisp {
+
+Buffer::Buffer() : buf_(evbuffer_new()) {
+  if (buf_ == nullptr) {
+    std::abort();
+  }
+}
+
+Buffer::~Buffer() {
+  if (buf_ != nullptr) {
+    evbuffer_free(buf_);
+  }
+}
+
+Buffer::Buffer(Buffer&& other) noexcept : buf_(other.buf_) { other.buf_ = evbuffer_new(); }
+
+Buffer& Buffer::operator=(Buffer&& other) noexcept {
+  if (this != &other) {
+    evbuffer_drain(buf_, evbuffer_get_length(buf_));
+    evbuffer_add_buffer(buf_, other.buf_);
+  }
+  return *this;
+}
+
+size_t Buffer::length() const { return evbuffer_get_length(buf_); }
+
+void Buffer::add(const void* data, size_t len) {
+  if (len > 0) {
+    evbuffer_add(buf_, data, len);
+  }
+}
+
+void Buffer::move(Buffer& other) { evbuffer_add_buffer(buf_, other.buf_); }
+
+void Buffer::move(Buffer& other, size_t len) { evbuffer_remove_buffer(other.buf_, buf_, len); }
+
+void Buffer::addUint8(uint8_t v) { evbuffer_add(buf_, &v, 1); }
+
+void Buffer::addUint16Be(uint16_t v) {
+  const uint8_t b[2] = {static_cast<uint8_t>(v >> 8), static_cast<uint8_t>(v)};
+  evbuffer_add(buf_, b, sizeof(b));
+}
+
+void Buffer::addUint24Be(uint32_t v) {
+  const uint8_t b[3] = {static_cast<uint8_t>(v >> 16), static_cast<uint8_t>(v >> 8),
+                        static_cast<uint8_t>(v)};
+  evbuffer_add(buf_, b, sizeof(b));
+}
+
+void Buffer::addUint32Be(uint32_t v) {
+  const uint8_t b[4] = {static_cast<uint8_t>(v >> 24), static_cast<uint8_t>(v >> 16),
+                        static_cast<uint8_t>(v >> 8), static_cast<uint8_t>(v)};
+  evbuffer_add(buf_, b, sizeof(b));
+}
+
+size_t Buffer::copyOut(void* out, size_t len, size_t offset) const {
+  if (offset == 0) {
+    const ev_ssize_t n = evbuffer_copyout(buf_, out, len);
+    return n < 0 ? 0 : static_cast<size_t>(n);
+  }
+  evbuffer_ptr pos;
+  if (evbuffer_ptr_set(buf_, &pos, offset, EVBUFFER_PTR_SET) != 0) {
+    return 0;
+  }
+  const ev_ssize_t n = evbuffer_copyout_from(buf_, &pos, out, len);
+  return n < 0 ? 0 : static_cast<size_t>(n);
+}
+
+const uint8_t* Buffer::linearize(size_t len) {
+  assert(len <= length());
+  return evbuffer_pullup(buf_, static_cast<ev_ssize_t>(len));
+}
+
+void Buffer::drain(size_t len) { evbuffer_drain(buf_, len); }
+
+std::string Buffer::toString() {
+  std::string out = peekString();
+  drain(out.size());
+  return out;
+}
+
+std::string Buffer::peekString() const {
+  std::string out(length(), '\0');
+  copyOut(out.data(), out.size());
+  return out;
+}
+
+int Buffer::readFrom(int fd, int max) { return evbuffer_read(buf_, fd, max); }
+
+int Buffer::writeTo(int fd) { return evbuffer_write(buf_, fd); }
+
+int Buffer::writeTo(int fd, size_t max) {
+  return evbuffer_write_atmost(buf_, fd, static_cast<ev_ssize_t>(max));
+}
+
+}  // namespace crisp
