@@ -1,0 +1,137 @@
+#pragma once
+
+// SPDY/3.1 framing as Kubernetes peers (moby/spdystream) speak it: a pure codec.
+// Bytes go in through dispatch() and come out as callbacks; frames are encoded
+// by appending to a caller's Buffer. No sockets, timers or logging in here, so
+// the codec can be tested and fuzzed alone. One Codec per connection: the zlib
+// header-block contexts (one per direction) live for the whole connection.
+//
+// Flow control: Kubernetes peers never send WINDOW_UPDATE and never honour
+// windows, so the codec accepts DATA frames of any size up to the 24-bit limit
+// and never withholds output; backpressure is the caller's, through its socket.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "source/common/buffer.h"
+
+namespace crisp::spdy {
+
+constexpr uint16_t kVersion = 3;
+
+enum class FrameType : uint16_t {
+  kSynStream = 1,
+  kSynReply = 2,
+  kRstStream = 3,
+  kSettings = 4,
+  kPing = 6,
+  kGoAway = 7,
+  kHeaders = 8,
+  kWindowUpdate = 9,
+};
+
+constexpr uint8_t kFlagFin = 0x01;
+constexpr uint8_t kFlagUnidirectional = 0x02;
+
+enum class RstStatus : uint32_t {
+  kProtocolError = 1,
+  kInvalidStream = 2,
+  kRefusedStream = 3,
+  kUnsupportedVersion = 4,
+  kCancel = 5,
+  kInternalError = 6,
+  kFlowControlError = 7,
+  kStreamInUse = 8,
+  kStreamAlreadyClosed = 9,
+  kInvalidCredentials = 10,
+  kFrameTooLarge = 11,
+};
+
+enum class GoAwayStatus : uint32_t { kOk = 0, kProtocolError = 1, kInternalError = 2 };
+
+// Header names are lowercase on the wire. A name may repeat; multiple values of
+// one name travel NUL-separated in one pair and are split into separate entries
+// here, in order.
+using HeaderList = std::vector<std::pair<std::string, std::string>>;
+
+// Returns the first value of `name` (compared case-insensitively), or nullptr.
+const std::string* findHeader(const HeaderList& headers, std::string_view name);
+
+struct SettingsEntry {
+  uint8_t flags = 0;
+  uint32_t id = 0;
+  uint32_t value = 0;
+};
+
+struct Limits {
+  // Largest control frame payload accepted (SYN_STREAM, HEADERS, ...).
+  uint32_t max_control_frame_bytes = 64 * 1024;
+  // Largest header block after decompression.
+  uint32_t max_header_block_bytes = 64 * 1024;
+  // Largest DATA frame payload accepted. The wire allows 0xFFFFFF.
+  uint32_t max_data_frame_bytes = 0xFFFFFF;
+};
+
+// Callbacks receive frames in wire order. Stream-level problems the codec can
+// see alone (bad flags on a known frame type) are still reported per frame;
+// only malformed framing ends the session (dispatch() returns an error).
+class CodecCallbacks {
+ public:
+  virtual ~CodecCallbacks() = default;
+
+  virtual void onSynStream(uint32_t stream_id, uint32_t associated_id, uint8_t priority,
+                           uint8_t flags, HeaderList&& headers) = 0;
+  virtual void onSynReply(uint32_t stream_id, uint8_t flags, HeaderList&& headers) = 0;
+  virtual void onHeaders(uint32_t stream_id, uint8_t flags, HeaderList&& headers) = 0;
+  // `data` holds the payload; the callee drains what it keeps. `fin` is set on
+  // the last frame of the stream (possibly with an empty payload).
+  virtual void onData(uint32_t stream_id, Buffer& data, bool fin) = 0;
+  virtual void onRstStream(uint32_t stream_id, RstStatus status) = 0;
+  virtual void onSettings(uint8_t flags, const std::vector<SettingsEntry>& entries) = 0;
+  virtual void onPing(uint32_t id) = 0;
+  virtual void onGoAway(uint32_t last_good_stream_id, GoAwayStatus status) = 0;
+  virtual void onWindowUpdate(uint32_t stream_id, uint32_t delta) = 0;
+};
+
+class Codec {
+ public:
+  // Which side of the connection this codec is: only used for validating ids.
+  enum class Role { kServer, kClient };
+
+  Codec(Role role, CodecCallbacks& callbacks, Limits limits = {});
+  ~Codec();
+  Codec(const Codec&) = delete;
+  Codec& operator=(const Codec&) = delete;
+
+  // Consumes every complete frame in `input` (draining it), keeping a partial
+  // frame for the next call. Returns a non-OK status when the byte stream is
+  // not valid SPDY/3.1 framing (bad version, oversized frame, undecodable
+  // header block, ...); the connection must then end (GOAWAY PROTOCOL_ERROR
+  // and close). The message names what was wrong, e.g.
+  // "spdy.unsupported_version: control frame version 2". After an error the
+  // codec must not be fed again.
+  absl::Status dispatch(Buffer& input);
+
+  // Encoders append one complete frame to `out`.
+  void encodeSynStream(Buffer& out, uint32_t stream_id, uint32_t associated_id, uint8_t priority,
+                       uint8_t flags, const HeaderList& headers);
+  void encodeSynReply(Buffer& out, uint32_t stream_id, uint8_t flags, const HeaderList& headers);
+  void encodeHeaders(Buffer& out, uint32_t stream_id, uint8_t flags, const HeaderList& headers);
+  // Moves all of `data` into one DATA frame (callers split large payloads).
+  static void encodeData(Buffer& out, uint32_t stream_id, Buffer& data, bool fin);
+  static void encodeRstStream(Buffer& out, uint32_t stream_id, RstStatus status);
+  static void encodeSettings(Buffer& out, uint8_t flags, const std::vector<SettingsEntry>& entries);
+  static void encodePing(Buffer& out, uint32_t id);
+  static void encodeGoAway(Buffer& out, uint32_t last_good_stream_id, GoAwayStatus status);
+  static void encodeWindowUpdate(Buffer& out, uint32_t stream_id, uint32_t delta);
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace crisp::spdy

@@ -1,0 +1,124 @@
+#pragma once
+
+// The session model: what every client-side wire adapter (SPDY, WebSocket, ...)
+// and every runtime backend (embedded host processes, a runtime's stream server,
+// containerd's task API) agree on. An adapter turns its wire protocol into calls
+// on an ExecProcess and receives ExecCallbacks; a backend implements Runtime.
+//
+// Threading: startExec() is called on the dispatcher that owns the client
+// connection; the returned ExecProcess and the callbacks belong to that same
+// dispatcher for their whole life. A backend that does blocking work (spawning,
+// entering namespaces) does it elsewhere and posts results back.
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "source/common/buffer.h"
+#include "source/common/dispatcher.h"
+#include "source/session/request.h"
+
+namespace crisp::session {
+
+struct TerminalSize {
+  uint16_t width = 0;
+  uint16_t height = 0;
+  bool operator==(const TerminalSize& o) const { return width == o.width && height == o.height; }
+};
+
+// How an exec or attach ended.
+struct ExitStatus {
+  enum class Kind {
+    kSuccess,      // exit code 0, or an attach that ended normally
+    kNonZeroExit,  // exit_code holds the code (0-255; death by signal N is 128+N)
+    kError,        // the runtime failed; message says why
+  };
+  Kind kind = Kind::kSuccess;
+  int exit_code = 0;
+  std::string message;
+
+  static ExitStatus success() { return {}; }
+  static ExitStatus exited(int code) {
+    return code == 0 ? success() : ExitStatus{Kind::kNonZeroExit, code, ""};
+  }
+  static ExitStatus error(std::string message) { return {Kind::kError, 0, std::move(message)}; }
+};
+
+// Implemented by the client-side adapter; called by the backend on the
+// session's dispatcher.
+class ExecCallbacks {
+ public:
+  virtual ~ExecCallbacks() = default;
+
+  // Output of the process. The callee takes the bytes (drains `data`).
+  virtual void onStdout(Buffer& data) = 0;
+  virtual void onStderr(Buffer& data) = 0;
+  // Called exactly once, after the last onStdout()/onStderr(): every byte of
+  // output has been delivered before the status.
+  virtual void onExit(const ExitStatus& status) = 0;
+  // The backend's stdin queue fell below its low watermark after having been
+  // above its high watermark; the adapter may read more from its client.
+  virtual void onStdinDrained() = 0;
+};
+
+// Implemented by the backend: one running exec, or one attachment to a
+// container's main process. Destroying it before onExit() ends the exec (its
+// process group is killed) or detaches from the container (which keeps running).
+class ExecProcess {
+ public:
+  virtual ~ExecProcess() = default;
+
+  // Queues bytes for the process's stdin and takes them (drains `data`).
+  virtual void writeStdin(Buffer& data) = 0;
+  // Bytes queued for stdin and not yet accepted by the process. The adapter
+  // stops reading its client above kStdinHighWatermark and resumes on
+  // onStdinDrained().
+  virtual size_t stdinQueuedBytes() const = 0;
+  // Half-close: the process sees EOF on stdin once the queued bytes are written.
+  // Output keeps flowing.
+  virtual void closeStdin() = 0;
+  // Applies a terminal size (TTY sessions only; ignored otherwise).
+  virtual void resize(TerminalSize size) = 0;
+  // Backpressure from the client: while paused, the backend stops reading the
+  // process's output (the process blocks on a full pipe) instead of buffering.
+  virtual void pauseOutput(bool paused) = 0;
+
+  static constexpr size_t kStdinHighWatermark = 1 << 20;
+};
+
+// What the runtime knows about one container.
+struct ContainerInfo {
+  std::string id;
+  std::string name;
+  std::string pod_sandbox_id;
+  std::string image;
+  bool running = false;
+  bool tty = false;    // the main process has a terminal
+  bool stdin = false;  // the main process reads stdin (attach may write to it)
+  int64_t created_at_ns = 0;
+  int64_t started_at_ns = 0;
+  std::vector<std::string> command;
+};
+
+class Runtime {
+ public:
+  virtual ~Runtime() = default;
+
+  virtual std::vector<ContainerInfo> listContainers() const = 0;
+  // NotFound when there is no such container.
+  virtual absl::StatusOr<ContainerInfo> container(const std::string& id) const = 0;
+
+  // Starts an exec (spec.operation == kExec) or attaches (kAttach). `initial`
+  // is the terminal size to apply before the process runs, when known.
+  // Failures known at once are returned; failures found later (a command that
+  // cannot be executed) arrive as onExit() with a kError or kNonZeroExit status.
+  virtual absl::StatusOr<std::unique_ptr<ExecProcess>> startExec(
+      event::Dispatcher& dispatcher, const ExecSpec& spec, std::optional<TerminalSize> initial,
+      ExecCallbacks& callbacks) = 0;
+};
+
+}  // namespace crisp::session
