@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+
 #include "source/common/buffer.h"
 
 namespace crisp::spdy {
@@ -74,6 +75,8 @@ struct Limits {
   uint32_t max_header_block_bytes = 64 * 1024;
   // Largest DATA frame payload accepted. The wire allows 0xFFFFFF.
   uint32_t max_data_frame_bytes = 0xFFFFFF;
+  // Most entries one header block may yield, counting each NUL-separated value.
+  uint32_t max_header_entries = 1024;
 };
 
 // Callbacks receive frames in wire order. Stream-level problems the codec can
@@ -115,13 +118,33 @@ class Codec {
   // "spdy.unsupported_version: control frame version 2". After an error the
   // codec must not be fed again.
   absl::Status dispatch(Buffer& input);
+  //
+  // Details of the contract above:
+  // - DATA frames are delivered whole (the codec waits for the full payload);
+  //   their payload is moved, not copied, into the Buffer given to onData.
+  // - Control frames of unknown type (e.g. SPDY/3 CREDENTIAL) are dropped
+  //   without buffering them.
+  // - Error reasons: spdy.unsupported_version, spdy.frame_too_large (beyond a
+  //   Limits field), spdy.bad_frame_length (wrong size for the frame type),
+  //   spdy.invalid_stream_id (0 in SYN_STREAM, SYN_REPLY, HEADERS, RST_STREAM,
+  //   DATA), spdy.bad_header_block, spdy.header_block_too_large. The status
+  //   code is always kInvalidArgument; dispatch() keeps returning the first
+  //   error, and `input` keeps the bytes from the bad frame on.
+  // - Callbacks run inside dispatch() and must not destroy the codec or feed
+  //   it; a connection closing from a callback defers its deletion.
 
-  // Encoders append one complete frame to `out`.
+  // Encoders append one complete frame to `out`. Stream ids are sent as their
+  // low 31 bits. Header frames run the headers through this direction's zlib
+  // stream, so they must go on the wire in the order they were encoded; names
+  // go out lowercase, and entries sharing a name are joined NUL-separated into
+  // one pair. Names must be non-empty without NUL, values without NUL.
   void encodeSynStream(Buffer& out, uint32_t stream_id, uint32_t associated_id, uint8_t priority,
                        uint8_t flags, const HeaderList& headers);
   void encodeSynReply(Buffer& out, uint32_t stream_id, uint8_t flags, const HeaderList& headers);
   void encodeHeaders(Buffer& out, uint32_t stream_id, uint8_t flags, const HeaderList& headers);
-  // Moves all of `data` into one DATA frame (callers split large payloads).
+  // Moves all of `data` into one DATA frame (callers split large payloads;
+  // data beyond the 16 MiB - 1 wire limit goes out in several frames, `fin` on
+  // the last). The payload is moved, not copied.
   static void encodeData(Buffer& out, uint32_t stream_id, Buffer& data, bool fin);
   static void encodeRstStream(Buffer& out, uint32_t stream_id, RstStatus status);
   static void encodeSettings(Buffer& out, uint8_t flags, const std::vector<SettingsEntry>& entries);
@@ -133,5 +156,11 @@ class Codec {
   class Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// True when `stream_id` has the parity of the streams the peer opens, as seen
+// from `role`: clients (the side that sent the upgrade) use odd ids, servers
+// even ones. Checking parity and ordering is the connection's job; the codec
+// itself only rejects id 0.
+bool isPeerInitiated(Codec::Role role, uint32_t stream_id);
 
 }  // namespace crisp::spdy
