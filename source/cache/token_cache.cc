@@ -1,0 +1,395 @@
+#include "source/cache/token_cache.h"
+
+#include <array>
+#include <atomic>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <utility>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/hash/hash.h"
+#include "absl/status/status.h"
+#include "absl/strings/escaping.h"
+
+#include "source/admin/metrics.h"
+
+namespace crisp::cache {
+namespace {
+
+// Every metric of the token cache, in one place:
+//   X(member, name, kind, label names, help)
+// Refusals carry reason="full" (max_in_flight reached) or reason="random" (the
+// random source failed or kept repeating itself).
+#define CRISP_TOKEN_CACHE_METRICS(X)                                              \
+  X(issued, "crisp_tokens_issued_total", kCounter, {}, "Tokens handed out.")      \
+  X(taken, "crisp_tokens_taken_total", kCounter, {}, "Tokens presented in time.") \
+  X(expired, "crisp_tokens_expired_total", kCounter, {},                          \
+    "Tokens that expired unused, dropped or presented too late.")                 \
+  X(refused, "crisp_tokens_refused_total", kCounter, {"reason"},                  \
+    "Token requests refused, by reason (full|random).")                           \
+  X(live, "crisp_tokens_live", kGauge, {}, "Tokens issued and neither taken nor dropped.")
+
+constexpr size_t kTokenBytes = 16;
+static_assert((kTokenBytes * 8 + 5) / 6 == kTokenLength, "22 base64 characters hold 16 bytes");
+
+// The same bound as kubelet's request cache: a random source that keeps
+// returning tokens already in use is broken, not unlucky.
+constexpr int kMaxTokenAttempts = 10;
+
+// A shard's expiry queue is rebuilt once it holds this many more items than
+// live entries (items of taken tokens stay until they reach the front).
+constexpr size_t kQueueCompactionSlack = 64;
+
+constexpr char kFullMessage[] = "maximum number of in-flight requests exceeded";
+
+// A token's characters and their hash, computed once: the hash picks the shard
+// and the slot inside it.
+struct TokenKey {
+  std::array<char, kTokenLength> chars;
+  size_t hash;
+
+  explicit TokenKey(const char* text) {
+    std::copy(text, text + kTokenLength, chars.begin());
+    hash = absl::HashOf(absl::string_view(chars.data(), chars.size()));
+  }
+};
+
+struct TokenKeyHash {
+  size_t operator()(const TokenKey& key) const { return key.hash; }
+};
+
+uint64_t loadWord(const char* p) {
+  uint64_t w;
+  std::memcpy(&w, p, sizeof(w));
+  return w;
+}
+
+// Constant time: the time a lookup takes says nothing about how many leading
+// characters of a guess were right. Three overlapping 8-byte words cover the
+// 22 characters; no branch depends on their content.
+struct TokenKeyEq {
+  bool operator()(const TokenKey& a, const TokenKey& b) const {
+    static_assert(kTokenLength > 16 && kTokenLength <= 24, "three words cover a token");
+    const char* x = a.chars.data();
+    const char* y = b.chars.data();
+    const uint64_t diff = (loadWord(x) ^ loadWord(y)) | (loadWord(x + 8) ^ loadWord(y + 8)) |
+                          (loadWord(x + kTokenLength - 8) ^ loadWord(y + kTokenLength - 8));
+    return diff == 0;
+  }
+};
+
+// The base64url alphabet (RFC 4648 section 5).
+constexpr std::array<bool, 256> kTokenAlphabet = [] {
+  std::array<bool, 256> table{};
+  for (int c = 'A'; c <= 'Z'; ++c) {
+    table[c] = true;
+  }
+  for (int c = 'a'; c <= 'z'; ++c) {
+    table[c] = true;
+  }
+  for (int c = '0'; c <= '9'; ++c) {
+    table[c] = true;
+  }
+  table['-'] = true;
+  table['_'] = true;
+  return table;
+}();
+
+// A presented token of the wrong shape cannot be in the cache: it is rejected
+// before any lookup. This looks only at the caller's own input.
+std::optional<TokenKey> parseToken(std::string_view token) {
+  if (token.size() != kTokenLength) {
+    return std::nullopt;
+  }
+  bool valid = true;
+  for (char c : token) {
+    valid &= kTokenAlphabet[static_cast<unsigned char>(c)];
+  }
+  if (!valid) {
+    return std::nullopt;
+  }
+  return TokenKey(token.data());
+}
+
+struct Entry {
+  session::StreamRequest request;
+  MonotonicTime expire;
+  uint64_t seq = 0;
+};
+
+struct QueueItem {
+  TokenKey key;
+  uint64_t seq;  // tells the entry this item was queued for from a later one under the same key
+};
+
+struct alignas(64) Shard {
+  mutable std::mutex mutex;
+  absl::flat_hash_map<TokenKey, Entry, TokenKeyHash, TokenKeyEq> entries ABSL_GUARDED_BY(mutex);
+  // Insertion order; with one TTL at a time this is also expiry order.
+  std::deque<QueueItem> queue ABSL_GUARDED_BY(mutex);
+  uint64_t next_seq ABSL_GUARDED_BY(mutex) = 0;
+};
+
+struct Metrics {
+#define CRISP_METRIC_MEMBER(member, name, kind, labels, help) stats::Family& member;
+  CRISP_TOKEN_CACHE_METRICS(CRISP_METRIC_MEMBER)
+#undef CRISP_METRIC_MEMBER
+};
+
+Metrics declareMetrics(stats::Registry& registry) {
+#define CRISP_METRIC_INIT(member, name, kind, labels, help) \
+  registry.family(name, help, stats::Kind::kind, labels),
+  return Metrics{CRISP_TOKEN_CACHE_METRICS(CRISP_METRIC_INIT)};
+#undef CRISP_METRIC_INIT
+}
+
+}  // namespace
+
+class TokenCache::Impl {
+ public:
+  Impl(const TokenCacheOptions& options, const TimeSource& time, RandomSource& random)
+      : time_(time),
+        random_(random),
+        shard_count_(options.shards == 0 ? 1 : options.shards),
+        max_in_flight_(options.max_in_flight),
+        shards_(std::make_unique<Shard[]>(shard_count_)),
+        ttl_(options.ttl.count()),
+        families_(
+            declareMetrics(options.registry != nullptr ? *options.registry : stats::registry())),
+        issued_(families_.issued.counter()),
+        taken_(families_.taken.counter()),
+        expired_(families_.expired.counter()),
+        refused_full_(families_.refused.counter({"full"})),
+        refused_random_(families_.refused.counter({"random"})),
+        live_(families_.live.gauge()) {}
+
+  ~Impl() { live_.dec(static_cast<int64_t>(in_flight_.load())); }
+
+  absl::StatusOr<std::string> insert(session::StreamRequest request) {
+    const MonotonicTime now = time_.monotonicTime();
+    if (!reserveSlot()) {
+      // Full: expired entries may still hold slots in shards nobody touched
+      // lately. Drop them everywhere, then look again.
+      sweepAll(now);
+      if (!reserveSlot()) {
+        refused_full_.inc();
+        return absl::ResourceExhaustedError(kFullMessage);
+      }
+    }
+    const MonotonicTime expire = now + std::chrono::milliseconds(ttl_.load());
+    for (int attempt = 0; attempt < kMaxTokenAttempts; ++attempt) {
+      std::array<uint8_t, kTokenBytes> bytes;
+      if (!random_.fill(bytes.data(), bytes.size())) {
+        releaseSlots(1);
+        refused_random_.inc();
+        return absl::UnavailableError("random source failed; no token issued");
+      }
+      std::string token = absl::WebSafeBase64Escape(
+          absl::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
+      const TokenKey key(token.data());
+
+      Shard& shard = shardFor(key);
+      size_t dropped = 0;
+      bool stored = false;
+      {
+        std::lock_guard<std::mutex> lock(shard.mutex);
+        dropped = dropExpiredLocked(shard, now);
+        auto [it, fresh] = shard.entries.try_emplace(key);
+        if (fresh) {
+          const uint64_t seq = shard.next_seq++;
+          it->second = Entry{std::move(request), expire, seq};
+          shard.queue.push_back(QueueItem{key, seq});
+          compactLocked(shard);
+          stored = true;
+        }
+      }
+      dropSlots(dropped);
+      if (stored) {
+        issued_.inc();
+        live_.inc();
+        return token;
+      }
+    }
+    releaseSlots(1);
+    refused_random_.inc();
+    return absl::UnavailableError("random source keeps repeating tokens; no token issued");
+  }
+
+  std::optional<session::StreamRequest> consume(std::string_view token) {
+    const std::optional<TokenKey> key = parseToken(token);
+    if (!key) {
+      return std::nullopt;
+    }
+    const MonotonicTime now = time_.monotonicTime();
+    Shard& shard = shardFor(*key);
+    std::optional<Entry> entry;
+    size_t dropped = 0;
+    {
+      std::lock_guard<std::mutex> lock(shard.mutex);
+      dropped = dropExpiredLocked(shard, now);
+      auto it = shard.entries.find(*key);
+      if (it != shard.entries.end()) {
+        entry.emplace(std::move(it->second));
+        shard.entries.erase(it);
+        // Taken right after it was issued, the entry is usually the queue
+        // front: pop it now rather than look it up again later.
+        if (!shard.queue.empty() && shard.queue.front().seq == entry->seq) {
+          shard.queue.pop_front();
+        }
+      }
+    }
+    dropSlots(dropped);
+    if (!entry) {
+      return std::nullopt;
+    }
+    // Removed before the expiry check: a late presentation burns the token too.
+    releaseSlots(1);
+    live_.dec();
+    if (now > entry->expire) {
+      expired_.inc();
+      return std::nullopt;
+    }
+    taken_.inc();
+    return std::move(entry->request);
+  }
+
+  size_t size() const { return in_flight_.load(); }
+
+  void setTtl(std::chrono::milliseconds ttl) { ttl_.store(ttl.count()); }
+
+  std::vector<size_t> shardSizes() const {
+    std::vector<size_t> sizes;
+    sizes.reserve(shard_count_);
+    for (uint32_t i = 0; i < shard_count_; ++i) {
+      std::lock_guard<std::mutex> lock(shards_[i].mutex);
+      sizes.push_back(shards_[i].entries.size());
+    }
+    return sizes;
+  }
+
+ private:
+  Shard& shardFor(const TokenKey& key) const {
+    // The high half of the hash picks the shard; the table inside the shard
+    // works from the low bits, so the two choices stay independent.
+    const uint64_t index = ((static_cast<uint64_t>(key.hash) >> 32) * shard_count_) >> 32;
+    return shards_[index];
+  }
+
+  // Takes one of the max_in_flight slots; false when none is left.
+  bool reserveSlot() {
+    size_t current = in_flight_.load();
+    while (current < max_in_flight_) {
+      if (in_flight_.compare_exchange_weak(current, current + 1)) {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  void releaseSlots(size_t n) {
+    if (n > 0) {
+      in_flight_.fetch_sub(n);
+    }
+  }
+
+  // Slots of entries dropped because they expired.
+  void dropSlots(size_t n) {
+    if (n > 0) {
+      releaseSlots(n);
+      expired_.inc(n);
+      live_.dec(static_cast<int64_t>(n));
+    }
+  }
+
+  // Pops the queue front while it refers to a taken entry or an expired one.
+  // Returns how many expired entries it removed. Stops at the first live,
+  // unexpired entry: after a TTL cut, younger entries behind it may already be
+  // expired, and consume() still refuses those; they are dropped when the
+  // front gets to them.
+  static size_t dropExpiredLocked(Shard& shard, MonotonicTime now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mutex) {
+    size_t dropped = 0;
+    while (!shard.queue.empty()) {
+      const QueueItem& front = shard.queue.front();
+      auto it = shard.entries.find(front.key);
+      if (it != shard.entries.end() && it->second.seq == front.seq) {
+        if (now <= it->second.expire) {
+          break;
+        }
+        shard.entries.erase(it);
+        ++dropped;
+      }
+      shard.queue.pop_front();
+    }
+    return dropped;
+  }
+
+  // Items of taken tokens wait in the queue until they reach the front; when
+  // tokens are taken out of order they could pile up for a whole TTL. Rebuild
+  // the queue once they outnumber the live entries: each rebuild removes at
+  // least half of the items, so its cost is spread over the inserts before it.
+  static void compactLocked(Shard& shard) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mutex) {
+    if (shard.queue.size() <= 2 * shard.entries.size() + kQueueCompactionSlack) {
+      return;
+    }
+    std::deque<QueueItem> kept;
+    for (const QueueItem& item : shard.queue) {
+      auto it = shard.entries.find(item.key);
+      if (it != shard.entries.end() && it->second.seq == item.seq) {
+        kept.push_back(item);
+      }
+    }
+    shard.queue.swap(kept);
+  }
+
+  void sweepAll(MonotonicTime now) {
+    for (uint32_t i = 0; i < shard_count_; ++i) {
+      size_t dropped = 0;
+      {
+        std::lock_guard<std::mutex> lock(shards_[i].mutex);
+        dropped = dropExpiredLocked(shards_[i], now);
+      }
+      dropSlots(dropped);
+    }
+  }
+
+  const TimeSource& time_;
+  RandomSource& random_;
+  const uint32_t shard_count_;
+  const size_t max_in_flight_;
+  const std::unique_ptr<Shard[]> shards_;
+  std::atomic<int64_t> ttl_;  // milliseconds
+  std::atomic<size_t> in_flight_{0};
+
+  Metrics families_;
+  stats::Counter& issued_;
+  stats::Counter& taken_;
+  stats::Counter& expired_;
+  stats::Counter& refused_full_;
+  stats::Counter& refused_random_;
+  stats::Gauge& live_;
+};
+
+TokenCache::TokenCache(const TokenCacheOptions& options, const TimeSource& time,
+                       RandomSource& random)
+    : impl_(std::make_unique<Impl>(options, time, random)) {}
+
+TokenCache::~TokenCache() = default;
+
+absl::StatusOr<std::string> TokenCache::insert(session::StreamRequest request) {
+  return impl_->insert(std::move(request));
+}
+
+std::optional<session::StreamRequest> TokenCache::consume(std::string_view token) {
+  return impl_->consume(token);
+}
+
+size_t TokenCache::size() const { return impl_->size(); }
+
+void TokenCache::setTtl(std::chrono::milliseconds ttl) { impl_->setTtl(ttl); }
+
+std::vector<size_t> TokenCache::shardSizes() const { return impl_->shardSizes(); }
+
+}  // namespace crisp::cache

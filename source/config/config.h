@@ -1,0 +1,98 @@
+#pragma once
+
+// Config: crisp's settings, loaded from one YAML file and checked completely
+// before anything starts. docs/configuration.md describes every key.
+//
+//   absl::StatusOr<config::Config> c = config::loadFile("/etc/crisp/crisp.yaml");
+//   if (!c.ok()) { print c.status().message(); exit(1); }
+//
+// A value is a plain struct; every field has its default here. Loading either
+// returns a Config that passed every check, or INVALID_ARGUMENT whose message
+// holds one line per problem, each as `<file>:<line>: <key>: <what is wrong>`,
+// for example `crisp.yaml:12: stream.listen: expected host:port, got "abc"`.
+// Unknown keys are errors. Loading touches no socket; it reads the file and
+// the user database (for runtime.embedded.containers[].user).
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+#include "source/config/host_port.h"
+
+namespace crisp::config {
+
+struct CriConfig {
+  std::string listen;                   // unix socket path; required
+  std::optional<std::string> upstream;  // unix socket path; absent = embedded runtime
+  uint32_t socket_mode = 0660;          // permission bits of the listening socket
+};
+
+struct StreamConfig {
+  HostPort listen{"127.0.0.1", 10350, HostKind::kIpv4};  // an IP address; port 0 = any
+  std::string advertise;  // http(s) base URL handed out; empty = from the listener
+  uint32_t workers = 1;
+  std::chrono::milliseconds stream_creation_timeout{std::chrono::seconds(30)};
+  std::chrono::milliseconds stream_idle_timeout{std::chrono::hours(4)};
+  uint32_t max_header_bytes = 16384;
+  std::chrono::milliseconds header_timeout{std::chrono::seconds(10)};
+  uint32_t max_sessions = 10000;
+};
+
+struct CacheConfig {
+  std::chrono::milliseconds ttl{std::chrono::minutes(1)};
+  uint32_t shards = 16;
+  uint32_t max_in_flight = 1000;
+};
+
+struct AdminConfig {
+  std::optional<HostPort> listen;  // absent = no admin endpoint
+};
+
+struct LogConfig {
+  // One of trace, debug, info, warn, error, critical, off (spdlog's names).
+  std::string level = "info";
+};
+
+struct ContainerConfig {
+  std::string id;                    // required, unique, [a-zA-Z0-9_.-]+
+  std::string name;                  // defaults to id
+  std::vector<std::string> command;  // the main process; required, not empty
+  std::string working_dir = "/";
+  std::vector<std::string> env;  // KEY=value
+  std::string user;              // name or numeric uid; empty = crisp's own user
+  bool tty = false;
+  bool stdin = false;
+  std::string image = "host";
+};
+
+struct EmbeddedRuntimeConfig {
+  std::vector<ContainerConfig> containers;
+};
+
+struct RuntimeConfig {
+  EmbeddedRuntimeConfig embedded;
+};
+
+struct Config {
+  CriConfig cri;
+  StreamConfig stream;
+  CacheConfig cache;
+  AdminConfig admin;
+  LogConfig log;
+  RuntimeConfig runtime;
+  std::string source;  // the file name the values came from
+};
+
+// Reads and checks the file at `path`; errors name it as given. A file that
+// cannot be read gives the errno's status code (NOT_FOUND, PERMISSION_DENIED,
+// ...); content errors give INVALID_ARGUMENT. Thread-safe.
+absl::StatusOr<Config> loadFile(const std::string& path);
+
+// As loadFile, with `text` as the content and `name` used in messages.
+absl::StatusOr<Config> loadString(const std::string& text, const std::string& name);
+
+}  // namespace crisp::config
