@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "source/common/buffer.h"
@@ -41,6 +43,11 @@ enum class Protocol {
 // "spdy/v4.channel.k8s.io" and so on: the metric label and log text.
 const char* protocolName(Protocol p);
 
+// The wire family of a protocol; upgrade handlers are registered per family.
+enum class ProtocolFamily { kSpdy, kWebSocket };
+
+ProtocolFamily protocolFamily(Protocol p);
+
 // A socket whose HTTP/1.1 upgrade has completed (the 101 is queued in
 // `pending_output` or already written). The handler takes ownership of `fd`.
 struct UpgradedConnection {
@@ -53,6 +60,19 @@ struct UpgradedConnection {
   HttpRequest request;
   Protocol protocol = Protocol::kSpdyRemoteCommandV4;
   session::StreamRequest stream_request;
+};
+
+// Takes over upgraded connections of one protocol family. The HTTP/1.1 front
+// keeps a borrowed pointer per family; the handler must outlive it.
+class UpgradeHandler {
+ public:
+  virtual ~UpgradeHandler() = default;
+
+  // Called on `dispatcher`'s thread, the loop the connection lives on from now
+  // on. The handler owns `connection.fd` from this call and must close it; it
+  // writes `pending_output` before anything else and processes
+  // `leftover_input` before reading the socket.
+  virtual void onUpgrade(event::Dispatcher& dispatcher, UpgradedConnection&& connection) = 0;
 };
 
 }  // namespace crisp::stream

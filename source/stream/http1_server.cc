@@ -1,0 +1,221 @@
+#include "source/stream/http1_server.h"
+
+#include <optional>
+
+#include "source/admin/metrics.h"
+#include "source/common/logger.h"
+#include "source/stream/http1_response.h"
+#include "source/stream/http1_route.h"
+#include "source/stream/negotiation.h"
+
+namespace crisp::stream {
+namespace {
+
+constexpr size_t kRequestResultCount = static_cast<size_t>(RequestResult::kInternalError) + 1;
+
+stats::Registry& registryOr(stats::Registry* r) { return r != nullptr ? *r : stats::registry(); }
+
+size_t familyIndex(ProtocolFamily family) { return static_cast<size_t>(family); }
+
+}  // namespace
+
+const char* requestResultName(RequestResult result) {
+  switch (result) {
+    case RequestResult::kUpgraded:
+      return "upgraded";
+    case RequestResult::kNotFound:
+      return "not_found";
+    case RequestResult::kBadRequest:
+      return "bad_request";
+    case RequestResult::kForbidden:
+      return "forbidden";
+    case RequestResult::kHeaderTooLarge:
+      return "header_too_large";
+    case RequestResult::kHeaderTimeout:
+      return "header_timeout";
+    case RequestResult::kMethodNotAllowed:
+      return "method_not_allowed";
+    case RequestResult::kInternalError:
+      return "internal_error";
+  }
+  return "unknown";
+}
+
+// Every metric of the stream server's HTTP/1.1 front.
+struct Http1Server::Metrics {
+  explicit Metrics(stats::Registry& registry)
+      : connections_total(registry
+                              .family("crisp_stream_connections_total",
+                                      "Connections accepted by the stream server.",
+                                      stats::Kind::kCounter)
+                              .counter()),
+        connections_active(registry
+                               .family("crisp_stream_connections_active",
+                                       "Stream server connections in their HTTP/1.1 phase "
+                                       "(reading the request head or answering an error).",
+                                       stats::Kind::kGauge)
+                               .gauge()) {
+    auto& family = registry.family("crisp_stream_requests_total",
+                                   "Stream server requests by outcome; upgraded ones are handed "
+                                   "to a protocol handler.",
+                                   stats::Kind::kCounter, {"result"});
+    for (size_t i = 0; i < kRequestResultCount; ++i) {
+      requests[i] = &family.counter({requestResultName(static_cast<RequestResult>(i))});
+    }
+  }
+
+  stats::Counter& request(RequestResult result) { return *requests[static_cast<size_t>(result)]; }
+
+  stats::Counter& connections_total;
+  stats::Gauge& connections_active;
+  std::array<stats::Counter*, kRequestResultCount> requests{};
+};
+
+Http1Server::Http1Server(event::Dispatcher& dispatcher, cache::TokenCache& tokens,
+                         Http1ServerOptions options)
+    : dispatcher_(dispatcher),
+      tokens_(tokens),
+      options_(std::move(options)),
+      metrics_(std::make_unique<Metrics>(registryOr(options_.registry))),
+      connections_(dispatcher) {}
+
+Http1Server::~Http1Server() {
+  metrics_->connections_active.dec(static_cast<int64_t>(connections_.size()));
+}
+
+void Http1Server::setUpgradeHandler(ProtocolFamily family, UpgradeHandler* handler) {
+  handlers_[familyIndex(family)] = handler;
+}
+
+void Http1Server::onAccept(int fd, std::string peer) {
+  const uint64_t id = log::nextId();
+  metrics_->connections_total.inc();
+  metrics_->connections_active.inc();
+  CRISP_CONN_LOG(kStream, debug, id, "accepted from {}", peer);
+  connections_.add(std::make_unique<Http1Connection>(dispatcher_, fd, std::move(peer), id,
+                                                     options_.connection, *this));
+}
+
+void Http1Server::onRequestHead(Http1Connection& connection, HttpRequest&& request,
+                                Buffer&& leftover) {
+  const std::optional<StreamRoute> route = matchStreamRoute(request.path);
+  if (!route.has_value()) {
+    // The path is not logged: it may hold a token under a wrong prefix.
+    CRISP_CONN_LOG(kStream, debug, connection.id(), "{}: no such route", request.method);
+    respond(connection, RequestResult::kNotFound, goNotFound().serialize());
+    return;
+  }
+  const char* operation = session::operationName(route->operation);
+  if (request.method != "GET" && request.method != "POST") {
+    // Like the kubelet's router: the method is checked before the handler
+    // runs, so the token stays valid.
+    CRISP_CONN_LOG(kStream, debug, connection.id(), "{} /{}: method not allowed", request.method,
+                   operation);
+    HttpResponse response = goHttpError(405, "405: Method Not Allowed");
+    response.headers.emplace_back("Allow", "GET, POST");
+    respond(connection, RequestResult::kMethodNotAllowed, response.serialize());
+    return;
+  }
+
+  const std::string fingerprint = log::tokenFingerprint(route->token);
+  std::optional<session::StreamRequest> stream_request = tokens_.consume(route->token);
+  if (!stream_request.has_value() || stream_request->operation() != route->operation) {
+    // consume() has burnt the token either way: a token presented on the
+    // wrong route is gone too.
+    CRISP_CONN_LOG(kStream, info, connection.id(),
+                   "{} /{}/{}: token unknown, expired, used or for another operation",
+                   request.method, operation, fingerprint);
+    respond(connection, RequestResult::kNotFound, goNotFound().serialize());
+    return;
+  }
+
+  Negotiation negotiation = negotiate(request, route->operation);
+  switch (negotiation.outcome) {
+    case Negotiation::Outcome::kRejected:
+      CRISP_CONN_LOG(kStream, info, connection.id(), "{} /{}/{}: upgrade refused with {}",
+                     request.method, operation, fingerprint, negotiation.status);
+      respond(connection,
+              negotiation.status == 403 ? RequestResult::kForbidden : RequestResult::kBadRequest,
+              std::move(negotiation.response));
+      return;
+    case Negotiation::Outcome::kWebSocket:
+      // TODO: WebSocket is not served yet. Every WebSocket upgrade gets the
+      // kubelet's answer for "no subprotocol matched", so kubectl 1.30+ falls
+      // back to SPDY; the token is burnt, and kubectl's fallback asks for a new
+      // one. Serving it means a WebSocket handshake here and a handler
+      // registered under ProtocolFamily::kWebSocket.
+      CRISP_CONN_LOG(kStream, info, connection.id(),
+                     "{} /{}/{}: WebSocket upgrade refused (not served)", request.method, operation,
+                     fingerprint);
+      respond(connection, RequestResult::kForbidden, std::string(kWebSocketForbiddenResponse));
+      return;
+    case Negotiation::Outcome::kSpdy:
+      break;
+  }
+
+  CRISP_CONN_LOG(kStream, debug, connection.id(), "{} /{}/{}: upgrading to {}", request.method,
+                 operation, fingerprint, protocolName(negotiation.protocol));
+  UpgradedConnection upgraded;
+  upgraded.connection_id = connection.id();
+  upgraded.leftover_input = std::move(leftover);
+  upgraded.pending_output.add(negotiation.response);
+  upgraded.request = std::move(request);
+  upgraded.protocol = negotiation.protocol;
+  upgraded.stream_request = std::move(*stream_request);
+  handOver(connection, std::move(upgraded));
+}
+
+void Http1Server::handOver(Http1Connection& connection, UpgradedConnection&& upgraded) {
+  UpgradeHandler* handler = handlers_[familyIndex(protocolFamily(upgraded.protocol))];
+  if (handler == nullptr) {
+    CRISP_CONN_LOG(kStream, error, connection.id(), "no handler for {}",
+                   protocolName(upgraded.protocol));
+    respond(connection, RequestResult::kInternalError,
+            goHttpError(500, "unable to upgrade: protocol not served").serialize());
+    return;
+  }
+  upgraded.fd = connection.release();
+  connections_.remove(connection);
+  metrics_->connections_active.dec();
+  metrics_->request(RequestResult::kUpgraded).inc();
+  handler->onUpgrade(dispatcher_, std::move(upgraded));
+}
+
+void Http1Server::onHeadError(Http1Connection& connection, Http1Connection::HeadError error) {
+  switch (error) {
+    case Http1Connection::HeadError::kTooLarge: {
+      CRISP_CONN_LOG(kStream, info, connection.id(), "request head larger than {} bytes",
+                     options_.connection.max_header_bytes);
+      respond(connection, RequestResult::kHeaderTooLarge, goHeadError(431).serialize());
+      return;
+    }
+    case Http1Connection::HeadError::kMalformed:
+      CRISP_CONN_LOG(kStream, info, connection.id(), "malformed request head");
+      respond(connection, RequestResult::kBadRequest, goHeadError(400).serialize());
+      return;
+    case Http1Connection::HeadError::kTimeout:
+      CRISP_CONN_LOG(kStream, info, connection.id(), "no complete request head within {} ms",
+                     options_.connection.header_timeout.count());
+      metrics_->request(RequestResult::kHeaderTimeout).inc();
+      connection.close();
+      return;
+    case Http1Connection::HeadError::kPeerClosed:
+      CRISP_CONN_LOG(kStream, debug, connection.id(), "closed by the client before a request");
+      connection.close();
+      return;
+  }
+}
+
+void Http1Server::onClosed(Http1Connection& connection) {
+  CRISP_CONN_LOG(kStream, debug, connection.id(), "closed");
+  if (connections_.remove(connection)) {
+    metrics_->connections_active.dec();
+  }
+}
+
+void Http1Server::respond(Http1Connection& connection, RequestResult result, std::string response) {
+  metrics_->request(result).inc();
+  connection.respond(std::move(response));
+}
+
+}  // namespace crisp::stream
