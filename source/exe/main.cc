@@ -1,0 +1,64 @@
+// crisp: a CRI streaming proxy.
+//
+//   crisp --config FILE        run with the configuration in FILE
+//   crisp --check-config FILE  load and check FILE, print what is wrong, exit
+//
+// Exit codes: 0 after a clean stop (SIGTERM, SIGINT) or a valid config, 1 when
+// the configuration is invalid or crisp cannot start, 2 for bad arguments.
+
+#include <signal.h>
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "source/common/logger.h"
+#include "source/config/config.h"
+#include "source/exe/server.h"
+
+namespace {
+
+constexpr char kUsage[] =
+    "usage: crisp --config FILE\n"
+    "       crisp --check-config FILE\n";
+
+int usage() {
+  std::fputs(kUsage, stderr);
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 3) {
+    return usage();
+  }
+  const std::string flag = argv[1];
+  const std::string path = argv[2];
+  if (flag != "--config" && flag != "--check-config") {
+    return usage();
+  }
+
+  auto config = crisp::config::loadFile(path);
+  if (!config.ok()) {
+    std::fprintf(stderr, "crisp: invalid configuration:\n%s\n",
+                 std::string(config.status().message()).c_str());
+    return 1;
+  }
+  if (flag == "--check-config") {
+    std::printf("%s: ok\n", path.c_str());
+    return 0;
+  }
+
+  crisp::log::setLevel(config->log.level);
+  // Writes to a peer that went away must fail with EPIPE, not kill crisp.
+  ::signal(SIGPIPE, SIG_IGN);
+
+  auto server = crisp::exe::Server::create(*config);
+  if (!server.ok()) {
+    CRISP_LOG(kMain, critical, "cannot start: {}", std::string(server.status().message()));
+    return 1;
+  }
+  (*server)->run();
+  return 0;
+}

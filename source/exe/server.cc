@@ -1,0 +1,277 @@
+#include "source/exe/server.h"
+
+#include <event2/event.h>
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+
+#include "source/admin/admin_server.h"
+#include "source/cache/token_cache.h"
+#include "source/common/dispatcher.h"
+#include "source/common/logger.h"
+#include "source/common/time.h"
+#include "source/cri/grpc_server.h"
+#include "source/cri/passthrough.h"
+#include "source/cri/runtime_service.h"
+#include "source/runtime/embedded/embedded_runtime.h"
+#include "source/stream/http1_server.h"
+#include "source/stream/listener.h"
+#include "source/stream/spdy_remotecommand.h"
+
+namespace crisp::exe {
+namespace {
+
+// Answers every call crisp neither serves nor forwards, naming the method.
+class UnimplementedHandler : public cri::CallHandler {
+ public:
+  void onCall(std::unique_ptr<cri::ServerCall> call) override {
+    call->finish(absl::UnimplementedError(cri::unimplementedMessage(call->path())));
+  }
+};
+
+// Creates the directory holding the CRI socket when it is missing (one level:
+// the parent must exist).
+absl::Status ensureSocketDirectory(const std::string& socket_path) {
+  const auto slash = socket_path.rfind('/');
+  if (slash == std::string::npos || slash == 0) {
+    return absl::OkStatus();
+  }
+  const std::string dir = socket_path.substr(0, slash);
+  if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
+    return absl::UnavailableError(
+        absl::StrCat("cri.listen: cannot create directory ", dir, ": ", std::strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+runtime::EmbeddedContainerConfig toEmbedded(const config::ContainerConfig& c) {
+  runtime::EmbeddedContainerConfig out;
+  out.id = c.id;
+  out.name = c.name;
+  out.image = c.image;
+  out.command = c.command;
+  out.working_dir = c.working_dir;
+  out.env = c.env;
+  out.user = c.user;
+  out.tty = c.tty;
+  out.stdin = c.stdin;
+  return out;
+}
+
+// The CRI methods crisp answers itself for its embedded runtime.
+constexpr const char* kEmbeddedMethods[] = {
+    "/runtime.v1.RuntimeService/Version",       "/runtime.v1.RuntimeService/Status",
+    "/runtime.v1.RuntimeService/ListContainers", "/runtime.v1.RuntimeService/ContainerStatus",
+    "/runtime.v1.RuntimeService/ExecSync",      "/runtime.v1.RuntimeService/Exec",
+    "/runtime.v1.RuntimeService/Attach",        "/runtime.v1.RuntimeService/PortForward",
+};
+
+// One stream server worker: a loop of its own, accepting from the shared socket.
+struct Worker {
+  event::Dispatcher dispatcher;
+  std::unique_ptr<stream::Http1Server> http;
+  std::unique_ptr<stream::Listener> listener;
+  std::thread thread;
+};
+
+}  // namespace
+
+class Server::Impl {
+ public:
+  explicit Impl(const config::Config& config)
+      : config_(config),
+        cache_(cache::TokenCacheOptions{config.cache.ttl, config.cache.shards,
+                                        config.cache.max_in_flight},
+               time_source_, random_source_) {}
+
+  ~Impl() {
+    // Workers whose loops ran were torn down on their own threads by run();
+    // what is left here never ran a loop, so it may be destroyed from this one.
+    for (auto& worker : workers_) {
+      tearDown(*worker);
+    }
+    spdy_.reset();
+    grpc_.reset();
+    passthrough_.reset();
+    service_.reset();
+    admin_.reset();
+    if (embedded_) {
+      embedded_->stop();
+    }
+  }
+
+  // Ends a worker's sessions and connections and stops accepting. Runs on the
+  // worker's thread (or before its loop ever ran).
+  void tearDown(Worker& worker) {
+    if (spdy_) {
+      spdy_->closeAll(worker.dispatcher);
+    }
+    worker.listener.reset();
+    worker.http.reset();
+  }
+
+  absl::Status init() {
+    if (!config_.cri.upstream) {
+      std::vector<runtime::EmbeddedContainerConfig> containers;
+      for (const auto& c : config_.runtime.embedded.containers) {
+        containers.push_back(toEmbedded(c));
+      }
+      embedded_ = std::make_unique<runtime::EmbeddedRuntime>(std::move(containers));
+      if (auto s = embedded_->start(); !s.ok()) {
+        return absl::Status(s.code(), absl::StrCat("embedded runtime: ", s.message()));
+      }
+    }
+
+    // Stream server: one listening socket shared by every worker.
+    auto socket = stream::ListenSocket::bind(config_.stream.listen.toString());
+    if (!socket.ok()) {
+      return absl::Status(socket.status().code(),
+                          absl::StrCat("stream.listen: ", socket.status().message()));
+    }
+    stream_socket_ = std::move(socket).value();
+    stream_address_ = stream_socket_->address();
+    base_url_ = config_.stream.advertise.empty() ? absl::StrCat("http://", stream_address_, "/")
+                                                 : config_.stream.advertise;
+    if (base_url_.back() != '/') {
+      base_url_ += '/';
+    }
+
+    if (embedded_) {
+      stream::SpdyRemoteCommandConfig spdy_config;
+      spdy_config.stream_creation_timeout = config_.stream.stream_creation_timeout;
+      spdy_config.connection.idle_timeout = config_.stream.stream_idle_timeout;
+      spdy_ = std::make_unique<stream::SpdyUpgradeHandler>(*embedded_, spdy_config);
+    }
+    stream::Http1ServerOptions http_options;
+    http_options.connection.max_header_bytes = config_.stream.max_header_bytes;
+    http_options.connection.header_timeout = config_.stream.header_timeout;
+    for (uint32_t i = 0; i < config_.stream.workers; ++i) {
+      auto worker = std::make_unique<Worker>();
+      worker->http = std::make_unique<stream::Http1Server>(worker->dispatcher, cache_, http_options);
+      if (spdy_) {
+        worker->http->setUpgradeHandler(stream::ProtocolFamily::kSpdy, spdy_.get());
+      }
+      stream::Http1Server* http = worker->http.get();
+      worker->listener = std::make_unique<stream::Listener>(
+          worker->dispatcher, *stream_socket_,
+          [http](int fd, std::string peer) { http->onAccept(fd, std::move(peer)); });
+      workers_.push_back(std::move(worker));
+    }
+
+    // CRI front.
+    if (auto s = ensureSocketDirectory(config_.cri.listen); !s.ok()) {
+      return s;
+    }
+    grpc_ = std::make_unique<cri::GrpcServer>(control_);
+    if (embedded_) {
+      service_ = std::make_unique<cri::RuntimeServiceImpl>(*embedded_, cache_, base_url_);
+      for (const char* path : kEmbeddedMethods) {
+        grpc_->registerUnary(path, [this, path](std::string request,
+                                                cri::GrpcServer::UnaryDone done) {
+          service_->handle(path, request, control_, std::move(done));
+        });
+      }
+      grpc_->setFallback(&unimplemented_);
+    } else {
+      // TODO: Exec, Attach and PortForward are forwarded to the runtime too until
+      // crisp can reach a runtime's stream server itself; users see the
+      // runtime's own streaming URLs meanwhile.
+      passthrough_ = std::make_unique<cri::Passthrough>(control_, *config_.cri.upstream);
+      grpc_->setFallback(passthrough_.get());
+    }
+    if (auto s = grpc_->listenUnix(config_.cri.listen, config_.cri.socket_mode); !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat("cri.listen: ", s.message()));
+    }
+
+    if (config_.admin.listen) {
+      admin::AdminServerOptions admin_options;
+      admin_options.listen = config_.admin.listen->toString();
+      auto admin = admin::AdminServer::create(control_, admin_options);
+      if (!admin.ok()) {
+        return absl::Status(admin.status().code(),
+                            absl::StrCat("admin.listen: ", admin.status().message()));
+      }
+      admin_ = std::move(admin).value();
+      admin_address_ = admin_->address();
+    }
+    return absl::OkStatus();
+  }
+
+  void run() {
+    for (auto& worker : workers_) {
+      event::Dispatcher* d = &worker->dispatcher;
+      worker->thread = std::thread([d] { d->run(); });
+    }
+    ::event* sigterm = evsignal_new(control_.base(), SIGTERM, &Impl::onSignal, this);
+    ::event* sigint = evsignal_new(control_.base(), SIGINT, &Impl::onSignal, this);
+    evsignal_add(sigterm, nullptr);
+    evsignal_add(sigint, nullptr);
+    CRISP_LOG(kMain, info, "crisp ready: cri {} ({}), stream {} (base URL {}), admin {}",
+              config_.cri.listen, embedded_ ? "embedded runtime" : *config_.cri.upstream,
+              stream_address_, base_url_, admin_address_.empty() ? "off" : admin_address_);
+    control_.run();
+    event_free(sigterm);
+    event_free(sigint);
+    CRISP_LOG(kMain, info, "crisp stopping");
+    if (admin_) {
+      admin_->setReady(false);
+    }
+    for (auto& worker : workers_) {
+      Worker* w = worker.get();
+      w->dispatcher.post([this, w] {
+        tearDown(*w);
+        w->dispatcher.exit();
+      });
+      w->thread.join();
+    }
+  }
+
+  void stop() { control_.exit(); }
+
+  static void onSignal(evutil_socket_t signal, short, void* arg) {
+    CRISP_LOG(kMain, info, "received signal {}", static_cast<int>(signal));
+    static_cast<Impl*>(arg)->stop();
+  }
+
+  const config::Config config_;
+  RealTimeSource time_source_;
+  SystemRandomSource random_source_;
+  cache::TokenCache cache_;
+  event::Dispatcher control_;
+  std::unique_ptr<runtime::EmbeddedRuntime> embedded_;
+  std::unique_ptr<stream::ListenSocket> stream_socket_;
+  std::string stream_address_;
+  std::string base_url_;
+  std::string admin_address_;
+  std::unique_ptr<stream::SpdyUpgradeHandler> spdy_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::unique_ptr<cri::GrpcServer> grpc_;
+  std::unique_ptr<cri::RuntimeServiceImpl> service_;
+  std::unique_ptr<cri::Passthrough> passthrough_;
+  UnimplementedHandler unimplemented_;
+  std::unique_ptr<admin::AdminServer> admin_;
+};
+
+absl::StatusOr<std::unique_ptr<Server>> Server::create(const config::Config& config) {
+  auto impl = std::make_unique<Impl>(config);
+  if (auto s = impl->init(); !s.ok()) {
+    return s;
+  }
+  return std::unique_ptr<Server>(new Server(std::move(impl)));
+}
+
+Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Server::~Server() = default;
+void Server::run() { impl_->run(); }
+void Server::stop() { impl_->stop(); }
+const std::string& Server::streamAddress() const { return impl_->stream_address_; }
+const std::string& Server::streamBaseUrl() const { return impl_->base_url_; }
+const std::string& Server::adminAddress() const { return impl_->admin_address_; }
+
+}  // namespace crisp::exe

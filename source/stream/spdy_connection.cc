@@ -1,0 +1,622 @@
+#include "source/stream/spdy_connection.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "source/common/logger.h"
+
+namespace crisp::stream {
+namespace {
+
+// Bytes read from the socket per read(2), and reads per readiness event, so
+// one busy connection cannot hold the loop for long.
+constexpr int kReadChunkBytes = 64 * 1024;
+constexpr int kMaxReadsPerEvent = 4;
+// DATA frames are moved to the socket in batches of about this size; a control
+// frame waits at most for the rest of one batch.
+constexpr size_t kWriteBatchBytes = 64 * 1024;
+constexpr int kMaxIovecs = 16;
+
+std::string errnoText(int err) { return std::string(strerror(err)); }
+
+}  // namespace
+
+const char* closeReasonName(SpdyCloseReason reason) {
+  switch (reason) {
+    case SpdyCloseReason::kLocal:
+      return "local";
+    case SpdyCloseReason::kPeerClosed:
+      return "spdy.peer_closed";
+    case SpdyCloseReason::kSocketError:
+      return "spdy.socket_error";
+    case SpdyCloseReason::kProtocolError:
+      return "spdy.protocol_error";
+    case SpdyCloseReason::kIdleTimeout:
+      return "spdy.idle_timeout";
+  }
+  return "unknown";
+}
+
+SpdyConnection::SpdyConnection(event::Dispatcher& dispatcher, int fd, Buffer&& leftover_input,
+                               Buffer&& pending_output, uint64_t connection_id,
+                               SpdyConnectionCallbacks& callbacks,
+                               const SpdyConnectionConfig& config)
+    : dispatcher_(dispatcher),
+      fd_(fd),
+      id_(connection_id),
+      callbacks_(callbacks),
+      config_(config),
+      codec_(spdy::Codec::Role::kServer, *this, config.codec_limits) {
+  const int flags = fcntl(fd_, F_GETFL, 0);
+  if (flags >= 0 && (flags & O_NONBLOCK) == 0) {
+    fcntl(fd_, F_SETFL, flags | O_NONBLOCK);
+  }
+  // Keystrokes and small outputs of interactive sessions must not wait for
+  // Nagle. Fails harmlessly on non-TCP sockets.
+  const int one = 1;
+  setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  input_.move(leftover_input);
+  current_.move(pending_output);
+  idle_timer_ = std::make_unique<event::Timer>(dispatcher_, [this] { onIdleTimeout(); });
+  drain_timer_ = std::make_unique<event::Timer>(dispatcher_, [this] {
+    CRISP_CONN_LOG(kSpdy, info, id_,
+                   "client stopped reading while the connection closed; dropping {} bytes",
+                   queuedOutputBytes());
+    closeSocket();
+  });
+  linger_timer_ = std::make_unique<event::Timer>(dispatcher_, [this] { closeSocket(); });
+}
+
+SpdyConnection::~SpdyConnection() {
+  watcher_.reset();
+  if (fd_ >= 0) {
+    ::close(fd_);
+    fd_ = -1;
+  }
+}
+
+void SpdyConnection::start() {
+  if (state_ != State::kIdle) {
+    return;
+  }
+  state_ = State::kOpen;
+  watcher_ = std::make_unique<event::FdWatcher>(dispatcher_, fd_,
+                                                [this](short events) { onSocketEvent(events); });
+  touchIdle();
+  if (!input_.empty()) {
+    decodeInput();
+  }
+  updateWatcher();
+}
+
+size_t SpdyConnection::queuedOutputBytes() const {
+  return current_.length() + control_.length() + data_.length();
+}
+
+bool SpdyConnection::sendData(uint32_t stream_id, std::string_view data, bool fin) {
+  Buffer buffer;
+  buffer.add(data);
+  return sendData(stream_id, buffer, fin);
+}
+
+bool SpdyConnection::sendData(uint32_t stream_id, Buffer& data, bool fin) {
+  auto it = streams_.find(stream_id);
+  if (state_ != State::kOpen || it == streams_.end() || it->second.local_fin) {
+    data.drain(data.length());
+    return false;
+  }
+  Buffer frame;
+  if (data.empty()) {
+    if (!fin) {
+      return true;
+    }
+    spdy::Codec::encodeData(frame, stream_id, data, true);
+    queueDataFrame(frame);
+  }
+  while (!data.empty()) {
+    Buffer chunk;
+    chunk.move(data, std::min(data.length(), config_.max_data_frame_bytes));
+    spdy::Codec::encodeData(frame, stream_id, chunk, fin && data.empty());
+    queueDataFrame(frame);
+  }
+  if (fin) {
+    it->second.local_fin = true;
+    removeIfDone(it);
+  }
+  updateWatcher();
+  checkWatermarks();
+  return true;
+}
+
+bool SpdyConnection::resetStream(uint32_t stream_id, spdy::RstStatus status) {
+  auto it = streams_.find(stream_id);
+  if (state_ != State::kOpen || it == streams_.end()) {
+    return false;
+  }
+  streams_.erase(it);
+  Buffer frame;
+  spdy::Codec::encodeRstStream(frame, stream_id, status);
+  queueControl(frame);
+  updateWatcher();
+  return true;
+}
+
+void SpdyConnection::close() {
+  if (state_ == State::kIdle) {
+    // Never started: nothing was said on the wire by us yet.
+    state_ = State::kOpen;
+    watcher_ = std::make_unique<event::FdWatcher>(dispatcher_, fd_,
+                                                  [this](short events) { onSocketEvent(events); });
+  }
+  if (state_ != State::kOpen) {
+    return;
+  }
+  CRISP_CONN_LOG(kSpdy, debug, id_, "closing: {} streams open", streams_.size());
+  beginClose(spdy::GoAwayStatus::kOk);
+}
+
+void SpdyConnection::pauseReading(bool paused) {
+  if (read_paused_ == paused) {
+    return;
+  }
+  read_paused_ = paused;
+  CRISP_CONN_LOG(kSpdy, trace, id_, "{} reading", paused ? "pausing" : "resuming");
+  updateWatcher();
+}
+
+void SpdyConnection::updateWatcher() {
+  if (watcher_ == nullptr || fd_ < 0) {
+    return;
+  }
+  short events = 0;
+  switch (state_) {
+    case State::kOpen:
+      if (!read_paused_) {
+        events |= event::FdWatcher::kRead;
+      }
+      if (queuedOutputBytes() > 0) {
+        events |= event::FdWatcher::kWrite;
+      }
+      break;
+    case State::kClosing:
+      // Keep reading (and discarding) to see the peer go away.
+      if (!peer_eof_) {
+        events |= event::FdWatcher::kRead;
+      }
+      if (queuedOutputBytes() > 0) {
+        events |= event::FdWatcher::kWrite;
+      }
+      break;
+    case State::kLingering:
+      events |= event::FdWatcher::kRead;
+      break;
+    case State::kIdle:
+    case State::kClosed:
+      break;
+  }
+  watcher_->setEnabled(events);
+}
+
+void SpdyConnection::onSocketEvent(short events) {
+  if ((events & event::FdWatcher::kWrite) != 0) {
+    onWritable();
+  }
+  if ((events & event::FdWatcher::kRead) != 0 && fd_ >= 0) {
+    onReadable();
+  }
+}
+
+void SpdyConnection::onReadable() {
+  for (int i = 0; i < kMaxReadsPerEvent; ++i) {
+    if (fd_ < 0 || (state_ == State::kOpen && read_paused_)) {
+      break;
+    }
+    const int n = input_.readFrom(fd_, kReadChunkBytes);
+    if (n > 0) {
+      bytes_read_ += static_cast<uint64_t>(n);
+      if (state_ == State::kOpen) {
+        touchIdle();
+        decodeInput();
+      } else {
+        input_.drain(input_.length());
+      }
+      continue;
+    }
+    if (n == 0) {
+      switch (state_) {
+        case State::kOpen:
+          abort(SpdyCloseReason::kPeerClosed, "client closed the connection");
+          return;
+        case State::kClosing:
+          // The client will send nothing more; finish writing what it may
+          // still read, then close without lingering.
+          peer_eof_ = true;
+          updateWatcher();
+          return;
+        default:
+          closeSocket();
+          return;
+      }
+    }
+    const int err = errno;
+    if (err == EINTR) {
+      continue;
+    }
+    if (err == EAGAIN || err == EWOULDBLOCK) {
+      break;
+    }
+    abort(SpdyCloseReason::kSocketError, "read: " + errnoText(err));
+    return;
+  }
+  updateWatcher();
+}
+
+void SpdyConnection::decodeInput() {
+  const absl::Status status = codec_.dispatch(input_);
+  if (!status.ok() && state_ == State::kOpen) {
+    CRISP_CONN_LOG(kSpdy, info, id_, "closing on a SPDY framing error: {}",
+                   std::string(status.message()));
+    input_.drain(input_.length());
+    beginClose(spdy::GoAwayStatus::kProtocolError);
+    callbacks_.onConnectionClosing(SpdyCloseReason::kProtocolError, std::string(status.message()));
+  }
+  if (state_ != State::kOpen) {
+    input_.drain(input_.length());
+  }
+}
+
+void SpdyConnection::onWritable() {
+  if (!flush()) {
+    return;
+  }
+  updateWatcher();
+}
+
+bool SpdyConnection::flush() {
+  bool progress = false;
+  while (fd_ >= 0) {
+    if (current_.empty()) {
+      if (!control_.empty()) {
+        current_.move(control_);
+      } else if (!data_frame_lengths_.empty()) {
+        size_t batch = 0;
+        while (!data_frame_lengths_.empty() &&
+               (batch == 0 || batch + data_frame_lengths_.front() <= kWriteBatchBytes)) {
+          batch += data_frame_lengths_.front();
+          data_frame_lengths_.pop_front();
+        }
+        current_.move(data_, batch);
+      } else {
+        break;
+      }
+    }
+    evbuffer_iovec vec[kMaxIovecs];
+    const int n_vec = evbuffer_peek(current_.raw(), -1, nullptr, vec, kMaxIovecs);
+    iovec iov[kMaxIovecs];
+    const int count = std::min(n_vec, kMaxIovecs);
+    for (int i = 0; i < count; ++i) {
+      iov[i].iov_base = vec[i].iov_base;
+      iov[i].iov_len = vec[i].iov_len;
+    }
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = static_cast<size_t>(count);
+    ssize_t written = ::sendmsg(fd_, &msg, MSG_NOSIGNAL);
+    if (written < 0 && errno == ENOTSOCK) {
+      written = ::writev(fd_, iov, count);
+    }
+    if (written > 0) {
+      current_.drain(static_cast<size_t>(written));
+      bytes_written_ += static_cast<uint64_t>(written);
+      progress = true;
+      continue;
+    }
+    const int err = errno;
+    if (written < 0 && err == EINTR) {
+      continue;
+    }
+    if (written < 0 && (err == EAGAIN || err == EWOULDBLOCK)) {
+      break;
+    }
+    abort(SpdyCloseReason::kSocketError, "write: " + errnoText(err));
+    return false;
+  }
+  if (progress) {
+    if (state_ == State::kOpen) {
+      touchIdle();
+    } else if (state_ == State::kClosing) {
+      drain_timer_->enable(config_.drain_timeout);
+    }
+  }
+  checkWatermarks();
+  if (state_ == State::kClosing && queuedOutputBytes() == 0) {
+    finishFlush();
+  }
+  return fd_ >= 0;
+}
+
+void SpdyConnection::checkWatermarks() {
+  if (state_ != State::kOpen) {
+    return;
+  }
+  const size_t queued = queuedOutputBytes();
+  if (!above_high_watermark_ && queued > config_.output_high_watermark) {
+    above_high_watermark_ = true;
+    CRISP_CONN_LOG(kSpdy, trace, id_, "output above high watermark: {} bytes queued", queued);
+    callbacks_.onOutputAboveHighWatermark();
+  } else if (above_high_watermark_ && queued <= config_.output_low_watermark) {
+    above_high_watermark_ = false;
+    CRISP_CONN_LOG(kSpdy, trace, id_, "output below low watermark: {} bytes queued", queued);
+    callbacks_.onOutputBelowLowWatermark();
+  }
+}
+
+void SpdyConnection::touchIdle() { idle_timer_->enable(config_.idle_timeout); }
+
+void SpdyConnection::onIdleTimeout() {
+  if (state_ != State::kOpen) {
+    return;
+  }
+  CRISP_CONN_LOG(kSpdy, info, id_, "closing: no frame for {} ms", config_.idle_timeout.count());
+  beginClose(spdy::GoAwayStatus::kOk);
+  callbacks_.onConnectionClosing(SpdyCloseReason::kIdleTimeout, "idle timeout");
+}
+
+void SpdyConnection::queueControl(Buffer& frame) { control_.move(frame); }
+
+void SpdyConnection::queueDataFrame(Buffer& frame) {
+  data_frame_lengths_.push_back(frame.length());
+  data_.move(frame);
+}
+
+void SpdyConnection::removeIfDone(std::map<uint32_t, Stream>::iterator it) {
+  if (it->second.local_fin && it->second.remote_fin) {
+    streams_.erase(it);
+  }
+}
+
+void SpdyConnection::beginClose(spdy::GoAwayStatus status) {
+  if (state_ != State::kOpen) {
+    return;
+  }
+  state_ = State::kClosing;
+  // Behind the DATA already queued, so that nothing the owner sent is lost or
+  // overtaken by the reset of its stream.
+  Buffer frame;
+  for (const auto& [stream_id, stream] : streams_) {
+    if (!stream.local_fin) {
+      spdy::Codec::encodeRstStream(frame, stream_id, spdy::RstStatus::kCancel);
+      queueDataFrame(frame);
+    }
+  }
+  streams_.clear();
+  spdy::Codec::encodeGoAway(frame, last_peer_stream_id_, status);
+  queueDataFrame(frame);
+  idle_timer_->disable();
+  drain_timer_->enable(config_.drain_timeout);
+  updateWatcher();
+}
+
+void SpdyConnection::abort(SpdyCloseReason reason, const std::string& detail) {
+  if (state_ == State::kClosed) {
+    return;
+  }
+  const bool was_open = state_ == State::kOpen;
+  CRISP_CONN_LOG(kSpdy, debug, id_, "connection ended ({}): {}", closeReasonName(reason), detail);
+  state_ = State::kClosing;
+  streams_.clear();
+  if (was_open) {
+    callbacks_.onConnectionClosing(reason, detail);
+  }
+  closeSocket();
+}
+
+void SpdyConnection::finishFlush() {
+  state_ = State::kLingering;
+  drain_timer_->disable();
+  if (peer_eof_) {
+    closeSocket();
+    return;
+  }
+  ::shutdown(fd_, SHUT_WR);
+  linger_timer_->enable(config_.linger_timeout);
+  updateWatcher();
+}
+
+void SpdyConnection::closeSocket() {
+  if (state_ == State::kClosed) {
+    return;
+  }
+  state_ = State::kClosed;
+  watcher_.reset();
+  idle_timer_->disable();
+  drain_timer_->disable();
+  linger_timer_->disable();
+  if (fd_ >= 0) {
+    ::close(fd_);
+    fd_ = -1;
+  }
+  const size_t dropped = queuedOutputBytes();
+  current_.drain(current_.length());
+  control_.drain(control_.length());
+  data_.drain(data_.length());
+  data_frame_lengths_.clear();
+  input_.drain(input_.length());
+  streams_.clear();
+  CRISP_CONN_LOG(kSpdy, debug, id_, "socket closed ({} bytes read, {} written, {} dropped)",
+                 bytes_read_, bytes_written_, dropped);
+  callbacks_.onConnectionClosed();
+}
+
+// spdy::CodecCallbacks
+
+void SpdyConnection::onSynStream(uint32_t stream_id, uint32_t /*associated_id*/,
+                                 uint8_t /*priority*/, uint8_t flags, spdy::HeaderList&& headers) {
+  if (state_ != State::kOpen) {
+    return;
+  }
+  Buffer frame;
+  if (!spdy::isPeerInitiated(spdy::Codec::Role::kServer, stream_id) ||
+      stream_id <= last_peer_stream_id_) {
+    CRISP_CONN_LOG(kSpdy, debug, id_, "refusing stream {}: ids must be odd and increasing",
+                   stream_id);
+    spdy::Codec::encodeRstStream(frame, stream_id, spdy::RstStatus::kProtocolError);
+    queueControl(frame);
+    updateWatcher();
+    // A second SYN_STREAM for a live stream is an error on that stream too.
+    if (streams_.erase(stream_id) != 0) {
+      callbacks_.onStreamReset(stream_id, spdy::RstStatus::kProtocolError);
+    }
+    return;
+  }
+  last_peer_stream_id_ = stream_id;
+  if (peer_went_away_) {
+    spdy::Codec::encodeRstStream(frame, stream_id, spdy::RstStatus::kRefusedStream);
+    queueControl(frame);
+    updateWatcher();
+    return;
+  }
+  streams_.emplace(stream_id, Stream{});
+  const bool accepted = callbacks_.onStreamOpen(stream_id, headers);
+  if (state_ != State::kOpen) {
+    return;
+  }
+  auto it = streams_.find(stream_id);
+  if (it == streams_.end()) {
+    return;  // the owner reset it already
+  }
+  if (!accepted) {
+    streams_.erase(it);
+    spdy::Codec::encodeRstStream(frame, stream_id, spdy::RstStatus::kCancel);
+    queueControl(frame);
+    updateWatcher();
+    return;
+  }
+  codec_.encodeSynReply(frame, stream_id, 0, spdy::HeaderList{});
+  queueControl(frame);
+  updateWatcher();
+  if ((flags & spdy::kFlagFin) != 0) {
+    it->second.remote_fin = true;
+    callbacks_.onStreamRemoteFin(stream_id);
+    if (state_ != State::kOpen) {
+      return;
+    }
+    it = streams_.find(stream_id);
+    if (it != streams_.end()) {
+      removeIfDone(it);
+    }
+  }
+}
+
+void SpdyConnection::onSynReply(uint32_t stream_id, uint8_t /*flags*/,
+                                spdy::HeaderList&& /*headers*/) {
+  // We open no streams, so there is nothing to reply to.
+  CRISP_CONN_LOG(kSpdy, debug, id_, "ignoring SYN_REPLY for stream {}", stream_id);
+}
+
+void SpdyConnection::onHeaders(uint32_t stream_id, uint8_t /*flags*/,
+                               spdy::HeaderList&& /*headers*/) {
+  CRISP_CONN_LOG(kSpdy, trace, id_, "ignoring HEADERS for stream {}", stream_id);
+}
+
+void SpdyConnection::onData(uint32_t stream_id, Buffer& data, bool fin) {
+  if (state_ != State::kOpen) {
+    data.drain(data.length());
+    return;
+  }
+  auto it = streams_.find(stream_id);
+  if (it == streams_.end()) {
+    data.drain(data.length());
+    if (stream_id > last_peer_stream_id_ ||
+        !spdy::isPeerInitiated(spdy::Codec::Role::kServer, stream_id)) {
+      CRISP_CONN_LOG(kSpdy, debug, id_, "DATA for stream {} that was never opened", stream_id);
+      Buffer frame;
+      spdy::Codec::encodeRstStream(frame, stream_id, spdy::RstStatus::kInvalidStream);
+      queueControl(frame);
+      updateWatcher();
+    }
+    // Otherwise the stream was closed or reset a moment ago; late data is dropped.
+    return;
+  }
+  if (it->second.remote_fin) {
+    data.drain(data.length());
+    CRISP_CONN_LOG(kSpdy, debug, id_, "DATA after FIN on stream {}", stream_id);
+    resetStream(stream_id, spdy::RstStatus::kStreamAlreadyClosed);
+    callbacks_.onStreamReset(stream_id, spdy::RstStatus::kStreamAlreadyClosed);
+    return;
+  }
+  if (!data.empty()) {
+    callbacks_.onStreamData(stream_id, data);
+    data.drain(data.length());
+  }
+  if (!fin || state_ != State::kOpen) {
+    return;
+  }
+  it = streams_.find(stream_id);
+  if (it == streams_.end()) {
+    return;
+  }
+  it->second.remote_fin = true;
+  callbacks_.onStreamRemoteFin(stream_id);
+  if (state_ != State::kOpen) {
+    return;
+  }
+  it = streams_.find(stream_id);
+  if (it != streams_.end()) {
+    removeIfDone(it);
+  }
+}
+
+void SpdyConnection::onRstStream(uint32_t stream_id, spdy::RstStatus status) {
+  if (state_ != State::kOpen) {
+    return;
+  }
+  auto it = streams_.find(stream_id);
+  if (it == streams_.end()) {
+    return;
+  }
+  streams_.erase(it);
+  callbacks_.onStreamReset(stream_id, status);
+}
+
+void SpdyConnection::onSettings(uint8_t /*flags*/,
+                                const std::vector<spdy::SettingsEntry>& /*entries*/) {
+  // Kubernetes peers have no flow control; nothing in SETTINGS changes what we do.
+}
+
+void SpdyConnection::onPing(uint32_t ping_id) {
+  if (state_ != State::kOpen) {
+    return;
+  }
+  ++pings_received_;
+  if (!spdy::isPeerInitiated(spdy::Codec::Role::kServer, ping_id)) {
+    return;  // a reply to a ping of ours; we send none
+  }
+  Buffer frame;
+  spdy::Codec::encodePing(frame, ping_id);
+  queueControl(frame);
+  updateWatcher();
+}
+
+void SpdyConnection::onGoAway(uint32_t last_good_stream_id, spdy::GoAwayStatus status) {
+  if (state_ != State::kOpen) {
+    return;
+  }
+  // The client opens no more streams; the ones it has keep flowing, so every
+  // DATA frame it sent before the GOAWAY is still delivered.
+  peer_went_away_ = true;
+  CRISP_CONN_LOG(kSpdy, debug, id_, "client sent GOAWAY (last stream {}, status {})",
+                 last_good_stream_id, static_cast<uint32_t>(status));
+}
+
+void SpdyConnection::onWindowUpdate(uint32_t /*stream_id*/, uint32_t /*delta*/) {}
+
+}  // namespace crisp::stream

@@ -1,0 +1,250 @@
+#pragma once
+
+// SpdyConnection: the server side of one SPDY/3.1 connection over a
+// non-blocking socket, after the HTTP/1.1 upgrade. It owns the socket and a
+// spdy::Codec, keeps the table of live streams, and gives its owner (a session
+// such as SpdyRemoteCommand) stream-level callbacks and sends.
+//
+// What it does on its own:
+// - writes the upgrade's pending output first and decodes its leftover input
+//   first;
+// - checks client stream ids (odd, strictly increasing; else RST_STREAM
+//   PROTOCOL_ERROR), answers each accepted SYN_STREAM with a SYN_REPLY (empty
+//   header block) and each refused one with RST_STREAM CANCEL;
+// - echoes client PINGs (odd ids) unchanged, ahead of queued DATA: control
+//   frames wait in their own queue that is written at the next frame boundary;
+// - ignores SETTINGS and WINDOW_UPDATE (Kubernetes peers have no flow control)
+//   and accepts DATA frames of any size; splits outgoing DATA into frames of at
+//   most max_data_frame_bytes;
+// - removes a stream from the table as soon as it is closed in both
+//   directions or reset, so long sessions do not grow;
+// - output backpressure: onOutputAboveHighWatermark() when the bytes queued
+//   for the socket pass the high watermark, onOutputBelowLowWatermark() once
+//   they fall under the low one, so the owner pauses its producer;
+// - input backpressure: pauseReading() stops reading the socket;
+// - idle timeout: any frame in or out re-arms it; expiry closes;
+// - close: RST_STREAM(CANCEL) on every stream we have not FIN'd, GOAWAY(OK),
+//   both after the DATA already queued (nothing queued is dropped); flush;
+//   shutdown(SHUT_WR); wait for the peer's close up to linger_timeout; close.
+//   A codec error closes the same way with GOAWAY(PROTOCOL_ERROR). The peer
+//   closing the socket, or a socket error, ends the connection at once.
+//
+// Threading: everything runs on the dispatcher's thread. Callbacks may call
+// back into the connection (send, reset, close, pauseReading). The owner must
+// not destroy the connection from inside a callback; it uses
+// Dispatcher::deferredDelete() (onConnectionClosed() is the usual place).
+//
+// The process must not die of SIGPIPE: sends use MSG_NOSIGNAL.
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+
+#include "source/codec/spdy/codec.h"
+#include "source/common/buffer.h"
+#include "source/common/dispatcher.h"
+
+namespace crisp::stream {
+
+struct SpdyConnectionConfig {
+  // No frame in or out for this long closes the connection (kubelet default).
+  std::chrono::milliseconds idle_timeout = std::chrono::hours(4);
+  // Bytes queued for the socket above which the owner is asked to pause.
+  size_t output_high_watermark = 1024 * 1024;
+  // Bytes queued below which a paused owner is told to go on.
+  size_t output_low_watermark = 256 * 1024;
+  // Largest DATA payload per frame we send, so control frames and other
+  // streams are never stuck behind one huge frame.
+  size_t max_data_frame_bytes = 32 * 1024;
+  // While closing: the longest time without any write progress before the
+  // socket is closed with output still queued (a peer that stopped reading).
+  std::chrono::milliseconds drain_timeout = std::chrono::seconds(30);
+  // After our last byte and shutdown(SHUT_WR): how long to wait for the peer
+  // to close its side before closing the socket anyway.
+  std::chrono::milliseconds linger_timeout = std::chrono::seconds(2);
+  // Limits of the frame decoder.
+  spdy::Limits codec_limits;
+};
+
+// Why a connection ended; the names are stable (logs, metrics, tests).
+enum class SpdyCloseReason {
+  kLocal,          // "local": the owner called close()
+  kPeerClosed,     // "spdy.peer_closed": the client closed the socket
+  kSocketError,    // "spdy.socket_error": read or write failed (reset, ...)
+  kProtocolError,  // "spdy.protocol_error": the client's bytes are not SPDY/3.1
+  kIdleTimeout,    // "spdy.idle_timeout": no frame in or out for idle_timeout
+};
+
+const char* closeReasonName(SpdyCloseReason reason);
+
+class SpdyConnectionCallbacks {
+ public:
+  virtual ~SpdyConnectionCallbacks() = default;
+
+  // A client opened a stream with a valid id. Return true to accept it (a
+  // SYN_REPLY goes out) or false to refuse it (RST_STREAM CANCEL). A SYN_STREAM
+  // carrying FIN is followed by onStreamRemoteFin().
+  virtual bool onStreamOpen(uint32_t stream_id, const spdy::HeaderList& headers) = 0;
+  // Payload of an accepted stream; the callee drains what it keeps.
+  virtual void onStreamData(uint32_t stream_id, Buffer& data) = 0;
+  // The client half-closed the stream (FIN); it may still receive.
+  virtual void onStreamRemoteFin(uint32_t stream_id) = 0;
+  // The client reset the stream; it is gone from the table.
+  virtual void onStreamReset(uint32_t stream_id, spdy::RstStatus status) = 0;
+  // Output backpressure, edge-triggered, only while the connection is open.
+  virtual void onOutputAboveHighWatermark() = 0;
+  virtual void onOutputBelowLowWatermark() = 0;
+  // The connection began to end for a reason other than close(): no stream
+  // callbacks follow and sends are refused. `detail` says what happened.
+  virtual void onConnectionClosing(SpdyCloseReason reason, const std::string& detail) = 0;
+  // The socket is closed. The last callback, always called exactly once
+  // (unless the connection is destroyed first).
+  virtual void onConnectionClosed() = 0;
+};
+
+class SpdyConnection : private spdy::CodecCallbacks {
+ public:
+  // Takes ownership of `fd` (made non-blocking here). `pending_output` is
+  // written before any frame, `leftover_input` decoded before the socket is
+  // read. Nothing happens before start().
+  SpdyConnection(event::Dispatcher& dispatcher, int fd, Buffer&& leftover_input,
+                 Buffer&& pending_output, uint64_t connection_id,
+                 SpdyConnectionCallbacks& callbacks, const SpdyConnectionConfig& config);
+  // Closes the socket at once if it is still open (no callbacks).
+  ~SpdyConnection() override;
+  SpdyConnection(const SpdyConnection&) = delete;
+  SpdyConnection& operator=(const SpdyConnection&) = delete;
+
+  // Decodes the leftover input (callbacks may run inside), then starts
+  // watching the socket and arms the idle timer.
+  void start();
+
+  // Queues `data` (drained) on a stream as DATA frames of at most
+  // max_data_frame_bytes; `fin` half-closes our side after it (an empty `data`
+  // with `fin` sends one empty DATA+FIN). Returns false, dropping the data,
+  // when the stream is unknown, already FIN'd by us, or the connection is
+  // closing.
+  bool sendData(uint32_t stream_id, Buffer& data, bool fin);
+  bool sendData(uint32_t stream_id, std::string_view data, bool fin);
+
+  // Resets a stream (RST_STREAM with `status`, ahead of queued DATA) and forgets
+  // it. Returns false when it is not in the table.
+  bool resetStream(uint32_t stream_id, spdy::RstStatus status);
+
+  // Starts the graceful close described above. Idempotent; no-op once closing.
+  void close();
+
+  // Stops (true) or resumes (false) reading the socket.
+  void pauseReading(bool paused);
+
+  bool open() const { return state_ == State::kOpen; }
+  uint64_t id() const { return id_; }
+  // Bytes queued for the socket and not yet written.
+  size_t queuedOutputBytes() const;
+  bool aboveHighWatermark() const { return above_high_watermark_; }
+  // Streams in the table (open in at least one direction).
+  size_t streamCount() const { return streams_.size(); }
+  bool hasStream(uint32_t stream_id) const { return streams_.count(stream_id) != 0; }
+
+  // Counters for tests and logs.
+  uint64_t bytesRead() const { return bytes_read_; }
+  uint64_t bytesWritten() const { return bytes_written_; }
+  uint64_t pingsReceived() const { return pings_received_; }
+
+ private:
+  enum class State {
+    kIdle,       // constructed, start() not called
+    kOpen,       // streams flow
+    kClosing,    // GOAWAY queued; flushing the output
+    kLingering,  // output flushed and write side shut; waiting for the peer's close
+    kClosed,     // socket closed
+  };
+
+  struct Stream {
+    bool local_fin = false;   // we sent (queued) FIN
+    bool remote_fin = false;  // the client sent FIN
+  };
+
+  // spdy::CodecCallbacks
+  void onSynStream(uint32_t stream_id, uint32_t associated_id, uint8_t priority, uint8_t flags,
+                   spdy::HeaderList&& headers) override;
+  void onSynReply(uint32_t stream_id, uint8_t flags, spdy::HeaderList&& headers) override;
+  void onHeaders(uint32_t stream_id, uint8_t flags, spdy::HeaderList&& headers) override;
+  void onData(uint32_t stream_id, Buffer& data, bool fin) override;
+  void onRstStream(uint32_t stream_id, spdy::RstStatus status) override;
+  void onSettings(uint8_t flags, const std::vector<spdy::SettingsEntry>& entries) override;
+  void onPing(uint32_t id) override;
+  void onGoAway(uint32_t last_good_stream_id, spdy::GoAwayStatus status) override;
+  void onWindowUpdate(uint32_t stream_id, uint32_t delta) override;
+
+  void onSocketEvent(short events);
+  void onReadable();
+  void onWritable();
+  void decodeInput();
+  // Writes as much as the socket takes. Returns false when the connection was
+  // aborted (socket error).
+  bool flush();
+  void updateWatcher();
+  void checkWatermarks();
+  void touchIdle();
+  void onIdleTimeout();
+
+  // Queues a control frame (SYN_REPLY, RST_STREAM, PING) ahead of DATA.
+  void queueControl(Buffer& frame);
+  // Queues one frame behind the DATA already queued.
+  void queueDataFrame(Buffer& frame);
+  void removeIfDone(std::map<uint32_t, Stream>::iterator it);
+
+  // Graceful close with this GOAWAY status.
+  void beginClose(spdy::GoAwayStatus status);
+  // Ends the connection because of the peer or an error: the owner is told,
+  // queued output is dropped and the socket closed at once.
+  void abort(SpdyCloseReason reason, const std::string& detail);
+  void finishFlush();
+  void closeSocket();
+
+  event::Dispatcher& dispatcher_;
+  int fd_;
+  const uint64_t id_;
+  SpdyConnectionCallbacks& callbacks_;
+  const SpdyConnectionConfig config_;
+  spdy::Codec codec_;
+  State state_ = State::kIdle;
+
+  event::FdWatcherPtr watcher_;
+  event::TimerPtr idle_timer_;
+  event::TimerPtr drain_timer_;
+  event::TimerPtr linger_timer_;
+
+  Buffer input_;
+  // Bytes being written now: the upgrade's pending output, then whole frames.
+  Buffer current_;
+  // Control frames, written before the next DATA frame.
+  Buffer control_;
+  // DATA frames (and the closing RST/GOAWAY), in order, with their lengths.
+  Buffer data_;
+  std::deque<size_t> data_frame_lengths_;
+
+  std::map<uint32_t, Stream> streams_;
+  uint32_t last_peer_stream_id_ = 0;
+  bool peer_went_away_ = false;
+  bool read_paused_ = false;
+  bool peer_eof_ = false;
+  bool above_high_watermark_ = false;
+
+  uint64_t bytes_read_ = 0;
+  uint64_t bytes_written_ = 0;
+  uint64_t pings_received_ = 0;
+};
+
+using SpdyConnectionPtr = std::unique_ptr<SpdyConnection>;
+
+}  // namespace crisp::stream

@@ -1,0 +1,508 @@
+#include "source/stream/spdy_connection.h"
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+
+#include "test/stream/spdy_test_client.h"
+
+namespace crisp::stream {
+namespace {
+
+using std::chrono::milliseconds;
+using testing::LoopThread;
+using testing::SpdyTestClient;
+using Frame = SpdyTestClient::Frame;
+
+// Records the connection's callbacks as short strings ("open 1", "data 1 5",
+// "fin 1", "reset 3 5", "above", "below", "closing spdy.idle_timeout",
+// "closed"). Lives on the loop; read it through LoopThread::run().
+class Recorder : public SpdyConnectionCallbacks {
+ public:
+  bool onStreamOpen(uint32_t stream_id, const spdy::HeaderList& headers) override {
+    const std::string* type = spdy::findHeader(headers, "streamtype");
+    const bool refuse = type != nullptr && *type == "refuse";
+    events.push_back((refuse ? "refuse " : "open ") + std::to_string(stream_id));
+    return !refuse;
+  }
+  void onStreamData(uint32_t stream_id, Buffer& data) override {
+    events.push_back("data " + std::to_string(stream_id) + " " + std::to_string(data.length()));
+    received[stream_id] += data.toString();
+  }
+  void onStreamRemoteFin(uint32_t stream_id) override {
+    events.push_back("fin " + std::to_string(stream_id));
+  }
+  void onStreamReset(uint32_t stream_id, spdy::RstStatus status) override {
+    events.push_back("reset " + std::to_string(stream_id) + " " +
+                     std::to_string(static_cast<uint32_t>(status)));
+  }
+  void onOutputAboveHighWatermark() override { events.push_back("above"); }
+  void onOutputBelowLowWatermark() override { events.push_back("below"); }
+  void onConnectionClosing(SpdyCloseReason reason, const std::string&) override {
+    events.push_back(std::string("closing ") + closeReasonName(reason));
+  }
+  void onConnectionClosed() override { events.push_back("closed"); }
+
+  bool has(const std::string& e) const {
+    return std::find(events.begin(), events.end(), e) != events.end();
+  }
+
+  std::vector<std::string> events;
+  std::map<uint32_t, std::string> received;
+};
+
+class SpdyConnectionTest : public ::testing::Test {
+ protected:
+  void start(const SpdyConnectionConfig& config = {}, const std::string& leftover = "",
+             const std::string& pending = "") {
+    int fds[2];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+    client_ = std::make_unique<SpdyTestClient>(fds[0]);
+    const int server_fd = fds[1];
+    loop_.run([&] {
+      Buffer left;
+      left.add(leftover);
+      Buffer out;
+      out.add(pending);
+      conn_ = std::make_unique<SpdyConnection>(loop_.dispatcher(), server_fd, std::move(left),
+                                               std::move(out), 7, rec_, config);
+      conn_->start();
+      return 0;
+    });
+  }
+
+  void TearDown() override {
+    loop_.stop();
+    conn_.reset();
+  }
+
+  bool recorded(const std::string& e) {
+    return loop_.waitUntil([&] { return rec_.has(e); });
+  }
+  std::vector<std::string> events() {
+    return loop_.run([&] { return rec_.events; });
+  }
+  size_t streamCount() {
+    return loop_.run([&] { return conn_->streamCount(); });
+  }
+
+  // Round trip: every frame the client sent before has been handled once the
+  // server's answer to this ping arrives.
+  void sync(uint32_t ping_id) {
+    ASSERT_TRUE(client_->ping(ping_id));
+    ASSERT_TRUE(client_->waitFor([&] {
+      return client_
+          ->find(
+              [&](const Frame& f) { return f.type == Frame::Type::kPing && f.ping_id == ping_id; })
+          .has_value();
+    })) << client_->error();
+  }
+
+  LoopThread loop_;
+  Recorder rec_;
+  std::unique_ptr<SpdyConnection> conn_;
+  std::unique_ptr<SpdyTestClient> client_;
+};
+
+TEST_F(SpdyConnectionTest, AcceptsOddIncreasingIdsWithEmptySynReply) {
+  start();
+  EXPECT_EQ(client_->openStream("a"), 1u);
+  ASSERT_TRUE(client_->waitFor([&] { return client_->stream(1).replied; }));
+  const auto reply = client_->find([](const Frame& f) { return f.type == Frame::Type::kSynReply; });
+  ASSERT_TRUE(reply.has_value());
+  EXPECT_EQ(client_->frames()[*reply].stream_id, 1u);
+  EXPECT_EQ(client_->frames()[*reply].flags, 0);
+  EXPECT_TRUE(client_->frames()[*reply].headers.empty());
+
+  ASSERT_TRUE(client_->synStream(2, {{"streamtype", "even"}}));  // server parity
+  ASSERT_TRUE(client_->synStream(7, {{"streamtype", "b"}}));
+  ASSERT_TRUE(client_->synStream(5, {{"streamtype", "decreasing"}}));
+  ASSERT_TRUE(client_->synStream(7, {{"streamtype", "again"}}));
+  sync(1);
+  EXPECT_TRUE(client_->stream(7).replied);
+  for (uint32_t bad : {2u, 5u}) {
+    EXPECT_TRUE(client_->stream(bad).reset) << bad;
+    EXPECT_EQ(client_->stream(bad).rst_status, spdy::RstStatus::kProtocolError) << bad;
+  }
+  EXPECT_EQ(client_->count(Frame::Type::kRst), 3u);  // 2, 5 and the second 7
+  const auto ev = events();
+  EXPECT_EQ(std::count(ev.begin(), ev.end(), "open 7"), 1);
+  EXPECT_EQ(std::count(ev.begin(), ev.end(), "open 5"), 0);
+  EXPECT_EQ(std::count(ev.begin(), ev.end(), "open 2"), 0);
+  // The duplicate SYN_STREAM for 7 is an error on stream 7 as well.
+  EXPECT_EQ(std::count(ev.begin(), ev.end(), "reset 7 1"), 1);
+  EXPECT_EQ(streamCount(), 1u);
+}
+
+TEST_F(SpdyConnectionTest, RefusedStreamGetsRstCancelAndIsForgotten) {
+  start();
+  const uint32_t id = client_->openStream("refuse");
+  sync(1);
+  EXPECT_FALSE(client_->stream(id).replied);
+  EXPECT_TRUE(client_->stream(id).reset);
+  EXPECT_EQ(client_->stream(id).rst_status, spdy::RstStatus::kCancel);
+  EXPECT_EQ(streamCount(), 0u);
+}
+
+TEST_F(SpdyConnectionTest, EchoesClientPingsOnly) {
+  start();
+  ASSERT_TRUE(client_->ping(1));
+  ASSERT_TRUE(client_->ping(2));  // a server-parity id is a reply, not a request
+  ASSERT_TRUE(client_->ping(0xFFFFFFFF));
+  ASSERT_TRUE(client_->waitFor([&] { return client_->count(Frame::Type::kPing) == 2; }));
+  sync(3);
+  std::vector<uint32_t> ids;
+  for (const auto& f : client_->frames()) {
+    if (f.type == Frame::Type::kPing) {
+      ids.push_back(f.ping_id);
+    }
+  }
+  EXPECT_EQ(ids, (std::vector<uint32_t>{1, 0xFFFFFFFF, 3}));
+  EXPECT_EQ(loop_.run([&] { return conn_->pingsReceived(); }), 4u);
+}
+
+TEST_F(SpdyConnectionTest, SplitsOutgoingDataIntoFramesOf32KiB) {
+  start();
+  const uint32_t id = client_->openStream("out");
+  sync(1);
+  std::string payload(100 * 1024, '\0');
+  for (size_t i = 0; i < payload.size(); ++i) {
+    payload[i] = static_cast<char>(i * 7 % 251);
+  }
+  EXPECT_TRUE(loop_.run([&] { return conn_->sendData(id, payload, true); }));
+  ASSERT_TRUE(client_->waitFor([&] { return client_->stream(id).fin; }));
+  std::vector<size_t> sizes;
+  std::vector<bool> fins;
+  for (const auto& f : client_->frames()) {
+    if (f.type == Frame::Type::kData) {
+      sizes.push_back(f.data_size);
+      fins.push_back(f.fin());
+    }
+  }
+  EXPECT_EQ(sizes, (std::vector<size_t>{32768, 32768, 32768, 4096}));
+  EXPECT_EQ(fins, (std::vector<bool>{false, false, false, true}));
+  EXPECT_EQ(client_->stream(id).data, payload);
+  // FIN'd by us only: still in the table until the client FINs too.
+  EXPECT_EQ(streamCount(), 1u);
+  ASSERT_TRUE(client_->data(id, "", true));
+  sync(3);
+  EXPECT_EQ(streamCount(), 0u);
+  EXPECT_FALSE(loop_.run([&] { return conn_->sendData(id, "late", false); }));
+}
+
+TEST_F(SpdyConnectionTest, CloseResetsUnfinishedStreamsBehindQueuedDataThenGoAway) {
+  start();
+  const uint32_t a = client_->openStream("a");
+  const uint32_t b = client_->openStream("b");
+  const uint32_t c = client_->openStream("c");
+  ASSERT_TRUE(client_->data(c, "", true));  // the client is done sending on c
+  sync(1);
+  loop_.run([&] {
+    EXPECT_TRUE(conn_->sendData(b, std::string(70000, 'x'), true));
+    conn_->close();
+    EXPECT_FALSE(conn_->open());
+    EXPECT_FALSE(conn_->sendData(a, "refused", false));
+    return 0;
+  });
+  ASSERT_TRUE(client_->waitForEof()) << client_->error();
+  const auto& frames = client_->frames();
+  const auto last_b = client_->findLast(
+      [&](const Frame& f) { return f.type == Frame::Type::kData && f.stream_id == b; });
+  const auto rst_a = client_->find(
+      [&](const Frame& f) { return f.type == Frame::Type::kRst && f.stream_id == a; });
+  const auto rst_c = client_->find(
+      [&](const Frame& f) { return f.type == Frame::Type::kRst && f.stream_id == c; });
+  const auto goaway = client_->find([](const Frame& f) { return f.type == Frame::Type::kGoAway; });
+  ASSERT_TRUE(last_b && rst_a && rst_c && goaway);
+  EXPECT_TRUE(frames[*last_b].fin());
+  EXPECT_EQ(client_->stream(b).data.size(), 70000u);
+  EXPECT_LT(*last_b, *rst_a);
+  EXPECT_LT(*rst_a, *goaway);
+  EXPECT_LT(*rst_c, *goaway);
+  EXPECT_EQ(frames[*rst_a].rst_status, spdy::RstStatus::kCancel);
+  EXPECT_EQ(frames[*rst_c].rst_status, spdy::RstStatus::kCancel);
+  EXPECT_FALSE(client_->find(
+      [&](const Frame& f) { return f.type == Frame::Type::kRst && f.stream_id == b; }));
+  EXPECT_EQ(*goaway, frames.size() - 1);
+  EXPECT_EQ(frames[*goaway].goaway_status, spdy::GoAwayStatus::kOk);
+  EXPECT_EQ(frames[*goaway].stream_id, c);  // last stream the server saw
+  // The server waits for the client's close (linger), then closes its socket.
+  EXPECT_FALSE(loop_.run([&] { return rec_.has("closed"); }));
+  client_->closeSocket();
+  EXPECT_TRUE(recorded("closed"));
+  EXPECT_FALSE(loop_.run([&] { return rec_.has("closing local"); }));  // not told for close()
+}
+
+TEST_F(SpdyConnectionTest, LingerIsBoundedWhenTheClientNeverCloses) {
+  SpdyConnectionConfig config;
+  config.linger_timeout = milliseconds(100);
+  start(config);
+  client_->openStream("a");
+  sync(1);
+  loop_.run([&] {
+    conn_->close();
+    return 0;
+  });
+  ASSERT_TRUE(client_->waitForEof());
+  EXPECT_TRUE(recorded("closed"));
+}
+
+TEST_F(SpdyConnectionTest, ClientClosingTheSocketEndsTheConnection) {
+  start();
+  client_->openStream("a");
+  client_->openStream("b");
+  sync(1);
+  EXPECT_EQ(streamCount(), 2u);
+  client_->closeSocket();
+  ASSERT_TRUE(recorded("closed"));
+  const auto ev = events();
+  const auto closing = std::find(ev.begin(), ev.end(), "closing spdy.peer_closed");
+  ASSERT_NE(closing, ev.end());
+  EXPECT_EQ(ev.back(), "closed");
+  EXPECT_EQ(streamCount(), 0u);
+}
+
+TEST_F(SpdyConnectionTest, MalformedFramingGetsGoAwayProtocolErrorAndClose) {
+  start();
+  client_->openStream("a");
+  sync(1);
+  // A SYN_STREAM of SPDY version 2.
+  ASSERT_TRUE(
+      client_->raw(std::string("\x80\x02\x00\x01\x00\x00\x00\x0a", 8) + std::string(10, '\0')));
+  ASSERT_TRUE(client_->waitForEof());
+  ASSERT_TRUE(client_->goAwayReceived());
+  EXPECT_EQ(*client_->goAwayStatus(), spdy::GoAwayStatus::kProtocolError);
+  // The open stream was reset before the GOAWAY.
+  EXPECT_TRUE(client_->stream(1).reset);
+  client_->closeSocket();
+  ASSERT_TRUE(recorded("closed"));
+  EXPECT_TRUE(loop_.run([&] { return rec_.has("closing spdy.protocol_error"); }));
+}
+
+TEST_F(SpdyConnectionTest, RandomGarbageNeverCrashes) {
+  for (uint32_t seed = 1; seed <= 20; ++seed) {
+    LoopThread loop;
+    Recorder rec;
+    int fds[2];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+    SpdyTestClient client(fds[0]);
+    std::unique_ptr<SpdyConnection> conn;
+    SpdyConnectionConfig config;
+    config.linger_timeout = milliseconds(50);
+    config.idle_timeout = milliseconds(100);
+    loop.run([&] {
+      conn = std::make_unique<SpdyConnection>(loop.dispatcher(), fds[1], Buffer(), Buffer(), seed,
+                                              rec, config);
+      conn->start();
+      return 0;
+    });
+    std::mt19937 rng(seed);
+    std::string garbage(4096, '\0');
+    for (auto& c : garbage) {
+      c = static_cast<char>(rng());
+    }
+    client.raw(garbage);
+    // Whatever the bytes mean, the connection ends (protocol error, or idle
+    // timeout while waiting for a frame that never completes) and cleans up.
+    EXPECT_TRUE(client.waitForEof(milliseconds(3000))) << "seed " << seed;
+    client.closeSocket();
+    EXPECT_TRUE(loop.waitUntil([&] { return rec.has("closed"); })) << "seed " << seed;
+    EXPECT_EQ(loop.run([&] { return conn->streamCount(); }), 0u);
+    loop.stop();
+  }
+}
+
+TEST_F(SpdyConnectionTest, IdleTimeoutClosesWithGoAway) {
+  SpdyConnectionConfig config;
+  config.idle_timeout = milliseconds(200);
+  config.linger_timeout = milliseconds(100);
+  start(config);
+  const auto began = std::chrono::steady_clock::now();
+  ASSERT_TRUE(client_->waitForEof(milliseconds(3000)));
+  EXPECT_GE(std::chrono::steady_clock::now() - began, milliseconds(150));
+  ASSERT_TRUE(client_->goAwayReceived());
+  EXPECT_EQ(*client_->goAwayStatus(), spdy::GoAwayStatus::kOk);
+  ASSERT_TRUE(recorded("closed"));
+  EXPECT_TRUE(loop_.run([&] { return rec_.has("closing spdy.idle_timeout"); }));
+}
+
+TEST_F(SpdyConnectionTest, FramesKeepTheIdleTimerFromFiring) {
+  SpdyConnectionConfig config;
+  config.idle_timeout = milliseconds(300);
+  start(config);
+  // Ping every 100 ms for about a second: three idle periods.
+  for (uint32_t i = 0; i < 10; ++i) {
+    sync(2 * i + 1);
+    client_->waitFor([] { return false; }, milliseconds(100));
+    ASSERT_FALSE(client_->eof()) << "closed after ping " << i;
+  }
+  EXPECT_FALSE(client_->goAwayReceived());
+  EXPECT_TRUE(loop_.run([&] { return conn_->open(); }));
+}
+
+TEST_F(SpdyConnectionTest, OutputWatermarksAreEdgeTriggered) {
+  SpdyConnectionConfig config;
+  config.output_high_watermark = 64 * 1024;
+  config.output_low_watermark = 16 * 1024;
+  start(config);
+  const uint32_t id = client_->openStream("out");
+  sync(1);
+  const std::string payload(1024 * 1024, 'z');
+  loop_.run([&] {
+    conn_->sendData(id, payload.substr(0, 512 * 1024), false);
+    EXPECT_TRUE(conn_->aboveHighWatermark());
+    conn_->sendData(id, payload.substr(512 * 1024), true);
+    return 0;
+  });
+  auto ev = events();
+  EXPECT_EQ(std::count(ev.begin(), ev.end(), "above"), 1);
+  EXPECT_EQ(std::count(ev.begin(), ev.end(), "below"), 0);
+  ASSERT_TRUE(client_->waitFor([&] { return client_->stream(id).fin; }));
+  EXPECT_EQ(client_->stream(id).data, payload);
+  ASSERT_TRUE(recorded("below"));
+  ev = events();
+  EXPECT_EQ(std::count(ev.begin(), ev.end(), "above"), 1);
+  EXPECT_EQ(std::count(ev.begin(), ev.end(), "below"), 1);
+  EXPECT_EQ(loop_.run([&] { return conn_->queuedOutputBytes(); }), 0u);
+}
+
+TEST_F(SpdyConnectionTest, PauseReadingHoldsInputUntilResumed) {
+  start();
+  const uint32_t id = client_->openStream("in");
+  sync(1);
+  loop_.run([&] {
+    conn_->pauseReading(true);
+    return 0;
+  });
+  ASSERT_TRUE(client_->data(id, "held"));
+  ASSERT_TRUE(client_->ping(3));
+  // Nothing is read while paused: no data, no ping reply.
+  EXPECT_FALSE(
+      client_->waitFor([&] { return client_->count(Frame::Type::kPing) == 2; }, milliseconds(200)));
+  EXPECT_FALSE(loop_.run([&] { return rec_.has("data 1 4"); }));
+  loop_.run([&] {
+    conn_->pauseReading(false);
+    return 0;
+  });
+  ASSERT_TRUE(client_->waitFor([&] { return client_->count(Frame::Type::kPing) == 2; }));
+  EXPECT_TRUE(loop_.run([&] { return rec_.received[1] == "held"; }));
+}
+
+TEST_F(SpdyConnectionTest, AcceptsDataFramesBeyondTheSpdyWindow) {
+  start();
+  const uint32_t id = client_->openStream("in");
+  std::string big(3 * 1024 * 1024 + 17, 'q');
+  ASSERT_TRUE(client_->data(id, big, true));  // one frame, far beyond 64 KiB
+  sync(3);
+  EXPECT_TRUE(loop_.run([&] { return rec_.received[id] == big && rec_.has("fin 1"); }));
+  EXPECT_TRUE(loop_.run([&] { return rec_.has("data 1 " + std::to_string(big.size())); }));
+}
+
+TEST_F(SpdyConnectionTest, DataForStreamsNeverOpenedIsRejected) {
+  start();
+  const uint32_t id = client_->openStream("a");
+  ASSERT_TRUE(client_->rst(id));
+  ASSERT_TRUE(client_->data(id, "late"));  // reset a moment ago: dropped quietly
+  ASSERT_TRUE(client_->data(9, "never"));  // never opened
+  sync(1);
+  EXPECT_TRUE(client_->stream(9).reset);
+  EXPECT_EQ(client_->stream(9).rst_status, spdy::RstStatus::kInvalidStream);
+  EXPECT_FALSE(client_->stream(id).reset);
+  EXPECT_TRUE(loop_.run([&] { return rec_.has("reset 1 5") && rec_.received.count(1) == 0; }));
+}
+
+TEST_F(SpdyConnectionTest, DataAfterFinResetsTheStream) {
+  start();
+  const uint32_t id = client_->openStream("a");
+  ASSERT_TRUE(client_->data(id, "x", true));
+  ASSERT_TRUE(client_->data(id, "y"));
+  sync(1);
+  EXPECT_TRUE(client_->stream(id).reset);
+  EXPECT_EQ(client_->stream(id).rst_status, spdy::RstStatus::kStreamAlreadyClosed);
+  EXPECT_TRUE(loop_.run([&] { return rec_.has("reset 1 9") && rec_.received[1] == "x"; }));
+  EXPECT_EQ(streamCount(), 0u);
+}
+
+TEST_F(SpdyConnectionTest, ClientGoAwayRefusesNewStreamsButKeepsOldOnes) {
+  start();
+  const uint32_t id = client_->openStream("a");
+  ASSERT_TRUE(client_->goAway(id));
+  ASSERT_TRUE(client_->data(id, "after goaway", true));
+  const uint32_t late = client_->openStream("late");
+  sync(1);
+  EXPECT_TRUE(client_->stream(late).reset);
+  EXPECT_EQ(client_->stream(late).rst_status, spdy::RstStatus::kRefusedStream);
+  EXPECT_TRUE(loop_.run([&] { return rec_.received[id] == "after goaway"; }));
+}
+
+TEST_F(SpdyConnectionTest, PendingOutputGoesFirstAndLeftoverInputIsDecodedFirst) {
+  // Build the client's first frames (compressed with its header context) and
+  // hand them to the server as bytes already read by the HTTP layer.
+  int fds[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+  client_ = std::make_unique<SpdyTestClient>(fds[0]);
+  client_->cork();
+  client_->openStream("early");
+  client_->data(1, "early bytes");
+  const std::string leftover = client_->takeCorked();
+  client_->uncork();
+  const std::string response = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: SPDY/3.1\r\n\r\n";
+  loop_.run([&] {
+    Buffer left;
+    left.add(leftover);
+    Buffer out;
+    out.add(response);
+    conn_ = std::make_unique<SpdyConnection>(loop_.dispatcher(), fds[1], std::move(left),
+                                             std::move(out), 8, rec_, SpdyConnectionConfig{});
+    conn_->start();
+    return 0;
+  });
+  EXPECT_EQ(client_->readRawUntil("\r\n\r\n"), response);
+  ASSERT_TRUE(client_->waitFor([&] { return client_->stream(1).replied; }));
+  EXPECT_TRUE(loop_.run([&] { return rec_.received[1] == "early bytes"; }));
+  // The header context continues across the hand-over.
+  client_->openStream("next");
+  ASSERT_TRUE(client_->waitFor([&] { return client_->stream(3).replied; }));
+}
+
+TEST_F(SpdyConnectionTest, StreamTableDoesNotGrowOverManyStreams) {
+  start();
+  constexpr int kStreams = 20000;
+  constexpr int kBatch = 500;
+  for (int done = 0; done < kStreams; done += kBatch) {
+    client_->cork();
+    for (int i = 0; i < kBatch; ++i) {
+      const uint32_t id = client_->openStream("short");
+      if (i % 2 == 0) {
+        client_->rst(id);
+      } else {
+        client_->data(id, "bye", true);
+      }
+    }
+    ASSERT_TRUE(client_->uncork()) << client_->error();
+    sync(static_cast<uint32_t>(1000001 + 2 * done));
+    // The server FINs its side of the streams the client FIN'd.
+    const int first = done;
+    loop_.run([&, first] {
+      for (int i = 1; i < kBatch; i += 2) {
+        conn_->sendData(static_cast<uint32_t>(2 * (first + i) + 1), "", true);
+      }
+      return 0;
+    });
+  }
+  sync(1);
+  EXPECT_EQ(streamCount(), 0u);
+  ASSERT_TRUE(client_->waitFor(
+      [&] { return client_->count(Frame::Type::kData) == static_cast<size_t>(kStreams / 2); }));
+  EXPECT_EQ(client_->count(Frame::Type::kSynReply), static_cast<size_t>(kStreams));
+  EXPECT_EQ(client_->count(Frame::Type::kRst), 0u);
+}
+
+}  // namespace
+}  // namespace crisp::stream
