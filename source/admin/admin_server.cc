@@ -2,6 +2,7 @@
 
 #include "source/common/logger.h"
 #include "source/stream/http1_response.h"
+#include "source/stream/raw_socket_transport.h"
 
 namespace crisp::admin {
 namespace {
@@ -48,7 +49,8 @@ AdminServer::~AdminServer() = default;
 
 void AdminServer::onAccept(int fd, std::string peer) {
   connections_.add(std::make_unique<stream::Http1Connection>(
-      dispatcher_, fd, std::move(peer), log::nextId(), options_.connection, *this));
+      dispatcher_, std::make_unique<stream::RawSocketTransport>(dispatcher_, fd, std::move(peer)),
+      log::nextId(), options_.connection, *this));
 }
 
 std::string AdminServer::answer(const stream::HttpRequest& request) const {
@@ -76,8 +78,8 @@ std::string AdminServer::answer(const stream::HttpRequest& request) const {
   return response.serialize();
 }
 
-void AdminServer::onRequestHead(stream::Http1Connection& connection, stream::HttpRequest&& request,
-                                Buffer&&) {
+void AdminServer::onRequestHead(stream::Http1Connection& connection,
+                                stream::HttpRequest&& request) {
   connection.respond(answer(request));
 }
 

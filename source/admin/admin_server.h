@@ -59,8 +59,7 @@ class AdminServer : public stream::Http1Connection::Callbacks {
   std::string answer(const stream::HttpRequest& request) const;
 
   // stream::Http1Connection::Callbacks
-  void onRequestHead(stream::Http1Connection& connection, stream::HttpRequest&& request,
-                     Buffer&& leftover) override;
+  void onRequestHead(stream::Http1Connection& connection, stream::HttpRequest&& request) override;
   void onHeadError(stream::Http1Connection& connection,
                    stream::Http1Connection::HeadError error) override;
   void onClosed(stream::Http1Connection& connection) override;

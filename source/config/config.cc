@@ -511,7 +511,8 @@ void readContainer(Loader& loader, const Field& list, const YAML::Node& node, si
   const std::string path = absl::StrCat(list.path, "[", index, "]");
   const int line = lineOf(node, list.key_line);
   Mapping map(loader, node, path, line,
-              {"id", "name", "command", "working_dir", "env", "user", "tty", "stdin", "image"});
+              {"id", "name", "command", "working_dir", "env", "user", "tty", "stdin", "image",
+               "network_namespace"});
   if (!map.valid()) {
     return;
   }
@@ -582,6 +583,17 @@ void readContainer(Loader& loader, const Field& list, const YAML::Node& node, si
   readBool(loader, map, "tty", c.tty);
   readBool(loader, map, "stdin", c.stdin);
   readString(loader, map, "image", false, c.image);
+  if (const Field* netns = map.get("network_namespace")) {
+    // Whether the file is a network namespace is checked when the runtime
+    // starts: it may be made between --check-config and the start.
+    if (std::optional<std::string> text = scalar(loader, *netns, "an absolute path")) {
+      if (text->empty() || text->front() != '/') {
+        loader.error(*netns, absl::StrCat("expected an absolute path, got ", quoted(*text)));
+      } else {
+        c.network_namespace = *text;
+      }
+    }
+  }
   out.push_back(std::move(c));
 }
 

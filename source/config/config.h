@@ -67,6 +67,9 @@ struct ContainerConfig {
   bool tty = false;
   bool stdin = false;
   std::string image = "host";
+  // The network namespace port-forward connects in (absolute path of a
+  // namespace file, e.g. /run/netns/x or /proc/<pid>/ns/net); empty: crisp's.
+  std::string network_namespace;
 };
 
 struct EmbeddedRuntimeConfig {

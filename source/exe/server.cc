@@ -22,7 +22,9 @@
 #include "source/runtime/embedded/embedded_runtime.h"
 #include "source/stream/http1_server.h"
 #include "source/stream/listener.h"
+#include "source/stream/spdy_portforward.h"
 #include "source/stream/spdy_remotecommand.h"
+#include "source/stream/ws_remotecommand.h"
 
 namespace crisp::exe {
 namespace {
@@ -61,6 +63,7 @@ runtime::EmbeddedContainerConfig toEmbedded(const config::ContainerConfig& c) {
   out.user = c.user;
   out.tty = c.tty;
   out.stdin = c.stdin;
+  out.network_namespace = c.network_namespace;
   return out;
 }
 
@@ -97,6 +100,8 @@ class Server::Impl {
       tearDown(*worker);
     }
     spdy_.reset();
+    port_forward_.reset();
+    ws_.reset();
     grpc_.reset();
     passthrough_.reset();
     service_.reset();
@@ -111,6 +116,12 @@ class Server::Impl {
   void tearDown(Worker& worker) {
     if (spdy_) {
       spdy_->closeAll(worker.dispatcher);
+    }
+    if (port_forward_) {
+      port_forward_->closeAll(worker.dispatcher);
+    }
+    if (ws_) {
+      ws_->closeAll(worker.dispatcher);
     }
     worker.listener.reset();
     worker.http.reset();
@@ -146,7 +157,16 @@ class Server::Impl {
       stream::SpdyRemoteCommandConfig spdy_config;
       spdy_config.stream_creation_timeout = config_.stream.stream_creation_timeout;
       spdy_config.connection.idle_timeout = config_.stream.stream_idle_timeout;
-      spdy_ = std::make_unique<stream::SpdyUpgradeHandler>(*embedded_, spdy_config);
+      stream::SpdyPortForwardConfig port_forward_config;
+      port_forward_config.stream_creation_timeout = config_.stream.stream_creation_timeout;
+      port_forward_config.connection.idle_timeout = config_.stream.stream_idle_timeout;
+      port_forward_ =
+          std::make_unique<stream::SpdyPortForwardHandler>(*embedded_, port_forward_config);
+      spdy_ = std::make_unique<stream::SpdyUpgradeHandler>(*embedded_, spdy_config,
+                                                           port_forward_.get());
+      stream::WsRemoteCommandConfig ws_config;
+      ws_config.connection.idle_timeout = config_.stream.stream_idle_timeout;
+      ws_ = std::make_unique<stream::WsUpgradeHandler>(*embedded_, ws_config);
     }
     stream::Http1ServerOptions http_options;
     http_options.connection.max_header_bytes = config_.stream.max_header_bytes;
@@ -156,6 +176,9 @@ class Server::Impl {
       worker->http = std::make_unique<stream::Http1Server>(worker->dispatcher, cache_, http_options);
       if (spdy_) {
         worker->http->setUpgradeHandler(stream::ProtocolFamily::kSpdy, spdy_.get());
+      }
+      if (ws_) {
+        worker->http->setUpgradeHandler(stream::ProtocolFamily::kWebSocket, ws_.get());
       }
       stream::Http1Server* http = worker->http.get();
       worker->listener = std::make_unique<stream::Listener>(
@@ -249,7 +272,10 @@ class Server::Impl {
   std::string stream_address_;
   std::string base_url_;
   std::string admin_address_;
+  // Borrowed by spdy_, so declared (and destroyed) around it.
+  std::unique_ptr<stream::SpdyPortForwardHandler> port_forward_;
   std::unique_ptr<stream::SpdyUpgradeHandler> spdy_;
+  std::unique_ptr<stream::WsUpgradeHandler> ws_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::unique_ptr<cri::GrpcServer> grpc_;
   std::unique_ptr<cri::RuntimeServiceImpl> service_;

@@ -4,11 +4,14 @@
 // and every runtime backend (embedded host processes, a runtime's stream server,
 // containerd's task API) agree on. An adapter turns its wire protocol into calls
 // on an ExecProcess and receives ExecCallbacks; a backend implements Runtime.
+// Port-forward: an adapter asks Runtime::connectPort() for one PortConnection
+// per forwarded TCP connection and receives PortCallbacks.
 //
-// Threading: startExec() is called on the dispatcher that owns the client
-// connection; the returned ExecProcess and the callbacks belong to that same
-// dispatcher for their whole life. A backend that does blocking work (spawning,
-// entering namespaces) does it elsewhere and posts results back.
+// Threading: startExec() and connectPort() are called on the dispatcher that
+// owns the client connection; the returned ExecProcess / PortConnection and the
+// callbacks belong to that same dispatcher for their whole life. A backend that
+// does blocking work (spawning, entering namespaces) does it elsewhere and
+// posts results back.
 
 #include <cstdint>
 #include <memory>
@@ -104,6 +107,77 @@ struct ContainerInfo {
   std::vector<std::string> command;
 };
 
+// Why a port connection failed (see PortCallbacks::onError()).
+struct PortError {
+  enum class Kind {
+    kRefused,         // nothing listens on the port: the connect was refused
+    kConnectFailed,   // the connection could not be made for another reason
+                      // (unreachable, timed out, no network namespace, ...)
+    kConnectionLost,  // the connection was made, then the pod side reset it or
+                      // the socket failed (onConnected() may not have come yet)
+  };
+  Kind kind = Kind::kConnectFailed;
+  // Says what happened in words a client may show, e.g.
+  //   failed to connect to localhost:8080 in the network of pod sandbox
+  //   "demo": 127.0.0.1:8080: connection refused; [::1]:8080: connection refused
+  std::string message;
+};
+
+// Implemented by a port-forward adapter; called by the backend on the
+// dispatcher passed to Runtime::connectPort(), never from inside a call the
+// adapter made on the PortConnection (write(), pauseReading(), ...), so the
+// adapter may call any PortConnection method here. It must not destroy the
+// PortConnection inside a callback; Dispatcher::deferredDelete() it instead.
+class PortCallbacks {
+ public:
+  virtual ~PortCallbacks() = default;
+
+  // The connection to the port is established. Bytes written before are
+  // sent from now on. Called at most once, before any onData().
+  virtual void onConnected() = 0;
+  // Bytes from the port. The callee takes them (drains `data`).
+  virtual void onData(Buffer& data) = 0;
+  // The pod side half-closed (TCP FIN): no more onData(). Writing goes on.
+  virtual void onRemoteEof() = 0;
+  // queuedBytes() fell to PortConnection::kWriteLowWatermark or below after
+  // having been above PortConnection::kWriteHighWatermark.
+  virtual void onWriteDrained() = 0;
+  // Both directions ended normally: onRemoteEof() was delivered and, after
+  // shutdownWrite(), every queued byte was written and the write side shut.
+  // The socket is closed. Nothing follows.
+  virtual void onClosed() = 0;
+  // The connection failed (see PortError::Kind) and is closed; queued bytes
+  // are dropped. Nothing follows.
+  virtual void onError(const PortError& error) = 0;
+};
+
+// One TCP connection to a port inside a pod sandbox, made by the backend.
+// Belongs to the dispatcher passed to Runtime::connectPort(). Destroying it
+// closes the socket at once (queued bytes are dropped) without callbacks.
+class PortConnection {
+ public:
+  virtual ~PortConnection() = default;
+
+  // Queues all of `data` (drained) for the port, also while still connecting.
+  // Never blocks and never fails here: failures arrive as onError(). Bytes
+  // written after shutdownWrite() are dropped.
+  virtual void write(Buffer& data) = 0;
+  // Bytes queued and not yet accepted by the socket. The adapter stops
+  // reading its client above kWriteHighWatermark and resumes on
+  // onWriteDrained().
+  virtual size_t queuedBytes() const = 0;
+  // Half-close: the port sees EOF (TCP FIN) once the queued bytes are written.
+  // Reading goes on. Idempotent.
+  virtual void shutdownWrite() = 0;
+  // Stops (true) or resumes (false) reading from the port (and so delivering
+  // onData()/onRemoteEof()); while paused the pod's sends block in TCP instead
+  // of being buffered here.
+  virtual void pauseReading(bool paused) = 0;
+
+  static constexpr size_t kWriteHighWatermark = 1 << 20;
+  static constexpr size_t kWriteLowWatermark = 256 * 1024;
+};
+
 class Runtime {
  public:
   virtual ~Runtime() = default;
@@ -119,6 +193,25 @@ class Runtime {
   virtual absl::StatusOr<std::unique_ptr<ExecProcess>> startExec(
       event::Dispatcher& dispatcher, const ExecSpec& spec, std::optional<TerminalSize> initial,
       ExecCallbacks& callbacks) = 0;
+
+  // Opens a TCP connection to `port` on the loopback interface of the pod
+  // sandbox's network. Called on `dispatcher`'s thread; the returned
+  // connection and `callbacks` belong to that dispatcher, and `callbacks` must
+  // outlive the connection. Failures known at once are returned (NotFound for
+  // an unknown sandbox, FailedPrecondition when it is not running,
+  // InvalidArgument for port 0); the connect itself completes later, as
+  // onConnected() or onError().
+  //
+  // The default refuses with UNIMPLEMENTED, for backends without port-forward.
+  virtual absl::StatusOr<std::unique_ptr<PortConnection>> connectPort(
+      event::Dispatcher& dispatcher, const std::string& pod_sandbox_id, uint16_t port,
+      PortCallbacks& callbacks) {
+    (void)dispatcher;
+    (void)port;
+    (void)callbacks;
+    return absl::UnimplementedError("port-forward to pod sandbox \"" + pod_sandbox_id +
+                                    "\" is not supported by this runtime");
+  }
 };
 
 }  // namespace crisp::session

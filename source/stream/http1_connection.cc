@@ -1,181 +1,171 @@
 #include "source/stream/http1_connection.h"
 
-#include <cerrno>
-
-#include <sys/socket.h>
-#include <unistd.h>
+#include <algorithm>
 
 namespace crisp::stream {
 namespace {
 
-// One read(2) worth of request bytes. The head parser keeps no copy of them,
-// so a long head is parsed in several reads.
-constexpr size_t kReadChunk = 16384;
-constexpr int kMaxDrainReads = 8;
+// Bytes handed to the head parser at a time. The parser keeps no copy of them
+// and stops one byte past the size limit, so little is ever copied.
+constexpr size_t kParseChunk = 16384;
 
 }  // namespace
 
-Http1Connection::Http1Connection(event::Dispatcher& dispatcher, int fd, std::string peer,
-                                 uint64_t id, const Http1ConnectionOptions& options,
-                                 Callbacks& callbacks)
-    : fd_(fd),
-      peer_(std::move(peer)),
+Http1Connection::Http1Connection(event::Dispatcher& dispatcher, TransportPtr transport, uint64_t id,
+                                 const Http1ConnectionOptions& options, Callbacks& callbacks)
+    : transport_(std::move(transport)),
+      peer_(transport_->peerAddress()),
       id_(id),
       options_(options),
       callbacks_(callbacks),
       parser_(options.max_header_bytes),
-      watcher_(dispatcher, fd, [this](short events) { onEvents(events); }),
       deadline_(dispatcher, [this] { onDeadline(); }) {
-  watcher_.setEnabled(event::FdWatcher::kRead);
+  transport_->setCallbacks(*this);
+  transport_->start();
   deadline_.enable(options_.header_timeout);
 }
 
 Http1Connection::~Http1Connection() {
-  watcher_.setEnabled(0);
-  if (fd_ >= 0) {
-    ::close(fd_);
+  // Destroying the transport closes it without callbacks.
+  transport_.reset();
+}
+
+void Http1Connection::onTransportData(Buffer& data) {
+  if (phase_ == Phase::kReadingHead) {
+    parseHead(data);
+    return;
+  }
+  // Input after a response is read only to be dropped (see the header).
+  data.drain(data.length());
+}
+
+void Http1Connection::parseHead(Buffer& data) {
+  char chunk[kParseChunk];
+  const size_t total = data.length();
+  size_t offset = 0;
+  while (offset < total) {
+    const size_t n = data.copyOut(chunk, std::min(sizeof(chunk), total - offset), offset);
+    size_t used = 0;
+    const Http1HeadParser::State state = parser_.feed(std::string_view(chunk, n), used);
+    if (state == Http1HeadParser::State::kNeedMore) {
+      offset += n;
+      continue;
+    }
+    deadline_.disable();
+    transport_->pauseReading(true);
+    phase_ = Phase::kWaitingForOwner;
+    if (state == Http1HeadParser::State::kComplete) {
+      // What follows the head belongs to the protocol the client upgrades to:
+      // it goes back into the transport, to be read by its next owner.
+      data.drain(offset + used);
+      transport_->unreadInput(data);
+      HttpRequest request = std::move(parser_.request());
+      request.peer = peer_;
+      callbacks_.onRequestHead(*this, std::move(request));
+      return;
+    }
+    data.drain(data.length());
+    callbacks_.onHeadError(*this, state == Http1HeadParser::State::kTooLarge
+                                      ? HeadError::kTooLarge
+                                      : HeadError::kMalformed);
+    return;
+  }
+  data.drain(total);
+}
+
+void Http1Connection::onTransportEof() {
+  switch (phase_) {
+    case Phase::kReadingHead:
+      deadline_.disable();
+      phase_ = Phase::kWaitingForOwner;
+      callbacks_.onHeadError(*this, HeadError::kPeerClosed);
+      return;
+    case Phase::kWriting:
+      // A half-closed client may still read the response.
+      peer_eof_ = true;
+      return;
+    case Phase::kLingering:
+      finish();
+      return;
+    case Phase::kWaitingForOwner:
+    case Phase::kDone:
+      return;
   }
 }
 
-void Http1Connection::onEvents(short events) {
+void Http1Connection::onTransportDrained() {
+  if (phase_ != Phase::kWriting || transport_->queuedBytes() != 0) {
+    return;
+  }
+  phase_ = Phase::kLingering;
+  deadline_.enable(options_.close_linger);
+  if (peer_eof_) {
+    finish();
+  }
+}
+
+void Http1Connection::onTransportError(const std::string& /*detail*/) {
   switch (phase_) {
     case Phase::kReadingHead:
-      readHead();
-      break;
+      deadline_.disable();
+      phase_ = Phase::kWaitingForOwner;
+      callbacks_.onHeadError(*this, HeadError::kPeerClosed);
+      return;
     case Phase::kWriting:
-      if ((events & event::FdWatcher::kWrite) != 0) {
-        writeOut();
-      }
-      break;
     case Phase::kLingering:
-      drainInput();
-      break;
+      finish();
+      return;
+    case Phase::kWaitingForOwner:
     case Phase::kDone:
-      break;
+      return;
   }
 }
 
 void Http1Connection::onDeadline() {
   if (phase_ == Phase::kReadingHead) {
-    watcher_.setEnabled(0);
+    transport_->pauseReading(true);
+    phase_ = Phase::kWaitingForOwner;
     callbacks_.onHeadError(*this, HeadError::kTimeout);
     return;
   }
   finish();
 }
 
-void Http1Connection::readHead() {
-  char buf[kReadChunk];
-  while (true) {
-    const ssize_t n = ::read(fd_, buf, sizeof(buf));
-    if (n < 0 && errno == EINTR) {
-      continue;
-    }
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      return;
-    }
-    if (n <= 0) {
-      watcher_.setEnabled(0);
-      deadline_.disable();
-      callbacks_.onHeadError(*this, HeadError::kPeerClosed);
-      return;
-    }
-    size_t used = 0;
-    const auto state = parser_.feed(std::string_view(buf, static_cast<size_t>(n)), used);
-    if (state == Http1HeadParser::State::kNeedMore) {
-      continue;
-    }
-    watcher_.setEnabled(0);
-    deadline_.disable();
-    if (state == Http1HeadParser::State::kComplete) {
-      Buffer leftover;
-      leftover.add(buf + used, static_cast<size_t>(n) - used);
-      HttpRequest request = std::move(parser_.request());
-      request.peer = peer_;
-      callbacks_.onRequestHead(*this, std::move(request), std::move(leftover));
-    } else {
-      callbacks_.onHeadError(*this, state == Http1HeadParser::State::kTooLarge
-                                        ? HeadError::kTooLarge
-                                        : HeadError::kMalformed);
-    }
+void Http1Connection::respond(std::string bytes) {
+  if (phase_ == Phase::kDone || transport_ == nullptr) {
     return;
   }
-}
-
-void Http1Connection::respond(std::string bytes) {
-  output_ = std::move(bytes);
-  output_sent_ = 0;
   phase_ = Phase::kWriting;
   deadline_.enable(options_.header_timeout);
-  writeOut();
-}
-
-void Http1Connection::writeOut() {
-  while (output_sent_ < output_.size()) {
-    // send() with MSG_NOSIGNAL: a client that is gone must not raise SIGPIPE.
-    const ssize_t n =
-        ::send(fd_, output_.data() + output_sent_, output_.size() - output_sent_, MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) {
-      continue;
-    }
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      watcher_.setEnabled(event::FdWatcher::kWrite);
-      return;
-    }
-    if (n < 0) {
-      finish();
-      return;
-    }
-    output_sent_ += static_cast<size_t>(n);
-  }
-  output_.clear();
-  ::shutdown(fd_, SHUT_WR);
-  phase_ = Phase::kLingering;
-  watcher_.setEnabled(event::FdWatcher::kRead);
-  deadline_.enable(options_.close_linger);
-  drainInput();
-}
-
-void Http1Connection::drainInput() {
-  char buf[kReadChunk];
-  // Bounded per wake-up so that a client that keeps sending cannot hold the
-  // loop; the watcher fires again and close_linger ends it anyway.
-  for (int i = 0; i < kMaxDrainReads; ++i) {
-    const ssize_t n = ::read(fd_, buf, sizeof(buf));
-    if (n > 0) {
-      continue;
-    }
-    if (n < 0 && errno == EINTR) {
-      continue;
-    }
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      return;
-    }
-    finish();
-    return;
+  Buffer out;
+  out.add(bytes);
+  transport_->write(out);
+  transport_->shutdownWrite();
+  // Read on (and drop) so that the client's close is seen.
+  transport_->pauseReading(false);
+  if (bytes.empty()) {
+    phase_ = Phase::kLingering;
+    deadline_.enable(options_.close_linger);
   }
 }
 
 void Http1Connection::close() { finish(); }
 
-int Http1Connection::release() {
-  watcher_.setEnabled(0);
+TransportPtr Http1Connection::releaseTransport() {
   deadline_.disable();
   phase_ = Phase::kDone;
-  const int fd = fd_;
-  fd_ = -1;
-  return fd;
+  return std::move(transport_);
 }
 
 void Http1Connection::finish() {
-  if (fd_ < 0) {
+  if (phase_ == Phase::kDone) {
     return;
   }
   phase_ = Phase::kDone;
-  watcher_.setEnabled(0);
   deadline_.disable();
-  ::close(fd_);
-  fd_ = -1;
+  if (transport_ != nullptr) {
+    transport_->close();
+  }
   callbacks_.onClosed(*this);
 }
 

@@ -1,10 +1,10 @@
 #pragma once
 
-// Http1Connection: one accepted socket during its HTTP/1.1 phase, shared by
-// the stream server and the admin endpoint. It reads the request head under a
-// size limit and a deadline, reports it to its owner, and then either writes
-// one response and closes, or hands the socket over (release()) for an
-// upgrade.
+// Http1Connection: one accepted connection during its HTTP/1.1 phase, shared
+// by the stream server and the admin endpoint. It reads the request head from
+// a Transport (a plain socket today, TLS later) under a size limit and a
+// deadline, reports it to its owner, and then either writes one response and
+// closes, or hands the transport over (releaseTransport()) for an upgrade.
 //
 // - The deadline runs from construction: a client that trickles its head
 //   (one byte at a time) is closed at header_timeout all the same.
@@ -12,6 +12,9 @@
 //   dropped until the client closes or close_linger passes, so that unread
 //   request bytes do not turn the close into a reset that would destroy the
 //   response before the client reads it.
+// - When the head is complete, reading pauses and the bytes read past it go
+//   back into the transport (Transport::unreadInput()), so whoever takes the
+//   transport over reads them first.
 // - Writing a response is bounded by header_timeout too: a client that does
 //   not read its error is closed.
 //
@@ -28,6 +31,7 @@
 #include "source/common/buffer.h"
 #include "source/common/dispatcher.h"
 #include "source/stream/http1_head_parser.h"
+#include "source/stream/transport.h"
 #include "source/stream/upgrade.h"
 
 namespace crisp::stream {
@@ -41,7 +45,7 @@ struct Http1ConnectionOptions {
   std::chrono::milliseconds close_linger{500};
 };
 
-class Http1Connection {
+class Http1Connection : private TransportCallbacks {
  public:
   enum class HeadError {
     kTooLarge,    // more than max_header_bytes without the end of the head
@@ -53,22 +57,22 @@ class Http1Connection {
   class Callbacks {
    public:
     virtual ~Callbacks() = default;
-    // The head is complete. `leftover` holds what the client sent after it.
-    // The owner must call respond(), close() or release().
-    virtual void onRequestHead(Http1Connection& connection, HttpRequest&& request,
-                               Buffer&& leftover) = 0;
+    // The head is complete; what the client sent after it waits in the
+    // transport, reading paused. The owner must call respond(), close() or
+    // releaseTransport().
+    virtual void onRequestHead(Http1Connection& connection, HttpRequest&& request) = 0;
     // The head could not be read. The owner must call respond() or close().
     virtual void onHeadError(Http1Connection& connection, HeadError error) = 0;
-    // The socket is closed; the owner may now destroy the connection.
+    // The transport is closed; the owner may now destroy the connection.
     virtual void onClosed(Http1Connection& connection) = 0;
   };
 
-  // Takes ownership of `fd` (non-blocking) and starts reading at once.
-  // `callbacks` must outlive the connection.
-  Http1Connection(event::Dispatcher& dispatcher, int fd, std::string peer, uint64_t id,
+  // Takes ownership of `transport` (on `dispatcher`, not started) and starts
+  // reading at once. `callbacks` must outlive the connection.
+  Http1Connection(event::Dispatcher& dispatcher, TransportPtr transport, uint64_t id,
                   const Http1ConnectionOptions& options, Callbacks& callbacks);
-  // Closes the socket if still owned, without calling onClosed().
-  ~Http1Connection();
+  // Closes the transport if still owned, without calling onClosed().
+  ~Http1Connection() override;
   Http1Connection(const Http1Connection&) = delete;
   Http1Connection& operator=(const Http1Connection&) = delete;
 
@@ -76,32 +80,39 @@ class Http1Connection {
   void respond(std::string bytes);
   // Closes at once (onClosed() follows, from this call).
   void close();
-  // Stops every watcher and timer and gives the socket to the caller.
-  int release();
+  // After onRequestHead(): stops the deadline and gives the transport to the
+  // caller, reading paused, the bytes after the head held in it, anything
+  // written through it (a 101) still queued. The caller becomes its owner
+  // (setCallbacks() before returning to the loop). Null if it is gone.
+  TransportPtr releaseTransport();
+  // The transport, to queue the 101 before releaseTransport(). Null once
+  // released or closed.
+  Transport* transport() { return transport_.get(); }
 
   uint64_t id() const { return id_; }
   const std::string& peer() const { return peer_; }
 
  private:
-  enum class Phase { kReadingHead, kWriting, kLingering, kDone };
+  enum class Phase { kReadingHead, kWaitingForOwner, kWriting, kLingering, kDone };
 
-  void onEvents(short events);
+  // TransportCallbacks
+  void onTransportData(Buffer& data) override;
+  void onTransportEof() override;
+  void onTransportDrained() override;
+  void onTransportError(const std::string& detail) override;
+
   void onDeadline();
-  void readHead();
-  void writeOut();
-  void drainInput();
+  void parseHead(Buffer& data);
   void finish();
 
-  int fd_;
+  TransportPtr transport_;
   const std::string peer_;
   const uint64_t id_;
   const Http1ConnectionOptions options_;
   Callbacks& callbacks_;
   Phase phase_ = Phase::kReadingHead;
   Http1HeadParser parser_;
-  std::string output_;
-  size_t output_sent_ = 0;
-  event::FdWatcher watcher_;
+  bool peer_eof_ = false;
   event::Timer deadline_;
 };
 

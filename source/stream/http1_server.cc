@@ -7,6 +7,7 @@
 #include "source/stream/http1_response.h"
 #include "source/stream/http1_route.h"
 #include "source/stream/negotiation.h"
+#include "source/stream/raw_socket_transport.h"
 
 namespace crisp::stream {
 namespace {
@@ -16,6 +17,19 @@ constexpr size_t kRequestResultCount = static_cast<size_t>(RequestResult::kInter
 stats::Registry& registryOr(stats::Registry* r) { return r != nullptr ? *r : stats::registry(); }
 
 size_t familyIndex(ProtocolFamily family) { return static_cast<size_t>(family); }
+
+RequestResult rejectionResult(int status) {
+  switch (status) {
+    case 403:
+      return RequestResult::kForbidden;
+    case 405:
+      return RequestResult::kMethodNotAllowed;
+    case 500:
+      return RequestResult::kInternalError;
+    default:
+      return RequestResult::kBadRequest;
+  }
+}
 
 }  // namespace
 
@@ -88,16 +102,19 @@ void Http1Server::setUpgradeHandler(ProtocolFamily family, UpgradeHandler* handl
 }
 
 void Http1Server::onAccept(int fd, std::string peer) {
+  onAcceptTransport(std::make_unique<RawSocketTransport>(dispatcher_, fd, std::move(peer)));
+}
+
+void Http1Server::onAcceptTransport(TransportPtr transport) {
   const uint64_t id = log::nextId();
   metrics_->connections_total.inc();
   metrics_->connections_active.inc();
-  CRISP_CONN_LOG(kStream, debug, id, "accepted from {}", peer);
-  connections_.add(std::make_unique<Http1Connection>(dispatcher_, fd, std::move(peer), id,
+  CRISP_CONN_LOG(kStream, debug, id, "accepted from {}", transport->peerAddress());
+  connections_.add(std::make_unique<Http1Connection>(dispatcher_, std::move(transport), id,
                                                      options_.connection, *this));
 }
 
-void Http1Server::onRequestHead(Http1Connection& connection, HttpRequest&& request,
-                                Buffer&& leftover) {
+void Http1Server::onRequestHead(Http1Connection& connection, HttpRequest&& request) {
   const std::optional<StreamRoute> route = matchStreamRoute(request.path);
   if (!route.has_value()) {
     // The path is not logged: it may hold a token under a wrong prefix.
@@ -130,42 +147,37 @@ void Http1Server::onRequestHead(Http1Connection& connection, HttpRequest&& reque
   }
 
   Negotiation negotiation = negotiate(request, route->operation);
-  switch (negotiation.outcome) {
-    case Negotiation::Outcome::kRejected:
-      CRISP_CONN_LOG(kStream, info, connection.id(), "{} /{}/{}: upgrade refused with {}",
-                     request.method, operation, fingerprint, negotiation.status);
-      respond(connection,
-              negotiation.status == 403 ? RequestResult::kForbidden : RequestResult::kBadRequest,
-              std::move(negotiation.response));
-      return;
-    case Negotiation::Outcome::kWebSocket:
-      // TODO: WebSocket is not served yet. Every WebSocket upgrade gets the
-      // kubelet's answer for "no subprotocol matched", so kubectl 1.30+ falls
-      // back to SPDY; the token is burnt, and kubectl's fallback asks for a new
-      // one. Serving it means a WebSocket handshake here and a handler
-      // registered under ProtocolFamily::kWebSocket.
-      CRISP_CONN_LOG(kStream, info, connection.id(),
-                     "{} /{}/{}: WebSocket upgrade refused (not served)", request.method, operation,
-                     fingerprint);
-      respond(connection, RequestResult::kForbidden, std::string(kWebSocketForbiddenResponse));
-      return;
-    case Negotiation::Outcome::kSpdy:
-      break;
+  if (negotiation.outcome == Negotiation::Outcome::kRejected) {
+    CRISP_CONN_LOG(kStream, info, connection.id(), "{} /{}/{}: upgrade refused with {}{}{}",
+                   request.method, operation, fingerprint, negotiation.status,
+                   negotiation.reason.empty() ? "" : " ", negotiation.reason);
+    respond(connection, rejectionResult(negotiation.status), std::move(negotiation.response));
+    return;
+  }
+  if (negotiation.outcome == Negotiation::Outcome::kWebSocket &&
+      handlers_[familyIndex(ProtocolFamily::kWebSocket)] == nullptr) {
+    // Nothing serves WebSocket here: answer as a server with no matching
+    // subprotocol, so kubectl 1.30+ falls back to SPDY. The token is burnt;
+    // kubectl's fallback goes back through the API server for a new one.
+    CRISP_CONN_LOG(kStream, info, connection.id(),
+                   "{} /{}/{}: WebSocket upgrade refused (no WebSocket handler)", request.method,
+                   operation, fingerprint);
+    respond(connection, RequestResult::kForbidden, std::string(kWebSocketForbiddenResponse));
+    return;
   }
 
   CRISP_CONN_LOG(kStream, debug, connection.id(), "{} /{}/{}: upgrading to {}", request.method,
                  operation, fingerprint, protocolName(negotiation.protocol));
   UpgradedConnection upgraded;
   upgraded.connection_id = connection.id();
-  upgraded.leftover_input = std::move(leftover);
-  upgraded.pending_output.add(negotiation.response);
   upgraded.request = std::move(request);
   upgraded.protocol = negotiation.protocol;
   upgraded.stream_request = std::move(*stream_request);
-  handOver(connection, std::move(upgraded));
+  handOver(connection, std::move(upgraded), negotiation.response);
 }
 
-void Http1Server::handOver(Http1Connection& connection, UpgradedConnection&& upgraded) {
+void Http1Server::handOver(Http1Connection& connection, UpgradedConnection&& upgraded,
+                           const std::string& response) {
   UpgradeHandler* handler = handlers_[familyIndex(protocolFamily(upgraded.protocol))];
   if (handler == nullptr) {
     CRISP_CONN_LOG(kStream, error, connection.id(), "no handler for {}",
@@ -174,7 +186,10 @@ void Http1Server::handOver(Http1Connection& connection, UpgradedConnection&& upg
             goHttpError(500, "unable to upgrade: protocol not served").serialize());
     return;
   }
-  upgraded.fd = connection.release();
+  Buffer head;
+  head.add(response);
+  connection.transport()->write(head);
+  upgraded.transport = connection.releaseTransport();
   connections_.remove(connection);
   metrics_->connections_active.dec();
   metrics_->request(RequestResult::kUpgraded).inc();

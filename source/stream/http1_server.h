@@ -1,18 +1,23 @@
 #pragma once
 
 // Http1Server: the HTTP/1.1 front of the stream server on one worker loop.
-// For every accepted socket it reads the request head, routes
-// "/{exec,attach,portforward}/{token}" (GET or POST), burns the token in the
-// TokenCache, negotiates the protocol (negotiation.h) and hands the socket,
-// the 101 response and the bytes read past the head to the UpgradeHandler of
-// the protocol family. Everything else gets an error response and a close:
+// For every accepted socket it wraps the socket in a RawSocketTransport,
+// reads the request head, routes "/{exec,attach,portforward}/{token}" (GET or
+// POST), burns the token in the TokenCache, negotiates the protocol
+// (negotiation.h), queues the 101 and hands the transport (holding the bytes
+// read past the head) to the UpgradeHandler of the protocol family.
+// Everything else gets an error response and a close:
 //
 //   no route                        404 (Go's http.NotFound)
 //   route, method not GET/POST      405, token left alone
 //   unknown/expired/used token,
 //   or a token of another kind      404 (Go's http.NotFound), token burnt
-//   negotiation failure             400 or 403 (negotiation.h), token burnt
-//   WebSocket upgrade               raw 403 (not served yet), token burnt
+//   SPDY negotiation failure        400 or 403 (negotiation.h), token burnt
+//   WebSocket handshake failure     400, 403 or 405 as x/net/websocket answers
+//                                   (negotiation.h), token burnt
+//   WebSocket upgrade, no handler
+//   registered for WebSocket        raw 403 (kubectl falls back to SPDY), token burnt
+//   SPDY upgrade, no SPDY handler   500, token burnt
 //   head larger than the limit      431
 //   malformed head                  400
 //   no complete head in time        close without a response
@@ -28,6 +33,7 @@
 #include "source/cache/token_cache.h"
 #include "source/common/dispatcher.h"
 #include "source/stream/http1_connection.h"
+#include "source/stream/transport.h"
 #include "source/stream/upgrade.h"
 
 namespace crisp::stats {
@@ -68,13 +74,17 @@ class Http1Server : public Http1Connection::Callbacks {
   Http1Server(const Http1Server&) = delete;
   Http1Server& operator=(const Http1Server&) = delete;
 
-  // Routes upgrades of `family` to `handler` (borrowed; null removes it). An
-  // upgrade without a handler is answered 500.
+  // Routes upgrades of `family` to `handler` (borrowed; null removes it). A
+  // SPDY upgrade without a handler is answered 500, a WebSocket one with the
+  // bare 403 of "no subprotocol matched".
   void setUpgradeHandler(ProtocolFamily family, UpgradeHandler* handler);
 
   // Serves an accepted, non-blocking socket; takes ownership of `fd`. Fits
   // Listener::AcceptCallback.
   void onAccept(int fd, std::string peer);
+  // Serves a connection that is already a Transport (not started), such as a
+  // TLS session; takes ownership.
+  void onAcceptTransport(TransportPtr transport);
 
   // Connections still reading their head or writing an error.
   size_t connectionCount() const { return connections_.size(); }
@@ -83,13 +93,15 @@ class Http1Server : public Http1Connection::Callbacks {
   struct Metrics;
 
   // Http1Connection::Callbacks
-  void onRequestHead(Http1Connection& connection, HttpRequest&& request,
-                     Buffer&& leftover) override;
+  void onRequestHead(Http1Connection& connection, HttpRequest&& request) override;
   void onHeadError(Http1Connection& connection, Http1Connection::HeadError error) override;
   void onClosed(Http1Connection& connection) override;
 
   void respond(Http1Connection& connection, RequestResult result, std::string response);
-  void handOver(Http1Connection& connection, UpgradedConnection&& upgraded);
+  // Queues `response` (the 101) and gives the transport to the handler of
+  // the upgraded protocol's family.
+  void handOver(Http1Connection& connection, UpgradedConnection&& upgraded,
+                const std::string& response);
 
   event::Dispatcher& dispatcher_;
   cache::TokenCache& tokens_;

@@ -10,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include <strings.h>
 
+#include "source/codec/websocket/handshake.h"
 #include "source/stream/http1_response.h"
 
 namespace crisp::stream {
@@ -215,7 +216,87 @@ Negotiation negotiateSpdy(const HttpRequest& request, session::Operation op) {
   return out;
 }
 
+Negotiation negotiateWebSocket(const HttpRequest& request, session::Operation op) {
+  websocket::HandshakeResult handshake =
+      websocket::serverHandshake(request.method, request.headers, websocketServerProtocols(op));
+  Negotiation out;
+  out.status = handshake.status;
+  out.response = std::move(handshake.response);
+  if (!handshake.accepted) {
+    out.outcome = Negotiation::Outcome::kRejected;
+    out.reason = std::move(handshake.reason);
+    return out;
+  }
+  const std::optional<Protocol> protocol = websocketProtocol(op, handshake.subprotocol);
+  if (!protocol.has_value()) {
+    // The handshake only picks from the server list, which maps completely.
+    out.outcome = Negotiation::Outcome::kRejected;
+    out.status = 500;
+    out.reason = "ws.handshake.internal";
+    out.response = "HTTP/1.1 500 Internal Server Error\r\n\r\n";
+    return out;
+  }
+  out.outcome = Negotiation::Outcome::kWebSocket;
+  out.protocol = *protocol;
+  out.subprotocol = std::move(handshake.subprotocol);
+  return out;
+}
+
 }  // namespace
+
+const std::vector<std::string>& websocketServerProtocols(session::Operation op) {
+  static const std::vector<std::string> remote_command = {
+      "",
+      "channel.k8s.io",
+      "base64.channel.k8s.io",
+      "v4.channel.k8s.io",
+      "v4.base64.channel.k8s.io",
+      "v5.channel.k8s.io",
+  };
+  static const std::vector<std::string> port_forward = {
+      "",
+      "v4.channel.k8s.io",
+      "v4.base64.channel.k8s.io",
+      "SPDY/3.1+portforward.k8s.io",
+  };
+  return op == session::Operation::kPortForward ? port_forward : remote_command;
+}
+
+std::optional<Protocol> websocketProtocol(session::Operation op, std::string_view subprotocol) {
+  if (op == session::Operation::kPortForward) {
+    if (subprotocol.empty()) {
+      return Protocol::kWsPortForwardBinary;
+    }
+    if (subprotocol == "v4.channel.k8s.io") {
+      return Protocol::kWsPortForwardV4;
+    }
+    if (subprotocol == "v4.base64.channel.k8s.io") {
+      return Protocol::kWsPortForwardV4Base64;
+    }
+    if (subprotocol == "SPDY/3.1+portforward.k8s.io") {
+      return Protocol::kWsSpdyTunnelPortForward;
+    }
+    return std::nullopt;
+  }
+  // No offer gets the framing of channel.k8s.io (the kubelet maps both the
+  // same way).
+  if (subprotocol.empty() || subprotocol == "channel.k8s.io") {
+    return Protocol::kWsChannel;
+  }
+  if (subprotocol == "base64.channel.k8s.io") {
+    return Protocol::kWsBase64Channel;
+  }
+  if (subprotocol == "v4.channel.k8s.io") {
+    return Protocol::kWsV4Channel;
+  }
+  if (subprotocol == "v4.base64.channel.k8s.io") {
+    return Protocol::kWsV4Base64Channel;
+  }
+  if (subprotocol == "v5.channel.k8s.io") {
+    return Protocol::kWsV5Channel;
+  }
+  return std::nullopt;
+}
 
 const std::vector<std::string>& spdyServerProtocols(session::Operation op) {
   static const std::vector<std::string> remote_command = {
@@ -240,6 +321,16 @@ const char* spdyProtocolVersion(Protocol p) {
       return "v4.channel.k8s.io";
     case Protocol::kSpdyPortForward:
       return "portforward.k8s.io";
+    case Protocol::kWsChannel:
+    case Protocol::kWsBase64Channel:
+    case Protocol::kWsV4Channel:
+    case Protocol::kWsV4Base64Channel:
+    case Protocol::kWsV5Channel:
+    case Protocol::kWsPortForwardBinary:
+    case Protocol::kWsPortForwardV4:
+    case Protocol::kWsPortForwardV4Base64:
+    case Protocol::kWsSpdyTunnelPortForward:
+      return "";
   }
   return "";
 }
@@ -258,10 +349,7 @@ bool isWebSocketRequest(const HttpRequest& request) {
 
 Negotiation negotiate(const HttpRequest& request, session::Operation op) {
   if (isWebSocketRequest(request)) {
-    Negotiation out;
-    out.outcome = Negotiation::Outcome::kWebSocket;
-    out.websocket_protocols = request.headerValues("Sec-WebSocket-Protocol");
-    return out;
+    return negotiateWebSocket(request, op);
   }
   return negotiateSpdy(request, op);
 }

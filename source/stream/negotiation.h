@@ -7,6 +7,14 @@
 // - WebSocket is recognised by "Upgrade: websocket" (first Upgrade value,
 //   any case) and a Connection value containing "upgrade"; everything else
 //   is handled as SPDY.
+// - WebSocket: the opening handshake of golang.org/x/net/websocket
+//   (codec/websocket/handshake.h): GET only (405), a key and version 13
+//   (400, with "Sec-WebSocket-Version: 13" for a wrong version); the first
+//   subprotocol of the client's Sec-WebSocket-Protocol list (lines and commas)
+//   the route accepts wins, none offered means "" (binary v1 framing, no
+//   subprotocol in the reply); no match -> the bare "HTTP/1.1 403
+//   Forbidden", after which kubectl falls back to SPDY. Else 101 with
+//   Sec-WebSocket-Accept and the chosen Sec-WebSocket-Protocol.
 // - SPDY: every X-Stream-Protocol-Version value, split on lines and commas
 //   and trimmed, in client order; the first one the server supports wins.
 //   No header -> 400; only empty values -> 400; no match -> 403 listing both
@@ -16,6 +24,7 @@
 // Header names are matched case-insensitively, Connection and Upgrade values
 // too. Error bodies read like Go's http.Error, since clients show them.
 
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -34,24 +43,41 @@ inline constexpr std::string_view kWebSocketForbiddenResponse = "HTTP/1.1 403 Fo
 // channel.k8s.io], port-forward [portforward.k8s.io].
 const std::vector<std::string>& spdyServerProtocols(session::Operation op);
 
-// The X-Stream-Protocol-Version value of a SPDY protocol ("v4.channel.k8s.io").
+// The X-Stream-Protocol-Version value of a SPDY protocol ("v4.channel.k8s.io");
+// "" for a WebSocket protocol.
 const char* spdyProtocolVersion(Protocol p);
+
+// The WebSocket subprotocols the server accepts for `op` ("" stands for no
+// offer): exec/attach "", channel.k8s.io, base64.channel.k8s.io,
+// v4.channel.k8s.io, v4.base64.channel.k8s.io (the kubelet's map) and
+// v5.channel.k8s.io (which crisp serves too); port-forward "",
+// v4.channel.k8s.io, v4.base64.channel.k8s.io (the kubelet's map) and
+// SPDY/3.1+portforward.k8s.io (the SPDY tunnel).
+const std::vector<std::string>& websocketServerProtocols(session::Operation op);
+
+// The protocol of WebSocket subprotocol `subprotocol` ("" = none) on a route
+// of kind `op`; nullopt when the route does not accept it.
+std::optional<Protocol> websocketProtocol(session::Operation op, std::string_view subprotocol);
 
 // True for a WebSocket upgrade request (see above).
 bool isWebSocketRequest(const HttpRequest& request);
 
 struct Negotiation {
   enum class Outcome {
-    kSpdy,       // upgrade to `protocol`; `response` is the 101
-    kWebSocket,  // a WebSocket upgrade; left to the WebSocket handler
+    kSpdy,       // upgrade to SPDY `protocol`; `response` is the 101
+    kWebSocket,  // upgrade to WebSocket `protocol`; `response` is the 101
     kRejected,   // `response` is the complete error response
   };
   Outcome outcome = Outcome::kRejected;
   Protocol protocol = Protocol::kSpdyRemoteCommandV4;
-  // kWebSocket: the client's Sec-WebSocket-Protocol offer, in order.
-  std::vector<std::string> websocket_protocols;
-  // HTTP status of `response`: 101 for kSpdy, 400 or 403 for kRejected.
+  // kWebSocket: the chosen subprotocol as echoed in the 101 ("" = none sent).
+  std::string subprotocol;
+  // HTTP status of `response`: 101 when upgrading; 400, 403 or 405 for
+  // kRejected.
   int status = 0;
+  // kRejected of a WebSocket request: the handshake's stable reason
+  // ("ws.handshake.no_subprotocol", ...), for logs. Empty otherwise.
+  std::string reason;
   std::string response;
 };
 

@@ -1,33 +1,10 @@
 #include "source/stream/spdy_connection.h"
 
 #include <algorithm>
-#include <cerrno>
-#include <cstring>
-
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <sys/socket.h>
-#include <sys/uio.h>
-#include <unistd.h>
 
 #include "source/common/logger.h"
 
 namespace crisp::stream {
-namespace {
-
-// Bytes read from the socket per read(2), and reads per readiness event, so
-// one busy connection cannot hold the loop for long.
-constexpr int kReadChunkBytes = 64 * 1024;
-constexpr int kMaxReadsPerEvent = 4;
-// DATA frames are moved to the socket in batches of about this size; a control
-// frame waits at most for the rest of one batch.
-constexpr size_t kWriteBatchBytes = 64 * 1024;
-constexpr int kMaxIovecs = 16;
-
-std::string errnoText(int err) { return std::string(strerror(err)); }
-
-}  // namespace
 
 const char* closeReasonName(SpdyCloseReason reason) {
   switch (reason) {
@@ -45,41 +22,36 @@ const char* closeReasonName(SpdyCloseReason reason) {
   return "unknown";
 }
 
-SpdyConnection::SpdyConnection(event::Dispatcher& dispatcher, int fd, Buffer&& leftover_input,
-                               Buffer&& pending_output, uint64_t connection_id,
-                               SpdyConnectionCallbacks& callbacks,
+SpdyConnection::SpdyConnection(event::Dispatcher& dispatcher, TransportPtr transport,
+                               uint64_t connection_id, SpdyConnectionCallbacks& callbacks,
                                const SpdyConnectionConfig& config)
     : dispatcher_(dispatcher),
-      fd_(fd),
+      transport_(std::move(transport)),
       id_(connection_id),
       callbacks_(callbacks),
       config_(config),
       codec_(spdy::Codec::Role::kServer, *this, config.codec_limits) {
-  const int flags = fcntl(fd_, F_GETFL, 0);
-  if (flags >= 0 && (flags & O_NONBLOCK) == 0) {
-    fcntl(fd_, F_SETFL, flags | O_NONBLOCK);
-  }
-  // Keystrokes and small outputs of interactive sessions must not wait for
-  // Nagle. Fails harmlessly on non-TCP sockets.
-  const int one = 1;
-  setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  input_.move(leftover_input);
-  current_.move(pending_output);
   idle_timer_ = std::make_unique<event::Timer>(dispatcher_, [this] { onIdleTimeout(); });
   drain_timer_ = std::make_unique<event::Timer>(dispatcher_, [this] {
     CRISP_CONN_LOG(kSpdy, info, id_,
                    "client stopped reading while the connection closed; dropping {} bytes",
                    queuedOutputBytes());
-    closeSocket();
+    closeTransport();
   });
-  linger_timer_ = std::make_unique<event::Timer>(dispatcher_, [this] { closeSocket(); });
+  linger_timer_ = std::make_unique<event::Timer>(dispatcher_, [this] { closeTransport(); });
 }
 
 SpdyConnection::~SpdyConnection() {
-  watcher_.reset();
-  if (fd_ >= 0) {
-    ::close(fd_);
-    fd_ = -1;
+  // Destroying the transport closes it without callbacks.
+  transport_.reset();
+}
+
+void SpdyConnection::attachTransport() {
+  state_ = State::kOpen;
+  transport_->setCallbacks(*this);
+  transport_->start();
+  if (read_paused_) {
+    transport_->pauseReading(true);
   }
 }
 
@@ -87,18 +59,21 @@ void SpdyConnection::start() {
   if (state_ != State::kIdle) {
     return;
   }
-  state_ = State::kOpen;
-  watcher_ = std::make_unique<event::FdWatcher>(dispatcher_, fd_,
-                                                [this](short events) { onSocketEvent(events); });
+  attachTransport();
   touchIdle();
-  if (!input_.empty()) {
-    decodeInput();
-  }
-  updateWatcher();
 }
 
 size_t SpdyConnection::queuedOutputBytes() const {
-  return current_.length() + control_.length() + data_.length();
+  const size_t in_transport =
+      state_ != State::kClosed && transport_ != nullptr ? transport_->queuedBytes() : 0;
+  return control_.length() + data_.length() + in_transport;
+}
+
+uint64_t SpdyConnection::bytesWritten() const {
+  if (state_ == State::kClosed || transport_ == nullptr) {
+    return bytes_written_;
+  }
+  return bytes_handed_ - transport_->queuedBytes();
 }
 
 bool SpdyConnection::sendData(uint32_t stream_id, std::string_view data, bool fin) {
@@ -131,7 +106,7 @@ bool SpdyConnection::sendData(uint32_t stream_id, Buffer& data, bool fin) {
     it->second.local_fin = true;
     removeIfDone(it);
   }
-  updateWatcher();
+  pumpOutput();
   checkWatermarks();
   return true;
 }
@@ -145,16 +120,14 @@ bool SpdyConnection::resetStream(uint32_t stream_id, spdy::RstStatus status) {
   Buffer frame;
   spdy::Codec::encodeRstStream(frame, stream_id, status);
   queueControl(frame);
-  updateWatcher();
+  pumpOutput();
   return true;
 }
 
 void SpdyConnection::close() {
   if (state_ == State::kIdle) {
     // Never started: nothing was said on the wire by us yet.
-    state_ = State::kOpen;
-    watcher_ = std::make_unique<event::FdWatcher>(dispatcher_, fd_,
-                                                  [this](short events) { onSocketEvent(events); });
+    attachTransport();
   }
   if (state_ != State::kOpen) {
     return;
@@ -169,94 +142,61 @@ void SpdyConnection::pauseReading(bool paused) {
   }
   read_paused_ = paused;
   CRISP_CONN_LOG(kSpdy, trace, id_, "{} reading", paused ? "pausing" : "resuming");
-  updateWatcher();
+  // While closing the transport is read regardless, to see the peer go away.
+  if (state_ == State::kOpen) {
+    transport_->pauseReading(paused);
+  }
 }
 
-void SpdyConnection::updateWatcher() {
-  if (watcher_ == nullptr || fd_ < 0) {
+// TransportCallbacks
+
+void SpdyConnection::onTransportData(Buffer& data) {
+  bytes_read_ += data.length();
+  if (state_ != State::kOpen) {
+    // Closing: the client's bytes no longer matter; reading goes on only to
+    // see it close.
+    data.drain(data.length());
     return;
   }
-  short events = 0;
+  touchIdle();
+  input_.move(data);
+  decodeInput();
+}
+
+void SpdyConnection::onTransportEof() {
   switch (state_) {
     case State::kOpen:
-      if (!read_paused_) {
-        events |= event::FdWatcher::kRead;
-      }
-      if (queuedOutputBytes() > 0) {
-        events |= event::FdWatcher::kWrite;
-      }
-      break;
+      abort(SpdyCloseReason::kPeerClosed, "client closed the connection");
+      return;
     case State::kClosing:
-      // Keep reading (and discarding) to see the peer go away.
-      if (!peer_eof_) {
-        events |= event::FdWatcher::kRead;
-      }
-      if (queuedOutputBytes() > 0) {
-        events |= event::FdWatcher::kWrite;
-      }
-      break;
+      // The client will send nothing more; finish writing what it may still
+      // read, then close without lingering.
+      peer_eof_ = true;
+      return;
     case State::kLingering:
-      events |= event::FdWatcher::kRead;
-      break;
+      closeTransport();
+      return;
     case State::kIdle:
     case State::kClosed:
-      break;
-  }
-  watcher_->setEnabled(events);
-}
-
-void SpdyConnection::onSocketEvent(short events) {
-  if ((events & event::FdWatcher::kWrite) != 0) {
-    onWritable();
-  }
-  if ((events & event::FdWatcher::kRead) != 0 && fd_ >= 0) {
-    onReadable();
+      return;
   }
 }
 
-void SpdyConnection::onReadable() {
-  for (int i = 0; i < kMaxReadsPerEvent; ++i) {
-    if (fd_ < 0 || (state_ == State::kOpen && read_paused_)) {
-      break;
-    }
-    const int n = input_.readFrom(fd_, kReadChunkBytes);
-    if (n > 0) {
-      bytes_read_ += static_cast<uint64_t>(n);
-      if (state_ == State::kOpen) {
-        touchIdle();
-        decodeInput();
-      } else {
-        input_.drain(input_.length());
-      }
-      continue;
-    }
-    if (n == 0) {
-      switch (state_) {
-        case State::kOpen:
-          abort(SpdyCloseReason::kPeerClosed, "client closed the connection");
-          return;
-        case State::kClosing:
-          // The client will send nothing more; finish writing what it may
-          // still read, then close without lingering.
-          peer_eof_ = true;
-          updateWatcher();
-          return;
-        default:
-          closeSocket();
-          return;
-      }
-    }
-    const int err = errno;
-    if (err == EINTR) {
-      continue;
-    }
-    if (err == EAGAIN || err == EWOULDBLOCK) {
-      break;
-    }
-    abort(SpdyCloseReason::kSocketError, "read: " + errnoText(err));
-    return;
+void SpdyConnection::onTransportDrained() {
+  if (state_ == State::kOpen) {
+    touchIdle();
+  } else if (state_ == State::kClosing) {
+    drain_timer_->enable(config_.drain_timeout);
   }
-  updateWatcher();
+  pumpOutput();
+  checkWatermarks();
+  if (state_ == State::kClosing && queuedOutputBytes() == 0) {
+    finishFlush();
+  }
+}
+
+void SpdyConnection::onTransportError(const std::string& detail) {
+  abort(SpdyCloseReason::kSocketError, detail);
 }
 
 void SpdyConnection::decodeInput() {
@@ -273,74 +213,29 @@ void SpdyConnection::decodeInput() {
   }
 }
 
-void SpdyConnection::onWritable() {
-  if (!flush()) {
+void SpdyConnection::pumpOutput() {
+  if (state_ != State::kOpen && state_ != State::kClosing) {
     return;
   }
-  updateWatcher();
-}
-
-bool SpdyConnection::flush() {
-  bool progress = false;
-  while (fd_ >= 0) {
-    if (current_.empty()) {
-      if (!control_.empty()) {
-        current_.move(control_);
-      } else if (!data_frame_lengths_.empty()) {
-        size_t batch = 0;
-        while (!data_frame_lengths_.empty() &&
-               (batch == 0 || batch + data_frame_lengths_.front() <= kWriteBatchBytes)) {
-          batch += data_frame_lengths_.front();
-          data_frame_lengths_.pop_front();
-        }
-        current_.move(data_, batch);
-      } else {
-        break;
-      }
-    }
-    evbuffer_iovec vec[kMaxIovecs];
-    const int n_vec = evbuffer_peek(current_.raw(), -1, nullptr, vec, kMaxIovecs);
-    iovec iov[kMaxIovecs];
-    const int count = std::min(n_vec, kMaxIovecs);
-    for (int i = 0; i < count; ++i) {
-      iov[i].iov_base = vec[i].iov_base;
-      iov[i].iov_len = vec[i].iov_len;
-    }
-    msghdr msg{};
-    msg.msg_iov = iov;
-    msg.msg_iovlen = static_cast<size_t>(count);
-    ssize_t written = ::sendmsg(fd_, &msg, MSG_NOSIGNAL);
-    if (written < 0 && errno == ENOTSOCK) {
-      written = ::writev(fd_, iov, count);
-    }
-    if (written > 0) {
-      current_.drain(static_cast<size_t>(written));
-      bytes_written_ += static_cast<uint64_t>(written);
-      progress = true;
-      continue;
-    }
-    const int err = errno;
-    if (written < 0 && err == EINTR) {
-      continue;
-    }
-    if (written < 0 && (err == EAGAIN || err == EWOULDBLOCK)) {
+  Buffer batch;
+  size_t queued = transport_->queuedBytes();
+  // Control frames are small and go whole, ahead of every DATA frame not yet
+  // handed over.
+  queued += control_.length();
+  batch.move(control_);
+  while (!data_frame_lengths_.empty()) {
+    const size_t next = data_frame_lengths_.front();
+    if (queued > 0 && queued + next > config_.transport_queue_bytes) {
       break;
     }
-    abort(SpdyCloseReason::kSocketError, "write: " + errnoText(err));
-    return false;
+    batch.move(data_, next);
+    queued += next;
+    data_frame_lengths_.pop_front();
   }
-  if (progress) {
-    if (state_ == State::kOpen) {
-      touchIdle();
-    } else if (state_ == State::kClosing) {
-      drain_timer_->enable(config_.drain_timeout);
-    }
+  if (!batch.empty()) {
+    bytes_handed_ += batch.length();
+    transport_->write(batch);
   }
-  checkWatermarks();
-  if (state_ == State::kClosing && queuedOutputBytes() == 0) {
-    finishFlush();
-  }
-  return fd_ >= 0;
 }
 
 void SpdyConnection::checkWatermarks() {
@@ -402,7 +297,11 @@ void SpdyConnection::beginClose(spdy::GoAwayStatus status) {
   queueDataFrame(frame);
   idle_timer_->disable();
   drain_timer_->enable(config_.drain_timeout);
-  updateWatcher();
+  // Keep reading (and discarding) to see the peer go away.
+  if (read_paused_) {
+    transport_->pauseReading(false);
+  }
+  pumpOutput();
 }
 
 void SpdyConnection::abort(SpdyCloseReason reason, const std::string& detail) {
@@ -416,42 +315,37 @@ void SpdyConnection::abort(SpdyCloseReason reason, const std::string& detail) {
   if (was_open) {
     callbacks_.onConnectionClosing(reason, detail);
   }
-  closeSocket();
+  closeTransport();
 }
 
 void SpdyConnection::finishFlush() {
   state_ = State::kLingering;
   drain_timer_->disable();
   if (peer_eof_) {
-    closeSocket();
+    closeTransport();
     return;
   }
-  ::shutdown(fd_, SHUT_WR);
+  transport_->shutdownWrite();
   linger_timer_->enable(config_.linger_timeout);
-  updateWatcher();
 }
 
-void SpdyConnection::closeSocket() {
+void SpdyConnection::closeTransport() {
   if (state_ == State::kClosed) {
     return;
   }
+  const size_t dropped = queuedOutputBytes();
+  bytes_written_ = bytesWritten();
   state_ = State::kClosed;
-  watcher_.reset();
   idle_timer_->disable();
   drain_timer_->disable();
   linger_timer_->disable();
-  if (fd_ >= 0) {
-    ::close(fd_);
-    fd_ = -1;
-  }
-  const size_t dropped = queuedOutputBytes();
-  current_.drain(current_.length());
+  transport_->close();
   control_.drain(control_.length());
   data_.drain(data_.length());
   data_frame_lengths_.clear();
   input_.drain(input_.length());
   streams_.clear();
-  CRISP_CONN_LOG(kSpdy, debug, id_, "socket closed ({} bytes read, {} written, {} dropped)",
+  CRISP_CONN_LOG(kSpdy, debug, id_, "transport closed ({} bytes read, {} written, {} dropped)",
                  bytes_read_, bytes_written_, dropped);
   callbacks_.onConnectionClosed();
 }
@@ -470,7 +364,7 @@ void SpdyConnection::onSynStream(uint32_t stream_id, uint32_t /*associated_id*/,
                    stream_id);
     spdy::Codec::encodeRstStream(frame, stream_id, spdy::RstStatus::kProtocolError);
     queueControl(frame);
-    updateWatcher();
+    pumpOutput();
     // A second SYN_STREAM for a live stream is an error on that stream too.
     if (streams_.erase(stream_id) != 0) {
       callbacks_.onStreamReset(stream_id, spdy::RstStatus::kProtocolError);
@@ -481,7 +375,7 @@ void SpdyConnection::onSynStream(uint32_t stream_id, uint32_t /*associated_id*/,
   if (peer_went_away_) {
     spdy::Codec::encodeRstStream(frame, stream_id, spdy::RstStatus::kRefusedStream);
     queueControl(frame);
-    updateWatcher();
+    pumpOutput();
     return;
   }
   streams_.emplace(stream_id, Stream{});
@@ -497,12 +391,12 @@ void SpdyConnection::onSynStream(uint32_t stream_id, uint32_t /*associated_id*/,
     streams_.erase(it);
     spdy::Codec::encodeRstStream(frame, stream_id, spdy::RstStatus::kCancel);
     queueControl(frame);
-    updateWatcher();
+    pumpOutput();
     return;
   }
   codec_.encodeSynReply(frame, stream_id, 0, spdy::HeaderList{});
   queueControl(frame);
-  updateWatcher();
+  pumpOutput();
   if ((flags & spdy::kFlagFin) != 0) {
     it->second.remote_fin = true;
     callbacks_.onStreamRemoteFin(stream_id);
@@ -541,7 +435,7 @@ void SpdyConnection::onData(uint32_t stream_id, Buffer& data, bool fin) {
       Buffer frame;
       spdy::Codec::encodeRstStream(frame, stream_id, spdy::RstStatus::kInvalidStream);
       queueControl(frame);
-      updateWatcher();
+      pumpOutput();
     }
     // Otherwise the stream was closed or reset a moment ago; late data is dropped.
     return;
@@ -603,7 +497,7 @@ void SpdyConnection::onPing(uint32_t ping_id) {
   Buffer frame;
   spdy::Codec::encodePing(frame, ping_id);
   queueControl(frame);
-  updateWatcher();
+  pumpOutput();
 }
 
 void SpdyConnection::onGoAway(uint32_t last_good_stream_id, spdy::GoAwayStatus status) {

@@ -1,40 +1,43 @@
 #pragma once
 
 // SpdyConnection: the server side of one SPDY/3.1 connection over a
-// non-blocking socket, after the HTTP/1.1 upgrade. It owns the socket and a
-// spdy::Codec, keeps the table of live streams, and gives its owner (a session
-// such as SpdyRemoteCommand) stream-level callbacks and sends.
+// Transport (a TCP socket, TLS, a WebSocket tunnel), after the HTTP/1.1
+// upgrade. It owns the transport and a spdy::Codec, keeps the table of live
+// streams, and gives its owner (a session such as SpdyRemoteCommand)
+// stream-level callbacks and sends.
 //
 // What it does on its own:
-// - writes the upgrade's pending output first and decodes its leftover input
-//   first;
+// - whatever the transport already holds goes first: the upgrade's 101 out,
+//   the bytes read past the request head in;
 // - checks client stream ids (odd, strictly increasing; else RST_STREAM
 //   PROTOCOL_ERROR), answers each accepted SYN_STREAM with a SYN_REPLY (empty
 //   header block) and each refused one with RST_STREAM CANCEL;
 // - echoes client PINGs (odd ids) unchanged, ahead of queued DATA: control
-//   frames wait in their own queue that is written at the next frame boundary;
+//   frames wait in their own queue, and the transport is handed whole frames
+//   only while its own queue is under transport_queue_bytes, so a control
+//   frame waits behind at most that much;
 // - ignores SETTINGS and WINDOW_UPDATE (Kubernetes peers have no flow control)
 //   and accepts DATA frames of any size; splits outgoing DATA into frames of at
 //   most max_data_frame_bytes;
 // - removes a stream from the table as soon as it is closed in both
 //   directions or reset, so long sessions do not grow;
 // - output backpressure: onOutputAboveHighWatermark() when the bytes queued
-//   for the socket pass the high watermark, onOutputBelowLowWatermark() once
-//   they fall under the low one, so the owner pauses its producer;
-// - input backpressure: pauseReading() stops reading the socket;
+//   (here and in the transport) pass the high watermark,
+//   onOutputBelowLowWatermark() once they fall under the low one, so the owner
+//   pauses its producer;
+// - input backpressure: pauseReading() pauses the transport;
 // - idle timeout: any frame in or out re-arms it; expiry closes;
 // - close: RST_STREAM(CANCEL) on every stream we have not FIN'd, GOAWAY(OK),
 //   both after the DATA already queued (nothing queued is dropped); flush;
-//   shutdown(SHUT_WR); wait for the peer's close up to linger_timeout; close.
-//   A codec error closes the same way with GOAWAY(PROTOCOL_ERROR). The peer
-//   closing the socket, or a socket error, ends the connection at once.
+//   shut the write side down; wait for the peer's close up to
+//   linger_timeout; close. A codec error closes the same way with
+//   GOAWAY(PROTOCOL_ERROR). The peer closing its side, or a transport error,
+//   ends the connection at once.
 //
 // Threading: everything runs on the dispatcher's thread. Callbacks may call
 // back into the connection (send, reset, close, pauseReading). The owner must
 // not destroy the connection from inside a callback; it uses
 // Dispatcher::deferredDelete() (onConnectionClosed() is the usual place).
-//
-// The process must not die of SIGPIPE: sends use MSG_NOSIGNAL.
 
 #include <chrono>
 #include <cstddef>
@@ -51,24 +54,31 @@
 #include "source/codec/spdy/codec.h"
 #include "source/common/buffer.h"
 #include "source/common/dispatcher.h"
+#include "source/stream/transport.h"
 
 namespace crisp::stream {
 
 struct SpdyConnectionConfig {
   // No frame in or out for this long closes the connection (kubelet default).
   std::chrono::milliseconds idle_timeout = std::chrono::hours(4);
-  // Bytes queued for the socket above which the owner is asked to pause.
+  // Bytes queued (here and in the transport) above which the owner is asked
+  // to pause.
   size_t output_high_watermark = 1024 * 1024;
   // Bytes queued below which a paused owner is told to go on.
   size_t output_low_watermark = 256 * 1024;
+  // Most bytes left in the transport's queue at a time. Whole frames are
+  // handed over while it holds less, so a control frame (PING reply,
+  // RST_STREAM, SYN_REPLY) waits behind at most this much DATA.
+  size_t transport_queue_bytes = 64 * 1024;
   // Largest DATA payload per frame we send, so control frames and other
   // streams are never stuck behind one huge frame.
   size_t max_data_frame_bytes = 32 * 1024;
   // While closing: the longest time without any write progress before the
-  // socket is closed with output still queued (a peer that stopped reading).
+  // transport is closed with output still queued (a peer that stopped
+  // reading).
   std::chrono::milliseconds drain_timeout = std::chrono::seconds(30);
-  // After our last byte and shutdown(SHUT_WR): how long to wait for the peer
-  // to close its side before closing the socket anyway.
+  // After our last byte and the write side's shutdown: how long to wait for
+  // the peer to close its side before closing anyway.
   std::chrono::milliseconds linger_timeout = std::chrono::seconds(2);
   // Limits of the frame decoder.
   spdy::Limits codec_limits;
@@ -77,8 +87,8 @@ struct SpdyConnectionConfig {
 // Why a connection ended; the names are stable (logs, metrics, tests).
 enum class SpdyCloseReason {
   kLocal,          // "local": the owner called close()
-  kPeerClosed,     // "spdy.peer_closed": the client closed the socket
-  kSocketError,    // "spdy.socket_error": read or write failed (reset, ...)
+  kPeerClosed,     // "spdy.peer_closed": the client closed its side
+  kSocketError,    // "spdy.socket_error": the transport failed (reset, ...)
   kProtocolError,  // "spdy.protocol_error": the client's bytes are not SPDY/3.1
   kIdleTimeout,    // "spdy.idle_timeout": no frame in or out for idle_timeout
 };
@@ -105,26 +115,24 @@ class SpdyConnectionCallbacks {
   // The connection began to end for a reason other than close(): no stream
   // callbacks follow and sends are refused. `detail` says what happened.
   virtual void onConnectionClosing(SpdyCloseReason reason, const std::string& detail) = 0;
-  // The socket is closed. The last callback, always called exactly once
+  // The transport is closed. The last callback, always called exactly once
   // (unless the connection is destroyed first).
   virtual void onConnectionClosed() = 0;
 };
 
-class SpdyConnection : private spdy::CodecCallbacks {
+class SpdyConnection : private spdy::CodecCallbacks, private TransportCallbacks {
  public:
-  // Takes ownership of `fd` (made non-blocking here). `pending_output` is
-  // written before any frame, `leftover_input` decoded before the socket is
-  // read. Nothing happens before start().
-  SpdyConnection(event::Dispatcher& dispatcher, int fd, Buffer&& leftover_input,
-                 Buffer&& pending_output, uint64_t connection_id,
+  // Takes ownership of `transport` (on `dispatcher`; bytes it already holds
+  // are the first ones sent and decoded). Nothing happens before start().
+  SpdyConnection(event::Dispatcher& dispatcher, TransportPtr transport, uint64_t connection_id,
                  SpdyConnectionCallbacks& callbacks, const SpdyConnectionConfig& config);
-  // Closes the socket at once if it is still open (no callbacks).
+  // Closes the transport at once if it is still open (no callbacks).
   ~SpdyConnection() override;
   SpdyConnection(const SpdyConnection&) = delete;
   SpdyConnection& operator=(const SpdyConnection&) = delete;
 
-  // Decodes the leftover input (callbacks may run inside), then starts
-  // watching the socket and arms the idle timer.
+  // Becomes the transport's owner, starts it and arms the idle timer. Input
+  // the transport holds is decoded from the loop, not inside this call.
   void start();
 
   // Queues `data` (drained) on a stream as DATA frames of at most
@@ -142,21 +150,22 @@ class SpdyConnection : private spdy::CodecCallbacks {
   // Starts the graceful close described above. Idempotent; no-op once closing.
   void close();
 
-  // Stops (true) or resumes (false) reading the socket.
+  // Stops (true) or resumes (false) reading the transport.
   void pauseReading(bool paused);
 
   bool open() const { return state_ == State::kOpen; }
   uint64_t id() const { return id_; }
-  // Bytes queued for the socket and not yet written.
+  // Bytes queued here and in the transport, not yet written.
   size_t queuedOutputBytes() const;
   bool aboveHighWatermark() const { return above_high_watermark_; }
   // Streams in the table (open in at least one direction).
   size_t streamCount() const { return streams_.size(); }
   bool hasStream(uint32_t stream_id) const { return streams_.count(stream_id) != 0; }
 
-  // Counters for tests and logs.
+  // Counters for tests and logs: bytes received from the transport, and bytes
+  // handed to it that have left its queue.
   uint64_t bytesRead() const { return bytes_read_; }
-  uint64_t bytesWritten() const { return bytes_written_; }
+  uint64_t bytesWritten() const;
   uint64_t pingsReceived() const { return pings_received_; }
 
  private:
@@ -165,7 +174,7 @@ class SpdyConnection : private spdy::CodecCallbacks {
     kOpen,       // streams flow
     kClosing,    // GOAWAY queued; flushing the output
     kLingering,  // output flushed and write side shut; waiting for the peer's close
-    kClosed,     // socket closed
+    kClosed,     // transport closed
   };
 
   struct Stream {
@@ -185,14 +194,17 @@ class SpdyConnection : private spdy::CodecCallbacks {
   void onGoAway(uint32_t last_good_stream_id, spdy::GoAwayStatus status) override;
   void onWindowUpdate(uint32_t stream_id, uint32_t delta) override;
 
-  void onSocketEvent(short events);
-  void onReadable();
-  void onWritable();
+  // TransportCallbacks
+  void onTransportData(Buffer& data) override;
+  void onTransportEof() override;
+  void onTransportDrained() override;
+  void onTransportError(const std::string& detail) override;
+
+  void attachTransport();
   void decodeInput();
-  // Writes as much as the socket takes. Returns false when the connection was
-  // aborted (socket error).
-  bool flush();
-  void updateWatcher();
+  // Hands queued frames to the transport, control frames first, while its
+  // queue is under transport_queue_bytes.
+  void pumpOutput();
   void checkWatermarks();
   void touchIdle();
   void onIdleTimeout();
@@ -206,28 +218,25 @@ class SpdyConnection : private spdy::CodecCallbacks {
   // Graceful close with this GOAWAY status.
   void beginClose(spdy::GoAwayStatus status);
   // Ends the connection because of the peer or an error: the owner is told,
-  // queued output is dropped and the socket closed at once.
+  // queued output is dropped and the transport closed at once.
   void abort(SpdyCloseReason reason, const std::string& detail);
   void finishFlush();
-  void closeSocket();
+  void closeTransport();
 
   event::Dispatcher& dispatcher_;
-  int fd_;
+  TransportPtr transport_;
   const uint64_t id_;
   SpdyConnectionCallbacks& callbacks_;
   const SpdyConnectionConfig config_;
   spdy::Codec codec_;
   State state_ = State::kIdle;
 
-  event::FdWatcherPtr watcher_;
   event::TimerPtr idle_timer_;
   event::TimerPtr drain_timer_;
   event::TimerPtr linger_timer_;
 
   Buffer input_;
-  // Bytes being written now: the upgrade's pending output, then whole frames.
-  Buffer current_;
-  // Control frames, written before the next DATA frame.
+  // Control frames, handed to the transport before the next DATA frame.
   Buffer control_;
   // DATA frames (and the closing RST/GOAWAY), in order, with their lengths.
   Buffer data_;
@@ -241,6 +250,8 @@ class SpdyConnection : private spdy::CodecCallbacks {
   bool above_high_watermark_ = false;
 
   uint64_t bytes_read_ = 0;
+  // Bytes handed to the transport; bytes_written_ is fixed when it closes.
+  uint64_t bytes_handed_ = 0;
   uint64_t bytes_written_ = 0;
   uint64_t pings_received_ = 0;
 };

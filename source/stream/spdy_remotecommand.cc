@@ -4,8 +4,6 @@
 #include <variant>
 #include <vector>
 
-#include <unistd.h>
-
 #include "source/common/logger.h"
 
 namespace crisp::stream {
@@ -47,6 +45,15 @@ std::optional<session::RemoteCommandVersion> remoteCommandVersion(Protocol proto
     case Protocol::kSpdyRemoteCommandV4:
       return session::RemoteCommandVersion::kV4;
     case Protocol::kSpdyPortForward:
+    case Protocol::kWsChannel:
+    case Protocol::kWsBase64Channel:
+    case Protocol::kWsV4Channel:
+    case Protocol::kWsV4Base64Channel:
+    case Protocol::kWsV5Channel:
+    case Protocol::kWsPortForwardBinary:
+    case Protocol::kWsPortForwardV4:
+    case Protocol::kWsPortForwardV4Base64:
+    case Protocol::kWsSpdyTunnelPortForward:
       return std::nullopt;
   }
   return std::nullopt;
@@ -70,10 +77,8 @@ SpdyRemoteCommand::SpdyRemoteCommand(event::Dispatcher& dispatcher, session::Run
       active_gauge_(metrics_.sessions_active.gauge(
           {session::operationName(spec_.operation), protocol_name_})) {
   connection_ = std::make_unique<SpdyConnection>(
-      dispatcher_, upgraded.fd, std::move(upgraded.leftover_input),
-      std::move(upgraded.pending_output), connection_id_,
+      dispatcher_, std::move(upgraded.transport), connection_id_,
       static_cast<SpdyConnectionCallbacks&>(*this), config_.connection);
-  upgraded.fd = -1;
   creation_timer_ = std::make_unique<event::Timer>(dispatcher_, [this] { onCreationTimeout(); });
   start_timer_ = std::make_unique<event::Timer>(dispatcher_, [this] { startExec(); });
 }
@@ -465,18 +470,14 @@ void SpdyUpgradeHandler::onUpgrade(event::Dispatcher& dispatcher, UpgradedConnec
     }
     CRISP_CONN_LOG(kStream, info, connection.connection_id,
                    "no handler for {}; closing the connection", protocolName(connection.protocol));
-    if (connection.fd >= 0) {
-      ::close(connection.fd);
-    }
+    connection.transport.reset();
     return;
   }
   if (!std::holds_alternative<session::ExecSpec>(connection.stream_request.spec)) {
     CRISP_CONN_LOG(kStream, info, connection.connection_id,
                    "{} negotiated for a request that is not exec or attach; closing",
                    protocolName(connection.protocol));
-    if (connection.fd >= 0) {
-      ::close(connection.fd);
-    }
+    connection.transport.reset();
     return;
   }
   SessionMap& sessions = sessionsOf(dispatcher);

@@ -81,8 +81,9 @@ class SpdyRemoteCommand : private SpdyConnectionCallbacks, private session::Exec
   SpdyRemoteCommand(const SpdyRemoteCommand&) = delete;
   SpdyRemoteCommand& operator=(const SpdyRemoteCommand&) = delete;
 
-  // Starts serving: writes the upgrade's pending output, decodes its leftover
-  // input, arms the stream creation timer.
+  // Starts serving: starts the connection (its transport sends the queued 101
+  // and delivers the bytes it holds, from the loop), arms the stream creation
+  // timer.
   void start();
 
   // Ends the session now (shutdown, drain): the exec is ended, streams reset,

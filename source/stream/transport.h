@@ -14,8 +14,16 @@
 // (write(), pauseReading(), ...): they arrive from the event loop, so the owner
 // may call any method from a callback, but must not destroy the transport
 // there (use Dispatcher::deferredDelete).
+//
+// Hand-over: a transport can change owners while it runs, as the HTTP/1.1
+// front does after reading a request head. The old owner pauses reading and
+// gives back the bytes it read past what it used (unreadInput()); the new owner
+// calls setCallbacks() and start() before control returns to the event loop.
+// Bytes queued by the old owner (the 101 response) keep their place, and the
+// returned input is delivered to the new owner before anything newer.
 
 #include <cstddef>
+#include <memory>
 #include <string>
 
 #include "source/common/buffer.h"
@@ -29,7 +37,8 @@ class TransportCallbacks {
   // Bytes from the peer. The callee takes them all (drains `data`).
   virtual void onTransportData(Buffer& data) = 0;
   // The peer will send nothing more (TCP FIN, WebSocket close, END_STREAM).
-  // Writing may continue until shutdownWrite() or close().
+  // Writing may continue until shutdownWrite() or close(). Comes after every
+  // byte was delivered, and not while reading is paused; at most once.
   virtual void onTransportEof() = 0;
   // Bytes were written and queuedBytes() dropped; the owner may queue more.
   // Called after every write progress while bytes were queued.
@@ -44,19 +53,29 @@ class Transport {
   // Closes at once, without callbacks.
   virtual ~Transport() = default;
 
-  // Must be called once before start().
+  // Must be called before start(). Calling it again hands the transport to a
+  // new owner (see "Hand-over" above): every later callback goes to it.
   virtual void setCallbacks(TransportCallbacks& callbacks) = 0;
   // Starts reading and writing. Bytes the transport already holds (read past
-  // an HTTP head, say) are delivered first, from the event loop.
+  // an HTTP head, say) are delivered first, from the event loop. Called again
+  // by a new owner after a hand-over, it resumes reading (as
+  // pauseReading(false)).
   virtual void start() = 0;
 
   // Queues all of `data` (drained) for the peer. Never blocks, never fails
-  // synchronously: a failure arrives as onTransportError().
+  // synchronously: a failure arrives as onTransportError(). Bytes written
+  // after shutdownWrite() or close() are dropped.
   virtual void write(Buffer& data) = 0;
   // Bytes queued and not yet handed to the layer below.
   virtual size_t queuedBytes() const = 0;
   // Stops (true) or resumes (false) delivering onTransportData().
   virtual void pauseReading(bool paused) = 0;
+  // Puts `data` (drained) back in front of the input: it is delivered again,
+  // ahead of anything newer, from the event loop while reading runs (so after
+  // start() or pauseReading(false) if it does not). For a reader that took
+  // more bytes than it used, such as the HTTP/1.1 head parser before a
+  // hand-over.
+  virtual void unreadInput(Buffer& data) = 0;
   // Ends our direction once every queued byte is written (TCP shutdown,
   // WebSocket close frame, END_STREAM). Reading goes on.
   virtual void shutdownWrite() = 0;
@@ -69,5 +88,7 @@ class Transport {
   virtual const std::string& peerAddress() const = 0;
   virtual std::string peerIdentity() const { return {}; }
 };
+
+using TransportPtr = std::unique_ptr<Transport>;
 
 }  // namespace crisp::stream

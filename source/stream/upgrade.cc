@@ -53,6 +53,24 @@ const char* protocolName(Protocol p) {
       return "spdy/v4.channel.k8s.io";
     case Protocol::kSpdyPortForward:
       return "spdy/portforward.k8s.io";
+    case Protocol::kWsChannel:
+      return "ws/channel.k8s.io";
+    case Protocol::kWsBase64Channel:
+      return "ws/base64.channel.k8s.io";
+    case Protocol::kWsV4Channel:
+      return "ws/v4.channel.k8s.io";
+    case Protocol::kWsV4Base64Channel:
+      return "ws/v4.base64.channel.k8s.io";
+    case Protocol::kWsV5Channel:
+      return "ws/v5.channel.k8s.io";
+    case Protocol::kWsPortForwardBinary:
+      return "ws/portforward";
+    case Protocol::kWsPortForwardV4:
+      return "ws/portforward/v4.channel.k8s.io";
+    case Protocol::kWsPortForwardV4Base64:
+      return "ws/portforward/v4.base64.channel.k8s.io";
+    case Protocol::kWsSpdyTunnelPortForward:
+      return "ws/SPDY/3.1+portforward.k8s.io";
   }
   return "unknown";
 }
@@ -65,6 +83,16 @@ ProtocolFamily protocolFamily(Protocol p) {
     case Protocol::kSpdyRemoteCommandV4:
     case Protocol::kSpdyPortForward:
       return ProtocolFamily::kSpdy;
+    case Protocol::kWsChannel:
+    case Protocol::kWsBase64Channel:
+    case Protocol::kWsV4Channel:
+    case Protocol::kWsV4Base64Channel:
+    case Protocol::kWsV5Channel:
+    case Protocol::kWsPortForwardBinary:
+    case Protocol::kWsPortForwardV4:
+    case Protocol::kWsPortForwardV4Base64:
+    case Protocol::kWsSpdyTunnelPortForward:
+      return ProtocolFamily::kWebSocket;
   }
   return ProtocolFamily::kSpdy;
 }

@@ -2,8 +2,9 @@
 
 // The seam between the stream server's HTTP/1.1 front and the protocol
 // handlers. The HTTP layer parses one request, checks the route and the token,
-// negotiates the protocol, writes the 101 response, and then hands the socket
-// over as an UpgradedConnection; from then on the protocol handler owns it.
+// negotiates the protocol, queues the 101 response, and then hands the
+// connection's Transport over as an UpgradedConnection; from then on the
+// protocol handler owns it.
 
 #include <cstdint>
 #include <memory>
@@ -12,9 +13,9 @@
 #include <utility>
 #include <vector>
 
-#include "source/common/buffer.h"
 #include "source/common/dispatcher.h"
 #include "source/session/request.h"
+#include "source/stream/transport.h"
 
 namespace crisp::stream {
 
@@ -33,14 +34,28 @@ struct HttpRequest {
 
 // The protocol chosen during negotiation.
 enum class Protocol {
+  // SPDY/3.1, by X-Stream-Protocol-Version.
   kSpdyRemoteCommandV1,  // channel.k8s.io
   kSpdyRemoteCommandV2,  // v2.channel.k8s.io
   kSpdyRemoteCommandV3,  // v3.channel.k8s.io
   kSpdyRemoteCommandV4,  // v4.channel.k8s.io
   kSpdyPortForward,      // portforward.k8s.io
+
+  // WebSocket exec/attach, by Sec-WebSocket-Protocol.
+  kWsChannel,          // channel.k8s.io, or no subprotocol (same binary v1 framing)
+  kWsBase64Channel,    // base64.channel.k8s.io
+  kWsV4Channel,        // v4.channel.k8s.io
+  kWsV4Base64Channel,  // v4.base64.channel.k8s.io
+  kWsV5Channel,        // v5.channel.k8s.io
+  // WebSocket port-forward.
+  kWsPortForwardBinary,      // no subprotocol
+  kWsPortForwardV4,          // v4.channel.k8s.io
+  kWsPortForwardV4Base64,    // v4.base64.channel.k8s.io
+  kWsSpdyTunnelPortForward,  // SPDY/3.1+portforward.k8s.io: SPDY frames in binary messages
 };
 
-// "spdy/v4.channel.k8s.io" and so on: the metric label and log text.
+// "spdy/v4.channel.k8s.io", "ws/v5.channel.k8s.io", "ws/portforward",
+// "ws/portforward/v4.channel.k8s.io" and so on: the metric label and log text.
 const char* protocolName(Protocol p);
 
 // The wire family of a protocol; upgrade handlers are registered per family.
@@ -48,15 +63,14 @@ enum class ProtocolFamily { kSpdy, kWebSocket };
 
 ProtocolFamily protocolFamily(Protocol p);
 
-// A socket whose HTTP/1.1 upgrade has completed (the 101 is queued in
-// `pending_output` or already written). The handler takes ownership of `fd`.
+// A connection whose HTTP/1.1 upgrade has completed.
 struct UpgradedConnection {
   uint64_t connection_id = 0;
-  int fd = -1;
-  // Bytes the client sent after the request head, already read from the socket.
-  Buffer leftover_input;
-  // Bytes still to write to the client before anything else (the 101 response).
-  Buffer pending_output;
+  // The byte stream to the client, on the dispatcher onUpgrade() runs on. The
+  // 101 response is already queued in it (or written), and the bytes the
+  // client sent after the request head are held in it, delivered first.
+  // Reading is paused until the new owner's start().
+  TransportPtr transport;
   HttpRequest request;
   Protocol protocol = Protocol::kSpdyRemoteCommandV4;
   session::StreamRequest stream_request;
@@ -69,9 +83,9 @@ class UpgradeHandler {
   virtual ~UpgradeHandler() = default;
 
   // Called on `dispatcher`'s thread, the loop the connection lives on from now
-  // on. The handler owns `connection.fd` from this call and must close it; it
-  // writes `pending_output` before anything else and processes
-  // `leftover_input` before reading the socket.
+  // on. The handler owns `connection.transport` from this call: before it
+  // returns it must either call transport->setCallbacks() (and start() then
+  // or later) or destroy the transport, which closes the connection.
   virtual void onUpgrade(event::Dispatcher& dispatcher, UpgradedConnection&& connection) = 0;
 };
 

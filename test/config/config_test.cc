@@ -125,6 +125,7 @@ TEST(ConfigTest, ReadsEmbeddedContainers) {
         tty: true
         stdin: True
         image: busybox
+        network_namespace: /run/netns/web
       - id: numeric
         command: [/bin/true]
         user: "4242"
@@ -143,6 +144,7 @@ TEST(ConfigTest, ReadsEmbeddedContainers) {
   EXPECT_FALSE(containers[0].tty);
   EXPECT_FALSE(containers[0].stdin);
   EXPECT_EQ(containers[0].image, "host");
+  EXPECT_EQ(containers[0].network_namespace, "");
 
   EXPECT_EQ(containers[1].id, "web_1.a-b");
   EXPECT_EQ(containers[1].name, "Web");
@@ -153,6 +155,7 @@ TEST(ConfigTest, ReadsEmbeddedContainers) {
   EXPECT_TRUE(containers[1].tty);
   EXPECT_TRUE(containers[1].stdin);
   EXPECT_EQ(containers[1].image, "busybox");
+  EXPECT_EQ(containers[1].network_namespace, "/run/netns/web");
 
   EXPECT_EQ(containers[2].user, "4242");
 }
@@ -360,6 +363,16 @@ INSTANTIATE_TEST_SUITE_P(
                                 "tmp\n"),
                   "t.yaml:8: runtime.embedded.containers[0].working_dir: expected an absolute "
                   "path, got \"tmp\""},
+        ErrorCase{"NetworkNamespaceRelative",
+                  withContainer("      - id: demo\n        command: [x]\n        "
+                                "network_namespace: netns/x\n"),
+                  "t.yaml:8: runtime.embedded.containers[0].network_namespace: expected an "
+                  "absolute path, got \"netns/x\""},
+        ErrorCase{"NetworkNamespaceList",
+                  withContainer("      - id: demo\n        command: [x]\n        "
+                                "network_namespace: [/run/netns/x]\n"),
+                  "t.yaml:8: runtime.embedded.containers[0].network_namespace: expected an "
+                  "absolute path, got a list"},
         ErrorCase{"UserUnknown",
                   withContainer("      - id: demo\n        command: [x]\n        user: "
                                 "no-such-user-crisp\n"),
@@ -403,7 +416,8 @@ INSTANTIATE_TEST_SUITE_P(
         ErrorCase{"UnknownContainerKey",
                   withContainer("      - id: demo\n        command: [x]\n        args: [y]\n"),
                   "t.yaml:8: runtime.embedded.containers[0].args: unknown key (expected one of: "
-                  "id, name, command, working_dir, env, user, tty, stdin, image)"},
+                  "id, name, command, working_dir, env, user, tty, stdin, image, "
+                  "network_namespace)"},
         ErrorCase{"DuplicateKey", withMinimal("cache:\n  shards: 2\n  shards: 4\n"),
                   "t.yaml:5: cache.shards: duplicate key (first at line 4)"},
         ErrorCase{"SectionIsAScalar", withMinimal("stream: fast\n"),

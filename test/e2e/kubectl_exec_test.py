@@ -310,9 +310,12 @@ class KubectlExecTest(unittest.TestCase):
                     # kubectl sends the new size on its own; poll until it arrived.
                     deadline = time.monotonic() + 10
                     while True:
+                        # Each round starts after the shell's prompt, so the
+                        # answer read is the one to this round's question.
+                        term.expect(rb"demo\$ $")
                         term.output = b""
                         term.send("stty size\n")
-                        m = term.expect(rb"\r\n(\d+ \d+)\r\n")
+                        m = term.expect(rb"(\d+ \d+)\r\n")
                         if m.group(1) == b"50 120" or time.monotonic() > deadline:
                             break
                     self.assertEqual(m.group(1), b"50 120")

@@ -11,7 +11,9 @@
 #   test/fuzz/build_fuzzers.sh add TARGET FILE...       store inputs (e.g. a crash) by SHA-256
 #   test/fuzz/build_fuzzers.sh coverage TARGET [DIR...]  line coverage of crisp's sources
 #                                                       reached by the stored corpus (or DIRs)
-#   test/fuzz/build_fuzzers.sh seed                     regenerate the seed inputs
+#   test/fuzz/build_fuzzers.sh seed [WIRE_FILE...]      regenerate the seed inputs, adding
+#                                                       seeds from raw SPDY byte streams
+#                                                       (e.g. recorded by record_spdy.py)
 #
 # TARGET is spdy_codec, spdy_header_block or config. Binaries, the growing
 # work corpus and crash artifacts live under $CRISP_FUZZ_OUT (default
@@ -205,7 +207,10 @@ case "$cmd" in
     else
       echo "note: Go or spdystream's sources missing; no spdystream_seeds output" >&2
     fi
-    "$work/seed_writer" "$work/seeds" "$work"/wire/*.spdy
+    for file in "$@"; do
+      cp "$file" "$work/wire/"
+    done
+    "$work/seed_writer" "$work/seeds" "$work"/wire/*
     for t in "${TARGETS[@]}"; do
       store "$ROOT/test/fuzz/corpus/$t" "$work/seeds/$t"/*
     done

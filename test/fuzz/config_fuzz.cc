@@ -54,8 +54,8 @@ void checkErrorLines(absl::string_view text, const absl::Status& status) {
     FUZZ_CHECK(colon != absl::string_view::npos && absl::SimpleAtoi(line.substr(0, colon), &number),
                "problem line without a line number: \"" + std::string(line) + "\"");
     FUZZ_CHECK(number >= 1 && static_cast<size_t>(number) <= breaks + 2,
-               absl::StrCat("line number ", number, " outside a text of ", breaks + 1,
-                            " lines: \"", line, "\""));
+               absl::StrCat("line number ", number, " outside a text of ", breaks + 1, " lines: \"",
+                            line, "\""));
     FUZZ_CHECK(line.size() > colon + 2, "problem line without text: \"" + std::string(line) + "\"");
   }
 }
@@ -84,13 +84,12 @@ void checkConfig(const Config& c) {
   FUZZ_CHECK(c.stream.stream_creation_timeout >= milliseconds(100) &&
                  c.stream.stream_creation_timeout <= hours(1),
              absl::StrCat("stream_creation_timeout ", c.stream.stream_creation_timeout.count()));
-  FUZZ_CHECK(c.stream.stream_idle_timeout >= seconds(1) &&
-                 c.stream.stream_idle_timeout <= hours(168),
-             absl::StrCat("stream_idle_timeout ", c.stream.stream_idle_timeout.count()));
+  FUZZ_CHECK(
+      c.stream.stream_idle_timeout >= seconds(1) && c.stream.stream_idle_timeout <= hours(168),
+      absl::StrCat("stream_idle_timeout ", c.stream.stream_idle_timeout.count()));
   FUZZ_CHECK(c.stream.max_header_bytes >= 1024 && c.stream.max_header_bytes <= (1u << 20),
              absl::StrCat("max_header_bytes ", c.stream.max_header_bytes));
-  FUZZ_CHECK(c.stream.header_timeout >= milliseconds(100) &&
-                 c.stream.header_timeout <= minutes(10),
+  FUZZ_CHECK(c.stream.header_timeout >= milliseconds(100) && c.stream.header_timeout <= minutes(10),
              absl::StrCat("header_timeout ", c.stream.header_timeout.count()));
   FUZZ_CHECK(c.stream.max_sessions >= 1 && c.stream.max_sessions <= 1000000,
              absl::StrCat("max_sessions ", c.stream.max_sessions));
@@ -105,7 +104,7 @@ void checkConfig(const Config& c) {
     FUZZ_CHECK(c.admin.listen->port == 0 || !(*c.admin.listen == c.stream.listen),
                "admin.listen equals stream.listen: " + c.admin.listen->toString());
   }
-  const std::set<std::string> levels = {"trace", "debug", "info",    "warn",
+  const std::set<std::string> levels = {"trace", "debug",    "info", "warn",
                                         "error", "critical", "off"};
   FUZZ_CHECK(levels.count(c.log.level) == 1, "log.level \"" + c.log.level + "\"");
   std::set<std::string> ids;

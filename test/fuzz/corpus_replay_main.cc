@@ -15,10 +15,6 @@
 // than kTimeLimit or the process grows past kRssLimitBytes, naming the file,
 // so that a hang or a runaway allocation fails the test instead of the machine.
 
-#include <dirent.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
@@ -32,7 +28,10 @@
 #include <thread>
 #include <vector>
 
+#include <dirent.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size);
 
@@ -131,8 +130,7 @@ class Watchdog {
 
 class ReplayFile : public ::testing::Test {
  public:
-  ReplayFile(std::string path, Watchdog& watchdog)
-      : path_(std::move(path)), watchdog_(watchdog) {}
+  ReplayFile(std::string path, Watchdog& watchdog) : path_(std::move(path)), watchdog_(watchdog) {}
 
   void TestBody() override {
     std::ifstream in(path_, std::ios::binary);
@@ -180,15 +178,14 @@ int main(int argc, char** argv) {
     const std::string suite = crisp::fuzz::baseName(dir);
     const std::vector<std::string> files = crisp::fuzz::listCorpus(dir);
     if (files.empty()) {
-      ::testing::RegisterTest(suite.c_str(), "HasFiles", nullptr, nullptr, __FILE__, __LINE__,
-                              [dir]() -> ::testing::Test* {
-                                return new crisp::fuzz::EmptyCorpus(dir);
-                              });
+      ::testing::RegisterTest(
+          suite.c_str(), "HasFiles", nullptr, nullptr, __FILE__, __LINE__,
+          [dir]() -> ::testing::Test* { return new crisp::fuzz::EmptyCorpus(dir); });
       continue;
     }
     for (const std::string& file : files) {
-      ::testing::RegisterTest(suite.c_str(), crisp::fuzz::baseName(file).c_str(), nullptr,
-                              nullptr, __FILE__, __LINE__, [file, &watchdog]() -> ::testing::Test* {
+      ::testing::RegisterTest(suite.c_str(), crisp::fuzz::baseName(file).c_str(), nullptr, nullptr,
+                              __FILE__, __LINE__, [file, &watchdog]() -> ::testing::Test* {
                                 return new crisp::fuzz::ReplayFile(file, watchdog);
                               });
     }

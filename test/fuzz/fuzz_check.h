@@ -25,9 +25,9 @@ namespace crisp::fuzz {
 
 }  // namespace crisp::fuzz
 
-#define FUZZ_CHECK(condition, message)                                          \
-  do {                                                                          \
-    if (!(condition)) {                                                         \
+#define FUZZ_CHECK(condition, message)                                       \
+  do {                                                                       \
+    if (!(condition)) {                                                      \
       ::crisp::fuzz::checkFailed(__FILE__, __LINE__, #condition, (message)); \
-    }                                                                           \
+    }                                                                        \
   } while (false)

@@ -10,9 +10,6 @@
 // Files land in OUT_DIR/<target>/ under descriptive names; build_fuzzers.sh
 // seed renames them to their SHA-256 when it copies them into the corpus.
 
-#include <sys/stat.h>
-#include <zlib.h>
-
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -26,6 +23,8 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include <sys/stat.h>
+#include <zlib.h>
 
 #include "source/codec/spdy/codec.h"
 #include "source/codec/spdy/dictionary.h"
@@ -355,7 +354,8 @@ void writeHandMadeSeeds() {
     // Two blocks over one stream; the second leans on the first's history.
     Deflater d;
     std::string wire = synStream(1, d.compress(rawBlock({{"streamtype", "error"}})));
-    wire += synStream(3, d.compress(rawBlock({{"streamtype", "error"}, {"v", std::string(3, '\0')}})));
+    wire +=
+        synStream(3, d.compress(rawBlock({{"streamtype", "error"}, {"v", std::string(3, '\0')}})));
     writeWireSeeds("block_history_and_nul_values", wire);
   }
   {
@@ -371,8 +371,7 @@ void writeHandMadeSeeds() {
       {"exec_streams",
        {rawBlock({{"streamtype", "error"}}), rawBlock({{"streamtype", "stdin"}}),
         rawBlock({{"streamtype", "stdout"}})}},
-      {"portforward",
-       {rawBlock({{"streamtype", "data"}, {"port", "8080"}, {"requestid", "0"}})}},
+      {"portforward", {rawBlock({{"streamtype", "data"}, {"port", "8080"}, {"requestid", "0"}})}},
       {"nul_values", {rawBlock({{"x-multi", std::string("one\0two\0\0", 9)}, {"e", ""}})}},
       {"count_too_big", {rawBlock(7, {{"a", "b"}})}},
       {"count_too_small", {rawBlock(1, {{"a", "b"}, {"c", "d"}})}},
@@ -424,13 +423,16 @@ void writeConfigSeeds() {
       {"self_alias", "cri: &a {listen: *a}\nruntime: &r\n  embedded:\n    containers: [*r]\n"},
       {"two_documents", "cri:\n  listen: /tmp/a.sock\n---\ncri:\n  listen: /tmp/b.sock\n"},
       {"document_markers", "%YAML 1.2\n---\ncri:\n  listen: /tmp/a.sock\n...\n"},
-      {"tags", "cri:\n  listen: !!str /tmp/a.sock\nstream:\n  workers: !!int 2\n"
-               "log: !custom\n  level: info\n"},
+      {"tags",
+       "cri:\n  listen: !!str /tmp/a.sock\nstream:\n  workers: !!int 2\n"
+       "log: !custom\n  level: info\n"},
       {"block_scalars",
        "cri:\n  listen: |\n    /tmp/a.sock\nstream:\n  advertise: >-\n    http://h:1\n"},
       {"quoted_escapes",
        "cri:\n  listen: \"/tmp/\\x41\\u00e9\\n.sock\"\nstream:\n  listen: '1.2.3.4:''5'''\n"},
-      {"crlf_and_bom", "\xEF\xBB\xBF" "cri:\r\n  listen: /tmp/a.sock\r\nlog:\r\n  level: warn\r\n"},
+      {"crlf_and_bom",
+       "\xEF\xBB\xBF"
+       "cri:\r\n  listen: /tmp/a.sock\r\nlog:\r\n  level: warn\r\n"},
       {"tabs_and_comments", "# c\ncri: # c\n\tlisten: /tmp/a.sock\n"},
       {"nulls", "cri:\n  listen: ~\nstream: null\ncache: {}\nadmin: []\n"},
       {"wrong_types",
@@ -438,11 +440,11 @@ void writeConfigSeeds() {
        "  shards: -1\n  max_in_flight: 0x10\nlog:\n  level: INFO\n"},
       {"unknown_and_duplicate_keys",
        "cri:\n  listen: /tmp/a.sock\n  listen: /tmp/b.sock\n  bogus: 1\n? [complex, key]\n: v\n"},
-      {"bad_values",
-       "cri:\n  listen: relative.sock\n  upstream: /tmp/" + std::string(120, 'u') +
-           "\n  socket_mode: \"0999\"\nstream:\n  listen: host.example:80\n"
-           "  advertise: ftp://x\n  stream_creation_timeout: 1.5us\n"
-           "  stream_idle_timeout: inf\n  header_timeout: \"0\"\nadmin:\n  listen: 127.0.0.1:10350\n"},
+      {"bad_values", "cri:\n  listen: relative.sock\n  upstream: /tmp/" + std::string(120, 'u') +
+                         "\n  socket_mode: \"0999\"\nstream:\n  listen: host.example:80\n"
+                         "  advertise: ftp://x\n  stream_creation_timeout: 1.5us\n"
+                         "  stream_idle_timeout: inf\n  header_timeout: \"0\"\nadmin:\n  listen: "
+                         "127.0.0.1:10350\n"},
       {"bad_containers",
        "cri:\n  listen: /tmp/a.sock\n  upstream: /tmp/b.sock\nruntime:\n  embedded:\n"
        "    containers:\n      - id: \"bad id\"\n        command: []\n      - ~\n      - [x]\n"

@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -59,7 +60,17 @@ constexpr Limits kProfiles[] = {
            /*max_data_frame_bytes=*/0, /*max_header_entries=*/1},
 };
 
-enum class Kind { kSynStream, kSynReply, kHeaders, kData, kRst, kSettings, kPing, kGoAway, kWindow };
+enum class Kind {
+  kSynStream,
+  kSynReply,
+  kHeaders,
+  kData,
+  kRst,
+  kSettings,
+  kPing,
+  kGoAway,
+  kWindow
+};
 
 // One callback, with everything it carried.
 struct Event {
@@ -93,7 +104,7 @@ struct Event {
 };
 
 std::string describe(const Event& e) {
-  static constexpr const char* kNames[] = {"SYN_STREAM", "SYN_REPLY", "HEADERS",
+  static constexpr const char* kNames[] = {"SYN_STREAM", "SYN_REPLY",  "HEADERS",
                                            "DATA",       "RST_STREAM", "SETTINGS",
                                            "PING",       "GOAWAY",     "WINDOW_UPDATE"};
   std::string out = absl::StrCat(kNames[static_cast<int>(e.kind)], " id=", e.stream_id,
@@ -244,6 +255,10 @@ void checkContract(const Event& e, const Limits& limits) {
           continue;
         }
         names.push_back(name);
+        // Lookups ignore case and find the first value of a name.
+        FUZZ_CHECK(
+            findHeader(e.headers, absl::AsciiStrToUpper(name)) == &value,
+            "findHeader misses the first \"" + absl::CHexEscape(name) + "\" in " + describe(e));
         plain_bytes += 8 + name.size() + value.size();
       }
       std::sort(names.begin(), names.end());
@@ -281,7 +296,7 @@ void checkError(const absl::Status& status) {
   FUZZ_CHECK(status.code() == absl::StatusCode::kInvalidArgument,
              "error with an unexpected code: " + status.ToString());
   static constexpr absl::string_view kReasons[] = {
-      "spdy.unsupported_version: ", "spdy.frame_too_large: ",   "spdy.bad_frame_length: ",
+      "spdy.unsupported_version: ", "spdy.frame_too_large: ",  "spdy.bad_frame_length: ",
       "spdy.invalid_stream_id: ",   "spdy.bad_header_block: ", "spdy.header_block_too_large: ",
   };
   bool known = false;
@@ -306,8 +321,8 @@ class RoundTrip {
     Buffer wire;
     encode(e, wire);
     const absl::Status status = receiver_.dispatch(wire);
-    FUZZ_CHECK(status.ok(), absl::StrCat("re-encoded frame rejected: ", status.ToString(), "\n  ",
-                                         describe(e)));
+    FUZZ_CHECK(status.ok(),
+               absl::StrCat("re-encoded frame rejected: ", status.ToString(), "\n  ", describe(e)));
     FUZZ_CHECK(wire.empty(), "re-encoded frame not consumed whole: " + describe(e));
     FUZZ_CHECK(received_.events.size() == 1,
                absl::StrCat("re-encoded frame gave ", received_.events.size(),
@@ -330,8 +345,7 @@ class RoundTrip {
   void encode(const Event& e, Buffer& wire) {
     switch (e.kind) {
       case Kind::kSynStream:
-        sender_.encodeSynStream(wire, e.stream_id, e.associated_id, e.priority, e.flags,
-                                e.headers);
+        sender_.encodeSynStream(wire, e.stream_id, e.associated_id, e.priority, e.flags, e.headers);
         return;
       case Kind::kSynReply:
         sender_.encodeSynReply(wire, e.stream_id, e.flags, e.headers);
@@ -452,8 +466,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FUZZ_CHECK(chunked.events == whole.events, "chunked feed gave" + describe(chunked.events) +
                                                  "\n  whole feed gave" + describe(whole.events));
   FUZZ_CHECK(chunked.status == whole.status, "chunked feed ended with " +
-                                                 chunked.status.ToString() +
-                                                 ", whole feed with " + whole.status.ToString());
+                                                 chunked.status.ToString() + ", whole feed with " +
+                                                 whole.status.ToString());
   FUZZ_CHECK(chunked.left + (wire.size() - chunked.fed) == whole.left,
              absl::StrCat("chunked feed stopped with ", chunked.left, " bytes left and ",
                           wire.size() - chunked.fed, " unfed; whole feed left ", whole.left));

@@ -23,8 +23,6 @@
 // back equal after HeaderBlockEncoder and a second decoder. After the first
 // error the decoder is not used again (its zlib stream is out of step).
 
-#include <zlib.h>
-
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -38,6 +36,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include <zlib.h>
 
 #include "source/codec/spdy/codec.h"
 #include "source/codec/spdy/dictionary.h"
@@ -146,9 +145,9 @@ Reading readBlock(std::string_view block) {
     if (!take32(value_len) || value_len > left) {
       return r;
     }
-    r.entries += 1 + static_cast<size_t>(
-                         std::count(reinterpret_cast<const char*>(p),
-                                    reinterpret_cast<const char*>(p) + value_len, '\0'));
+    r.entries +=
+        1 + static_cast<size_t>(std::count(reinterpret_cast<const char*>(p),
+                                           reinterpret_cast<const char*>(p) + value_len, '\0'));
     p += value_len;
     left -= value_len;
   }
@@ -218,12 +217,12 @@ void checkContract(const HeaderList& headers, const Profile& profile) {
     }
   }
   const std::string plain = serialize(headers);
-  FUZZ_CHECK(plain.size() <= profile.max_block_bytes,
-             absl::StrCat("block of ", plain.size(), " bytes passed the limit:",
-                          describe(headers)));
-  FUZZ_CHECK(readBlock(plain).valid,
-             "decoded list is not one of a valid block (a name in two places?):" +
-                 describe(headers));
+  FUZZ_CHECK(
+      plain.size() <= profile.max_block_bytes,
+      absl::StrCat("block of ", plain.size(), " bytes passed the limit:", describe(headers)));
+  FUZZ_CHECK(
+      readBlock(plain).valid,
+      "decoded list is not one of a valid block (a name in two places?):" + describe(headers));
 }
 
 }  // namespace
@@ -262,8 +261,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       compressed.assign(block);
     }
     HeaderList headers;
-    const absl::Status status = decoder.decode(
-        reinterpret_cast<const uint8_t*>(compressed.data()), compressed.size(), headers);
+    const absl::Status status = decoder.decode(reinterpret_cast<const uint8_t*>(compressed.data()),
+                                               compressed.size(), headers);
     if (!status.ok()) {
       FUZZ_CHECK(isReason(status, "spdy.bad_header_block") ||
                      isReason(status, "spdy.header_block_too_large"),
@@ -283,12 +282,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       } else if (reading.valid) {
         FUZZ_CHECK(status.ok(),
                    "valid block rejected: " + status.ToString() + ": \"" + shown + "\"");
-        FUZZ_CHECK(serialize(headers) == block,
-                   "decoded list differs from the block: \"" + shown + "\" gave" +
-                       describe(headers));
+        FUZZ_CHECK(serialize(headers) == block, "decoded list differs from the block: \"" + shown +
+                                                    "\" gave" + describe(headers));
       } else {
-        FUZZ_CHECK(!status.ok(), "malformed block accepted: \"" + shown + "\" gave" +
-                                     describe(headers));
+        FUZZ_CHECK(!status.ok(),
+                   "malformed block accepted: \"" + shown + "\" gave" + describe(headers));
       }
     }
     if (!status.ok()) {
@@ -297,13 +295,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     checkContract(headers, profile);
     const std::string_view again = reencoder.encode(headers);
     HeaderList round_trip;
-    const absl::Status re_status = redecoder.decode(
-        reinterpret_cast<const uint8_t*>(again.data()), again.size(), round_trip);
-    FUZZ_CHECK(re_status.ok(), "re-encoded block rejected: " + re_status.ToString() + " for" +
-                                   describe(headers));
-    FUZZ_CHECK(round_trip == headers,
-               "round trip changed the list:" + describe(headers) + "\n  became" +
-                   describe(round_trip));
+    const absl::Status re_status =
+        redecoder.decode(reinterpret_cast<const uint8_t*>(again.data()), again.size(), round_trip);
+    FUZZ_CHECK(re_status.ok(),
+               "re-encoded block rejected: " + re_status.ToString() + " for" + describe(headers));
+    FUZZ_CHECK(round_trip == headers, "round trip changed the list:" + describe(headers) +
+                                          "\n  became" + describe(round_trip));
   }
   return 0;
 }

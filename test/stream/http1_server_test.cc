@@ -3,6 +3,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <deque>
+#include <memory>
 #include <mutex>
 #include <set>
 #include <string>
@@ -54,39 +55,32 @@ class FakeTimeSource : public TimeSource {
   std::atomic<int64_t> now_ms_{1000};
 };
 
-// What a protocol handler received.
+// What a protocol handler received. The transport itself is kept by the
+// handler's sink, which reads it as a protocol handler would.
 struct Upgrade {
-  UpgradedConnection connection;
-  std::string pending_output;
-  std::string leftover;
+  UpgradedConnection connection;  // everything but the transport
+  bool had_transport = false;
   bool on_loop_thread = false;
 };
 
-// Records every upgrade, writes the 101 as a real handler would, and keeps
-// the socket open until the test ends.
+// Records every upgrade and reads each upgraded transport on the loop (the
+// 101 queued in it goes out); keeps the connections open until clear(),
+// which must run on the loop.
 class RecordingHandler : public UpgradeHandler {
  public:
-  ~RecordingHandler() override {
-    for (auto& u : upgrades_) {
-      ::close(u.connection.fd);
-    }
-  }
+  ~RecordingHandler() override { EXPECT_TRUE(sinks_.empty()) << "clear() on the loop first"; }
 
   void onUpgrade(event::Dispatcher& dispatcher, UpgradedConnection&& connection) override {
     Upgrade u;
     u.on_loop_thread = dispatcher.isThreadSafe();
-    u.pending_output = connection.pending_output.toString();
-    u.leftover = connection.leftover_input.toString();
+    u.had_transport = connection.transport != nullptr;
+    auto sink = std::make_unique<Sink>(*this, std::move(connection.transport));
     u.connection = std::move(connection);
-    const int fd = u.connection.fd;
-    const std::string reply = u.pending_output;
-    {
-      // Recorded before the client can see the 101.
-      std::lock_guard<std::mutex> lock(mutex_);
-      upgrades_.push_back(std::move(u));
-      cv_.notify_all();
-    }
-    EXPECT_TRUE(test::sendAll(fd, reply));
+    // Recorded before the loop can write the 101 the client waits for.
+    std::lock_guard<std::mutex> lock(mutex_);
+    upgrades_.push_back(std::move(u));
+    sinks_.push_back(std::move(sink));
+    cv_.notify_all();
   }
 
   // The n-th upgrade (0-based), waiting for it a bounded time.
@@ -98,15 +92,64 @@ class RecordingHandler : public UpgradeHandler {
     return &upgrades_[n];
   }
 
+  // What the n-th upgraded transport delivered once it holds `bytes` bytes
+  // (or the wait ran out).
+  std::string receivedBy(size_t n, size_t bytes) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    cv_.wait_for(lock, test::kClientTimeout,
+                 [&] { return sinks_.size() > n && sinks_[n]->received.size() >= bytes; });
+    return sinks_.size() > n ? sinks_[n]->received : "";
+  }
+
   size_t count() {
     std::lock_guard<std::mutex> lock(mutex_);
     return upgrades_.size();
   }
 
+  // Closes the upgraded transports. On the loop thread.
+  void clear() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    sinks_.clear();
+  }
+
  private:
+  class Sink : public TransportCallbacks {
+   public:
+    Sink(RecordingHandler& handler, TransportPtr transport)
+        : handler_(handler), transport_(std::move(transport)) {
+      if (transport_ != nullptr) {
+        transport_->setCallbacks(*this);
+        transport_->start();
+      }
+    }
+    void onTransportData(Buffer& data) override {
+      std::lock_guard<std::mutex> lock(handler_.mutex_);
+      received += data.toString();
+      handler_.cv_.notify_all();
+    }
+    void onTransportEof() override {
+      std::lock_guard<std::mutex> lock(handler_.mutex_);
+      received += "<eof>";
+      handler_.cv_.notify_all();
+    }
+    void onTransportDrained() override {}
+    void onTransportError(const std::string&) override {
+      std::lock_guard<std::mutex> lock(handler_.mutex_);
+      received += "<error>";
+      handler_.cv_.notify_all();
+    }
+
+    std::string received;  // under the handler's mutex; "<eof>" marks the end
+
+   private:
+    RecordingHandler& handler_;
+    TransportPtr transport_;
+  };
+
   std::mutex mutex_;
   std::condition_variable cv_;
   std::deque<Upgrade> upgrades_;
+  std::vector<std::unique_ptr<Sink>> sinks_;
 };
 
 std::string head(const std::string& method, const std::string& target,
@@ -158,7 +201,10 @@ class Http1ServerTest : public ::testing::TestWithParam<const char*> {
     start(defaultOptions(), &handler_);
   }
 
-  void TearDown() override { stop(); }
+  void TearDown() override {
+    stop();
+    TearDownHandlers();
+  }
 
   Http1ServerOptions defaultOptions() {
     Http1ServerOptions options;
@@ -166,10 +212,12 @@ class Http1ServerTest : public ::testing::TestWithParam<const char*> {
     return options;
   }
 
-  void start(const Http1ServerOptions& options, UpgradeHandler* handler) {
+  void start(const Http1ServerOptions& options, UpgradeHandler* handler,
+             UpgradeHandler* websocket_handler = nullptr) {
     loop_.runSync([&] {
       server_ = std::make_unique<Http1Server>(loop_.dispatcher(), *cache_, options);
       server_->setUpgradeHandler(ProtocolFamily::kSpdy, handler);
+      server_->setUpgradeHandler(ProtocolFamily::kWebSocket, websocket_handler);
       ListenerOptions listener_options;
       listener_options.registry = &registry_;
       listener_ = std::make_unique<Listener>(
@@ -183,6 +231,13 @@ class Http1ServerTest : public ::testing::TestWithParam<const char*> {
     loop_.runSync([&] {
       listener_.reset();
       server_.reset();
+    });
+  }
+
+  void TearDownHandlers() {
+    loop_.runSync([&] {
+      handler_.clear();
+      ws_handler_.clear();
     });
   }
 
@@ -241,6 +296,7 @@ class Http1ServerTest : public ::testing::TestWithParam<const char*> {
   std::unique_ptr<cache::TokenCache> cache_;
   std::unique_ptr<ListenSocket> socket_;
   RecordingHandler handler_;
+  RecordingHandler ws_handler_;
   test::LoopThread loop_;
   std::unique_ptr<Http1Server> server_;
   std::unique_ptr<Listener> listener_;
@@ -262,13 +318,15 @@ TEST_P(Http1ServerTest, CommaJoinedVersionLineUpgradesToV4) {
   ASSERT_NE(u, nullptr);
   EXPECT_TRUE(u->on_loop_thread);
   EXPECT_EQ(u->connection.protocol, Protocol::kSpdyRemoteCommandV4);
-  EXPECT_EQ(u->pending_output, kSwitchToV4);
+  EXPECT_TRUE(u->had_transport);
   EXPECT_EQ(u->connection.request.method, "POST");
   EXPECT_EQ(u->connection.request.path, "/exec/" + token);
   EXPECT_EQ(u->connection.request.query, "command=true");
   EXPECT_FALSE(u->connection.request.peer.empty());
   EXPECT_NE(u->connection.connection_id, 0u);
-  EXPECT_TRUE(u->leftover.empty());
+  // Nothing follows the head; what the client sends now reaches the handler.
+  ASSERT_TRUE(test::sendAll(fd, "after"));
+  EXPECT_EQ(handler_.receivedBy(0, 5), "after");
   const auto* spec = std::get_if<session::ExecSpec>(&u->connection.stream_request.spec);
   ASSERT_NE(spec, nullptr);
   EXPECT_EQ(spec->container_id, "ctr-1");
@@ -329,20 +387,133 @@ TEST_P(Http1ServerTest, UnknownVersionIs403AndBurnsTheToken) {
   EXPECT_EQ(requests("not_found"), 1u);
 }
 
-// B10 E: a WebSocket offer. WebSocket is not served yet: the answer is the
-// kubelet's for "no subprotocol matched" (bare 403), which makes kubectl 1.30+
-// fall back to SPDY. Once WebSocket is served this test must expect a 101
-// with exactly one of the offered subprotocols.
-TEST_P(Http1ServerTest, WebSocketUpgradeGetsBare403ForNowAndBurnsTheToken) {
+// What client-go's WebSocket dialer sends, with the RFC 6455 sample key.
+std::string webSocketHead(const std::string& target, const std::string& protocols,
+                          const std::string& method = "GET", const std::string& version = "13") {
+  std::vector<std::string> lines = {"Connection: Upgrade", "Upgrade: websocket",
+                                    "Sec-WebSocket-Version: " + version,
+                                    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="};
+  if (!protocols.empty()) {
+    lines.push_back("Sec-WebSocket-Protocol: " + protocols);
+  }
+  return head(method, target, lines);
+}
+
+std::string webSocket101(const std::string& protocol) {
+  std::string out =
+      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n";
+  if (!protocol.empty()) {
+    out += "Sec-WebSocket-Protocol: " + protocol + "\r\n";
+  }
+  return out + "\r\n";
+}
+
+// B10 E: with a WebSocket handler, one comma-joined Sec-WebSocket-Protocol
+// line gets a 101 echoing exactly one supported value, and the connection
+// (with the bytes sent right behind the head) goes to the WebSocket handler.
+TEST_P(Http1ServerTest, WebSocketCommaJoinedOfferUpgradesWithOneSupportedValue) {
+  stop();
+  start(defaultOptions(), &handler_, &ws_handler_);
+  const std::string token = insert(execRequest());
+  const std::string expected = webSocket101("base64.channel.k8s.io");
+  const std::string first_frame("\x82\x81\x01\x02\x03\x04\x01", 7);
+  const int fd = upgrade(
+      webSocketHead("/exec/" + token, "base64.channel.k8s.io, v5.channel.k8s.io") + first_frame,
+      expected.size());
+  ASSERT_GE(fd, 0);
+  EXPECT_EQ(last_reply_, expected);
+  const Upgrade* u = ws_handler_.waitFor(0);
+  ASSERT_NE(u, nullptr);
+  EXPECT_TRUE(u->on_loop_thread);
+  EXPECT_TRUE(u->had_transport);
+  EXPECT_EQ(u->connection.protocol, Protocol::kWsBase64Channel);
+  EXPECT_EQ(u->connection.request.method, "GET");
+  EXPECT_EQ(u->connection.stream_request.operation(), Operation::kExec);
+  EXPECT_EQ(ws_handler_.receivedBy(0, first_frame.size()), first_frame);
+  EXPECT_EQ(handler_.count(), 0u);
+  EXPECT_EQ(requests("upgraded"), 1u);
+  // The token was used.
+  EXPECT_EQ(roundTrip(spdyHead("/exec/" + token)), kNotFound);
+  ::close(fd);
+}
+
+// kubectl 1.30+ offers v5 alone; crisp serves it.
+TEST_P(Http1ServerTest, WebSocketV5AndPortForwardTunnelAreServed) {
+  stop();
+  start(defaultOptions(), &handler_, &ws_handler_);
+  std::string expected = webSocket101("v5.channel.k8s.io");
+  int fd = upgrade(
+      webSocketHead("/attach/" + insert(execRequest(Operation::kAttach)), "v5.channel.k8s.io"),
+      expected.size());
+  ASSERT_GE(fd, 0);
+  EXPECT_EQ(last_reply_, expected);
+  ASSERT_NE(ws_handler_.waitFor(0), nullptr);
+  EXPECT_EQ(ws_handler_.waitFor(0)->connection.protocol, Protocol::kWsV5Channel);
+  ::close(fd);
+
+  expected = webSocket101("SPDY/3.1+portforward.k8s.io");
+  fd = upgrade(
+      webSocketHead("/portforward/" + insert(portForwardRequest()), "SPDY/3.1+portforward.k8s.io"),
+      expected.size());
+  ASSERT_GE(fd, 0);
+  EXPECT_EQ(last_reply_, expected);
+  ASSERT_NE(ws_handler_.waitFor(1), nullptr);
+  EXPECT_EQ(ws_handler_.waitFor(1)->connection.protocol, Protocol::kWsSpdyTunnelPortForward);
+  ::close(fd);
+
+  // No offer on port-forward: binary framing, no Sec-WebSocket-Protocol.
+  expected = webSocket101("");
+  fd = upgrade(webSocketHead("/portforward/" + insert(portForwardRequest()), ""), expected.size());
+  ASSERT_GE(fd, 0);
+  EXPECT_EQ(last_reply_, expected);
+  ASSERT_NE(ws_handler_.waitFor(2), nullptr);
+  EXPECT_EQ(ws_handler_.waitFor(2)->connection.protocol, Protocol::kWsPortForwardBinary);
+  ::close(fd);
+  EXPECT_EQ(requests("upgraded"), 3u);
+}
+
+// Handshake failures are answered as golang.org/x/net/websocket answers them,
+// and burn the token.
+TEST_P(Http1ServerTest, WebSocketHandshakeFailuresAnswerAsXNetAndBurnTheToken) {
+  stop();
+  start(defaultOptions(), &handler_, &ws_handler_);
+  std::string token = insert(execRequest());
+  EXPECT_EQ(roundTrip(webSocketHead("/exec/" + token, "v9.channel.k8s.io, portforward.k8s.io")),
+            "HTTP/1.1 403 Forbidden\r\n\r\n");
+  EXPECT_EQ(roundTrip(spdyHead("/exec/" + token)), kNotFound);
+
+  token = insert(execRequest());
+  EXPECT_EQ(roundTrip(webSocketHead("/exec/" + token, "v5.channel.k8s.io", "GET", "12")),
+            "HTTP/1.1 400 Bad Request\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            "missing or bad WebSocket Version");
+  EXPECT_EQ(roundTrip(spdyHead("/exec/" + token)), kNotFound);
+
+  token = insert(execRequest());
+  EXPECT_EQ(roundTrip(webSocketHead("/exec/" + token, "v5.channel.k8s.io", "POST")),
+            "HTTP/1.1 405 Method Not Allowed\r\n\r\nbad method");
+  EXPECT_EQ(roundTrip(spdyHead("/exec/" + token)), kNotFound);
+
+  EXPECT_EQ(ws_handler_.count(), 0u);
+  EXPECT_EQ(handler_.count(), 0u);
+  EXPECT_EQ(requests("forbidden"), 1u);
+  EXPECT_EQ(requests("bad_request"), 1u);
+  EXPECT_EQ(requests("method_not_allowed"), 1u);
+  EXPECT_EQ(requests("not_found"), 3u);
+}
+
+// Without a WebSocket handler every WebSocket upgrade gets the bare 403 of "no
+// subprotocol matched" (not a 500), so kubectl 1.30+ falls back to SPDY; the
+// token is burnt, as the fallback fetches a new one.
+TEST_P(Http1ServerTest, WebSocketWithoutAHandlerGetsBare403AndBurnsTheToken) {
   const std::string token = insert(execRequest());
   const auto reply =
-      roundTrip(head("GET", "/exec/" + token,
-                     {"Connection: Upgrade", "Upgrade: websocket", "Sec-WebSocket-Version: 13",
-                      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
-                      "Sec-WebSocket-Protocol: base64.channel.k8s.io, v5.channel.k8s.io"}));
+      roundTrip(webSocketHead("/exec/" + token, "base64.channel.k8s.io, v5.channel.k8s.io"));
   EXPECT_EQ(reply, "HTTP/1.1 403 Forbidden\r\n\r\n");
   EXPECT_EQ(roundTrip(spdyHead("/exec/" + token)), kNotFound);
   EXPECT_EQ(handler_.count(), 0u);
+  EXPECT_EQ(requests("forbidden"), 1u);
+  EXPECT_EQ(requests("internal_error"), 0u);
 }
 
 TEST_P(Http1ServerTest, UnknownTokenIsGoNotFoundByteForByte) {
@@ -546,17 +717,25 @@ TEST_P(Http1ServerTest, BytesAfterTheHeadReachTheHandlerIntact) {
   const int fd = upgrade(spdyHead("/exec/" + token) + spdy);
   ASSERT_GE(fd, 0);
   EXPECT_EQ(last_reply_, kSwitchToV4);
-  const Upgrade* u = handler_.waitFor(0);
-  ASSERT_NE(u, nullptr);
-  // Whatever the server had not read yet is still in the socket.
-  std::string received = u->leftover;
-  ASSERT_LE(received.size(), spdy.size());
-  if (received.size() < spdy.size()) {
-    const auto rest = test::readExactly(u->connection.fd, spdy.size() - received.size());
-    ASSERT_TRUE(rest.has_value());
-    received += *rest;
-  }
-  EXPECT_EQ(received, spdy);
+  ASSERT_NE(handler_.waitFor(0), nullptr);
+  // What the HTTP layer read past the head, then what it had not read yet,
+  // all through the transport, in order.
+  EXPECT_EQ(handler_.receivedBy(0, spdy.size()), spdy);
+  ::close(fd);
+}
+
+// A client that sends its first frames and half-closes right behind the head:
+// the handler gets the bytes, then the end, and the HTTP layer never sees it.
+TEST_P(Http1ServerTest, BytesAndEndRightAfterTheHeadReachTheHandlerInOrder) {
+  const std::string token = insert(execRequest());
+  const int fd = test::connectTo(socket_->address());
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(test::sendAll(fd, spdyHead("/exec/" + token) + "first frames"));
+  ASSERT_EQ(::shutdown(fd, SHUT_WR), 0);
+  EXPECT_EQ(test::readExactly(fd, sizeof(kSwitchToV4) - 1), kSwitchToV4);
+  ASSERT_NE(handler_.waitFor(0), nullptr);
+  EXPECT_EQ(handler_.receivedBy(0, 17), "first frames<eof>");
+  EXPECT_EQ(requests("upgraded"), 1u);
   ::close(fd);
 }
 
@@ -659,6 +838,7 @@ TEST_P(Http1ServerTest, WorkersShareOneListeningSocket) {
   second_loop.runSync([&] {
     second_listener.reset();
     second_server.reset();
+    second_handler.clear();
   });
   for (int fd : fds) {
     ::close(fd);

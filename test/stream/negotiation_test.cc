@@ -1,6 +1,7 @@
 #include "source/stream/negotiation.h"
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -232,21 +233,156 @@ TEST(NegotiationTest, UpgradeMustNameSpdyAndConnectionMustNameUpgrade) {
   }
 }
 
-// B10 E: a WebSocket offer with a comma list. WebSocket is not served yet, so
-// the server does what the kubelet does when no subprotocol matches; the
-// offer is kept for the WebSocket handler to come.
-TEST(NegotiationTest, WebSocketUpgradeIsRecognisedWithItsOfferInOrder) {
-  const auto n = negotiate(
-      requestWith({{"Connection", "Upgrade"},
-                   {"Upgrade", "websocket"},
-                   {"Sec-WebSocket-Version", "13"},
-                   {"Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="},
-                   {"Sec-WebSocket-Protocol", "base64.channel.k8s.io, v5.channel.k8s.io"}}),
-      Operation::kExec);
+// A WebSocket upgrade as client-go sends it (GET, the RFC 6455 sample key),
+// offering `protocols` (no header when empty).
+HttpRequest webSocketRequest(const std::string& protocols, const std::string& method = "GET",
+                             const std::string& version = "13") {
+  HttpRequest r = requestWith({{"Connection", "Upgrade"},
+                               {"Upgrade", "websocket"},
+                               {"Sec-WebSocket-Version", version},
+                               {"Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="}});
+  r.method = method;
+  if (!protocols.empty()) {
+    r.headers.emplace_back("Sec-WebSocket-Protocol", protocols);
+  }
+  return r;
+}
+
+// The 101 for the sample key, with `protocol` echoed (none when empty).
+std::string webSocket101(const std::string& protocol) {
+  std::string out =
+      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n";
+  if (!protocol.empty()) {
+    out += "Sec-WebSocket-Protocol: " + protocol + "\r\n";
+  }
+  return out + "\r\n";
+}
+
+// B10 E: a WebSocket offer as one comma-joined line: the first offered value
+// the server supports wins, and exactly that one is echoed.
+TEST(NegotiationTest, WebSocketCommaJoinedOfferEchoesExactlyOneSupportedValue) {
+  const auto n =
+      negotiate(webSocketRequest("base64.channel.k8s.io, v5.channel.k8s.io"), Operation::kExec);
   ASSERT_EQ(n.outcome, Outcome::kWebSocket);
-  EXPECT_EQ(n.websocket_protocols,
-            (std::vector<std::string>{"base64.channel.k8s.io", "v5.channel.k8s.io"}));
-  EXPECT_EQ(kWebSocketForbiddenResponse, "HTTP/1.1 403 Forbidden\r\n\r\n");
+  EXPECT_EQ(n.protocol, Protocol::kWsBase64Channel);
+  EXPECT_EQ(n.subprotocol, "base64.channel.k8s.io");
+  EXPECT_EQ(n.status, 101);
+  EXPECT_EQ(n.response, webSocket101("base64.channel.k8s.io"));
+  EXPECT_EQ(protocolFamily(n.protocol), ProtocolFamily::kWebSocket);
+
+  // Client order, across lines too; unknown offers are skipped.
+  HttpRequest lines = webSocketRequest("v9.channel.k8s.io");
+  lines.headers.emplace_back("sec-websocket-protocol", "v5.channel.k8s.io, channel.k8s.io");
+  const auto m = negotiate(lines, Operation::kAttach);
+  ASSERT_EQ(m.outcome, Outcome::kWebSocket);
+  EXPECT_EQ(m.protocol, Protocol::kWsV5Channel);
+  EXPECT_EQ(m.response, webSocket101("v5.channel.k8s.io"));
+}
+
+TEST(NegotiationTest, WebSocketRemoteCommandSubprotocols) {
+  const std::vector<std::pair<std::string, Protocol>> cases = {
+      {"channel.k8s.io", Protocol::kWsChannel},
+      {"base64.channel.k8s.io", Protocol::kWsBase64Channel},
+      {"v4.channel.k8s.io", Protocol::kWsV4Channel},
+      {"v4.base64.channel.k8s.io", Protocol::kWsV4Base64Channel},
+      {"v5.channel.k8s.io", Protocol::kWsV5Channel},
+  };
+  for (const auto& [offer, protocol] : cases) {
+    const auto n = negotiate(webSocketRequest(offer), Operation::kExec);
+    ASSERT_EQ(n.outcome, Outcome::kWebSocket) << offer;
+    EXPECT_EQ(n.protocol, protocol) << offer;
+    EXPECT_EQ(n.response, webSocket101(offer));
+  }
+  // No offer: binary v1 framing and no Sec-WebSocket-Protocol in the reply.
+  const auto none = negotiate(webSocketRequest(""), Operation::kExec);
+  ASSERT_EQ(none.outcome, Outcome::kWebSocket);
+  EXPECT_EQ(none.protocol, Protocol::kWsChannel);
+  EXPECT_EQ(none.subprotocol, "");
+  EXPECT_EQ(none.response, webSocket101(""));
+  // Names only port-forward (or nobody) speaks.
+  for (const char* offer : {"SPDY/3.1+portforward.k8s.io", "v5.base64.channel.k8s.io",
+                            "portforward.k8s.io", "V4.CHANNEL.K8S.IO"}) {
+    const auto n = negotiate(webSocketRequest(offer), Operation::kExec);
+    EXPECT_EQ(n.outcome, Outcome::kRejected) << offer;
+    EXPECT_EQ(n.status, 403) << offer;
+  }
+}
+
+TEST(NegotiationTest, WebSocketPortForwardSubprotocols) {
+  const std::vector<std::pair<std::string, Protocol>> cases = {
+      {"", Protocol::kWsPortForwardBinary},
+      {"v4.channel.k8s.io", Protocol::kWsPortForwardV4},
+      {"v4.base64.channel.k8s.io", Protocol::kWsPortForwardV4Base64},
+      {"SPDY/3.1+portforward.k8s.io", Protocol::kWsSpdyTunnelPortForward},
+  };
+  for (const auto& [offer, protocol] : cases) {
+    const auto n = negotiate(webSocketRequest(offer), Operation::kPortForward);
+    ASSERT_EQ(n.outcome, Outcome::kWebSocket) << offer;
+    EXPECT_EQ(n.protocol, protocol) << offer;
+    EXPECT_EQ(n.response, webSocket101(offer));
+  }
+  for (const char* offer :
+       {"channel.k8s.io", "base64.channel.k8s.io", "v5.channel.k8s.io", "portforward.k8s.io"}) {
+    const auto n = negotiate(webSocketRequest(offer), Operation::kPortForward);
+    EXPECT_EQ(n.outcome, Outcome::kRejected) << offer;
+    EXPECT_EQ(n.status, 403) << offer;
+  }
+}
+
+// golang.org/x/net/websocket's answers, byte for byte.
+TEST(NegotiationTest, WebSocketFailuresAnswerAsXNetWebsocket) {
+  auto n = negotiate(webSocketRequest("v9.channel.k8s.io"), Operation::kExec);
+  EXPECT_EQ(n.outcome, Outcome::kRejected);
+  EXPECT_EQ(n.status, 403);
+  EXPECT_EQ(n.response, "HTTP/1.1 403 Forbidden\r\n\r\n");
+  EXPECT_EQ(n.response, kWebSocketForbiddenResponse);
+  EXPECT_EQ(n.reason, "ws.handshake.no_subprotocol");
+
+  n = negotiate(webSocketRequest("v5.channel.k8s.io", "GET", "8"), Operation::kExec);
+  EXPECT_EQ(n.outcome, Outcome::kRejected);
+  EXPECT_EQ(n.status, 400);
+  EXPECT_EQ(n.response,
+            "HTTP/1.1 400 Bad Request\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            "missing or bad WebSocket Version");
+  EXPECT_EQ(n.reason, "ws.handshake.bad_version");
+
+  // The kubelet routes POST too, but x/net/websocket takes GET only.
+  n = negotiate(webSocketRequest("v5.channel.k8s.io", "POST"), Operation::kExec);
+  EXPECT_EQ(n.outcome, Outcome::kRejected);
+  EXPECT_EQ(n.status, 405);
+  EXPECT_EQ(n.response, "HTTP/1.1 405 Method Not Allowed\r\n\r\nbad method");
+
+  HttpRequest no_key = webSocketRequest("v5.channel.k8s.io");
+  no_key.headers.erase(no_key.headers.begin() + 3);
+  n = negotiate(no_key, Operation::kExec);
+  EXPECT_EQ(n.outcome, Outcome::kRejected);
+  EXPECT_EQ(n.status, 400);
+  EXPECT_EQ(n.reason, "ws.handshake.missing_key");
+}
+
+TEST(NegotiationTest, WebSocketServerListsNameEverySupportedSubprotocol) {
+  EXPECT_EQ(
+      websocketServerProtocols(Operation::kExec),
+      (std::vector<std::string>{"", "channel.k8s.io", "base64.channel.k8s.io", "v4.channel.k8s.io",
+                                "v4.base64.channel.k8s.io", "v5.channel.k8s.io"}));
+  EXPECT_EQ(websocketServerProtocols(Operation::kAttach),
+            websocketServerProtocols(Operation::kExec));
+  EXPECT_EQ(websocketServerProtocols(Operation::kPortForward),
+            (std::vector<std::string>{"", "v4.channel.k8s.io", "v4.base64.channel.k8s.io",
+                                      "SPDY/3.1+portforward.k8s.io"}));
+  // Every entry maps to a protocol of the WebSocket family with its own label.
+  for (Operation op : {Operation::kExec, Operation::kPortForward}) {
+    for (const std::string& p : websocketServerProtocols(op)) {
+      const auto protocol = websocketProtocol(op, p);
+      ASSERT_TRUE(protocol.has_value()) << p;
+      EXPECT_EQ(protocolFamily(*protocol), ProtocolFamily::kWebSocket);
+      EXPECT_EQ(std::string(protocolName(*protocol)).rfind("ws/", 0), 0u);
+    }
+  }
+  EXPECT_STREQ(protocolName(Protocol::kWsV5Channel), "ws/v5.channel.k8s.io");
+  EXPECT_STREQ(protocolName(Protocol::kWsPortForwardV4), "ws/portforward/v4.channel.k8s.io");
+  EXPECT_STRNE(protocolName(Protocol::kWsV4Channel), protocolName(Protocol::kWsPortForwardV4));
 }
 
 TEST(NegotiationTest, WebSocketDetection) {

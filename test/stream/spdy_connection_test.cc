@@ -10,6 +10,8 @@
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 
+#include "source/stream/raw_socket_transport.h"
+
 #include "test/stream/spdy_test_client.h"
 
 namespace crisp::stream {
@@ -70,8 +72,11 @@ class SpdyConnectionTest : public ::testing::Test {
       left.add(leftover);
       Buffer out;
       out.add(pending);
-      conn_ = std::make_unique<SpdyConnection>(loop_.dispatcher(), server_fd, std::move(left),
-                                               std::move(out), 7, rec_, config);
+      conn_ = std::make_unique<SpdyConnection>(
+          loop_.dispatcher(),
+          std::make_unique<RawSocketTransport>(loop_.dispatcher(), server_fd, "client",
+                                               std::move(left), std::move(out)),
+          7, rec_, config);
       conn_->start();
       return 0;
     });
@@ -297,8 +302,9 @@ TEST_F(SpdyConnectionTest, RandomGarbageNeverCrashes) {
     config.linger_timeout = milliseconds(50);
     config.idle_timeout = milliseconds(100);
     loop.run([&] {
-      conn = std::make_unique<SpdyConnection>(loop.dispatcher(), fds[1], Buffer(), Buffer(), seed,
-                                              rec, config);
+      conn = std::make_unique<SpdyConnection>(
+          loop.dispatcher(), std::make_unique<RawSocketTransport>(loop.dispatcher(), fds[1], "c"),
+          seed, rec, config);
       conn->start();
       return 0;
     });
@@ -369,6 +375,45 @@ TEST_F(SpdyConnectionTest, OutputWatermarksAreEdgeTriggered) {
   ev = events();
   EXPECT_EQ(std::count(ev.begin(), ev.end(), "above"), 1);
   EXPECT_EQ(std::count(ev.begin(), ev.end(), "below"), 1);
+  EXPECT_EQ(loop_.run([&] { return conn_->queuedOutputBytes(); }), 0u);
+}
+
+// B15: the transport is handed at most transport_queue_bytes at a time, so a
+// PING reply waits behind that much DATA, not behind everything queued.
+TEST_F(SpdyConnectionTest, PingReplyWaitsBehindAtMostTheTransportQueue) {
+  SpdyConnectionConfig config;
+  config.output_high_watermark = 64 * 1024 * 1024;
+  config.output_low_watermark = 1024 * 1024;
+  start(config);
+  const uint32_t id = client_->openStream("out");
+  sync(1);
+  constexpr size_t kBytes = 8 * 1024 * 1024;
+  const std::string payload(kBytes, 'd');
+  EXPECT_TRUE(loop_.run([&] { return conn_->sendData(id, payload, true); }));
+  // The client does not read: the socket fills and the rest stays queued,
+  // counted here whether it sits in the connection or the transport.
+  ASSERT_TRUE(loop_.waitUntil([&] { return conn_->bytesWritten() > 0; }));
+  EXPECT_FALSE(
+      loop_.waitUntil([&] { return conn_->queuedOutputBytes() + conn_->bytesWritten() < kBytes; },
+                      milliseconds(100)));
+  ASSERT_TRUE(client_->ping(5));
+  ASSERT_TRUE(loop_.waitUntil([&] { return conn_->pingsReceived() == 2; }));  // after sync(1)
+  const uint64_t written = loop_.run([&] { return conn_->bytesWritten(); });
+  ASSERT_LT(written, kBytes / 2);
+
+  ASSERT_TRUE(client_->waitFor([&] { return client_->stream(id).fin; }, milliseconds(10000)));
+  EXPECT_EQ(client_->stream(id).data.size(), kBytes);
+  const auto pong =
+      client_->find([](const Frame& f) { return f.type == Frame::Type::kPing && f.ping_id == 5; });
+  ASSERT_TRUE(pong.has_value());
+  size_t before = 0;
+  for (size_t i = 0; i < *pong; ++i) {
+    if (client_->frames()[i].type == Frame::Type::kData) {
+      before += client_->frames()[i].data_size + 8;
+    }
+  }
+  // What was in the socket already, plus at most the transport's share.
+  EXPECT_LE(before, written + config.transport_queue_bytes);
   EXPECT_EQ(loop_.run([&] { return conn_->queuedOutputBytes(); }), 0u);
 }
 
@@ -458,8 +503,11 @@ TEST_F(SpdyConnectionTest, PendingOutputGoesFirstAndLeftoverInputIsDecodedFirst)
     left.add(leftover);
     Buffer out;
     out.add(response);
-    conn_ = std::make_unique<SpdyConnection>(loop_.dispatcher(), fds[1], std::move(left),
-                                             std::move(out), 8, rec_, SpdyConnectionConfig{});
+    conn_ = std::make_unique<SpdyConnection>(
+        loop_.dispatcher(),
+        std::make_unique<RawSocketTransport>(loop_.dispatcher(), fds[1], "client", std::move(left),
+                                             std::move(out)),
+        8, rec_, SpdyConnectionConfig{});
     conn_->start();
     return 0;
   });

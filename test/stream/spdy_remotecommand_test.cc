@@ -14,10 +14,24 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "source/stream/raw_socket_transport.h"
+
 #include "test/stream/spdy_test_client.h"
 
 namespace crisp::stream {
 namespace {
+
+// The server end of a test connection as the HTTP/1.1 front hands it over:
+// `leftover` read past the head, `response` (the 101) queued.
+TransportPtr rawTransport(event::Dispatcher& dispatcher, int fd, const std::string& leftover = "",
+                          const std::string& response = "") {
+  Buffer in;
+  in.add(leftover);
+  Buffer out;
+  out.add(response);
+  return std::make_unique<RawSocketTransport>(dispatcher, fd, "client", std::move(in),
+                                              std::move(out));
+}
 
 using session::ExecSpec;
 using session::ExitStatus;
@@ -329,7 +343,7 @@ class SpdyRemoteCommandTest : public ::testing::Test {
     loop_.run([&] {
       UpgradedConnection up;
       up.connection_id = 100;
-      up.fd = server_fd;
+      up.transport = rawTransport(loop_.dispatcher(), server_fd);
       up.protocol = protocol;
       up.stream_request.spec = spec;
       session_ = std::make_unique<SpdyRemoteCommand>(
@@ -504,7 +518,7 @@ TEST_F(SpdyRemoteCommandTest, ExitCodesPerNegotiatedVersion) {
     StopLoop stop_first{loop};
     loop.run([&] {
       UpgradedConnection up;
-      up.fd = fds[1];
+      up.transport = rawTransport(loop.dispatcher(), fds[1]);
       up.protocol = c.protocol;
       up.stream_request.spec = execSpec({"sh", "-c", "exit 5"}, false, false, true, true);
       session = std::make_unique<SpdyRemoteCommand>(loop.dispatcher(), runtime, std::move(up),
@@ -988,9 +1002,7 @@ TEST_F(SpdyRemoteCommandTest, UpgradeHandlerServesALoopbackConnection) {
   EXPECT_EQ(loop_.run([&] {
     UpgradedConnection up;
     up.connection_id = 42;
-    up.fd = server_fd;
-    up.leftover_input.add(leftover);
-    up.pending_output.add(response);
+    up.transport = rawTransport(loop_.dispatcher(), server_fd, leftover, response);
     up.protocol = Protocol::kSpdyRemoteCommandV4;
     up.stream_request.spec = execSpec({"date"}, false, false, true, false);
     handler.onUpgrade(loop_.dispatcher(), std::move(up));
@@ -1017,7 +1029,7 @@ TEST_F(SpdyRemoteCommandTest, UpgradeHandlerClosesPortForwardWithoutAHandler) {
   client_ = std::make_unique<SpdyTestClient>(fds[0]);
   EXPECT_EQ(loop_.run([&] {
     UpgradedConnection up;
-    up.fd = fds[1];
+    up.transport = rawTransport(loop_.dispatcher(), fds[1]);
     up.protocol = Protocol::kSpdyPortForward;
     up.stream_request.spec = session::PortForwardSpec{"pod", {80}};
     handler.onUpgrade(loop_.dispatcher(), std::move(up));
@@ -1036,7 +1048,7 @@ TEST_F(SpdyRemoteCommandTest, UpgradeHandlerCloseAllEndsRunningSessions) {
   client_ = std::make_unique<SpdyTestClient>(fds[0]);
   loop_.run([&] {
     UpgradedConnection up;
-    up.fd = fds[1];
+    up.transport = rawTransport(loop_.dispatcher(), fds[1]);
     up.protocol = Protocol::kSpdyRemoteCommandV4;
     up.stream_request.spec = execSpec({"sleep", "1d"}, false, false, true, false);
     handler.onUpgrade(loop_.dispatcher(), std::move(up));

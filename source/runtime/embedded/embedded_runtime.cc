@@ -1,15 +1,22 @@
 #include "source/runtime/embedded/embedded_runtime.h"
 
+#include <cerrno>
+#include <cstring>
 #include <future>
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include <fcntl.h>
+#include <linux/nsfs.h>
+#include <sched.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "source/common/logger.h"
 #include "source/runtime/embedded/exec_session.h"
 #include "source/runtime/embedded/main_process.h"
+#include "source/runtime/embedded/port_forward.h"
 #include "source/runtime/embedded/spawn.h"
 
 namespace crisp::runtime {
@@ -24,6 +31,22 @@ int64_t wallClockNs() {
 }
 
 constexpr std::chrono::milliseconds kGiveUpAfterKill{1000};
+
+// Empty when `path` is a network namespace file; the problem otherwise.
+std::string checkNetworkNamespace(const std::string& path) {
+  if (path.empty() || path[0] != '/') {
+    return absl::StrCat("network_namespace \"", path, "\" is not an absolute path");
+  }
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) {
+    return absl::StrCat("cannot open network_namespace \"", path, "\": ", std::strerror(errno));
+  }
+  const int type = ::ioctl(fd.get(), NS_GET_NSTYPE);
+  if (type != CLONE_NEWNET) {
+    return absl::StrCat("network_namespace \"", path, "\" is not a network namespace");
+  }
+  return "";
+}
 
 }  // namespace
 
@@ -40,7 +63,7 @@ struct EmbeddedRuntime::Container {
 };
 
 EmbeddedRuntime::EmbeddedRuntime(std::vector<EmbeddedContainerConfig> containers)
-    : created_at_ns_(wallClockNs()) {
+    : created_at_ns_(wallClockNs()), netns_(std::make_unique<NetnsSocketFactory>()) {
   for (auto& c : containers) {
     containers_.push_back(std::make_unique<Container>(std::move(c)));
   }
@@ -65,6 +88,11 @@ absl::Status EmbeddedRuntime::validate() {
     if (cfg.working_dir[0] != '/') {
       return absl::InvalidArgumentError(
           absl::StrCat(where, "working_dir \"", cfg.working_dir, "\" is not absolute"));
+    }
+    if (!cfg.network_namespace.empty()) {
+      if (std::string problem = checkNetworkNamespace(cfg.network_namespace); !problem.empty()) {
+        return absl::InvalidArgumentError(absl::StrCat(where, problem));
+      }
     }
     if (!cfg.command.empty() && cfg.command[0].empty()) {
       return absl::InvalidArgumentError(absl::StrCat(where, "command starts with an empty word"));
@@ -192,6 +220,7 @@ void EmbeddedRuntime::stop(std::chrono::milliseconds grace) {
   }
   host_->post([this, grace] { beginShutdown(grace); });
   host_thread_.join();
+  netns_->stop();
   for (auto& c : containers_) {
     c->handle->setHost(nullptr);
   }
@@ -344,6 +373,30 @@ absl::StatusOr<std::unique_ptr<session::ExecProcess>> EmbeddedRuntime::startExec
       break;
   }
   return absl::InvalidArgumentError("the embedded runtime serves exec and attach only");
+}
+
+absl::StatusOr<std::unique_ptr<session::PortConnection>> EmbeddedRuntime::connectPort(
+    event::Dispatcher& dispatcher, const std::string& pod_sandbox_id, uint16_t port,
+    session::PortCallbacks& callbacks) {
+  const Container* c = find(pod_sandbox_id);
+  if (c == nullptr) {
+    return absl::NotFoundError(absl::StrCat("pod sandbox \"", pod_sandbox_id, "\" not found"));
+  }
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!started_ || stopping_) {
+      return absl::FailedPreconditionError("the embedded runtime is not running");
+    }
+    if (!c->running) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("pod sandbox \"", pod_sandbox_id, "\" is not running"));
+    }
+  }
+  PortTarget target;
+  target.pod_sandbox_id = pod_sandbox_id;
+  target.network_namespace = c->config.network_namespace;
+  target.port = port;
+  return connectLoopbackPort(dispatcher, target, netns_.get(), callbacks);
 }
 
 }  // namespace crisp::runtime

@@ -12,6 +12,11 @@
 // A container without a command has no main process: it is running while the
 // runtime runs, and only exec is possible.
 //
+// Port-forward (connectPort()) connects to 127.0.0.1:<port>, then [::1]:<port>,
+// in the container's network namespace when one is configured
+// (`network_namespace`, e.g. /run/netns/x or /proc/<pid>/ns/net; entered on a
+// helper thread, see port_forward.h), else in crisp's own network.
+//
 // Processes get exactly the container's environment (plus PATH when it has
 // none, and TERM=xterm with a tty), never crisp's. The user is switched only
 // when crisp runs as root; otherwise commands run as crisp's own user.
@@ -25,9 +30,10 @@
 //   ... rt.startExec(dispatcher, spec, size, callbacks) from any worker loop ...
 //   rt.stop();                             // or let the destructor do it
 //
-// Threading: listContainers(), container() and startExec() may be called from
-// any thread once start() returned. ExecProcess objects returned by startExec()
-// belong to the dispatcher passed in (see session::Runtime). The runtime may be
+// Threading: listContainers(), container(), startExec() and connectPort() may
+// be called from any thread once start() returned. ExecProcess and
+// PortConnection objects belong to the dispatcher passed in (see
+// session::Runtime). The runtime may be
 // destroyed while sessions still exist: exec sessions own their processes, and
 // attach sessions then end with an error.
 
@@ -60,10 +66,14 @@ struct EmbeddedContainerConfig {
   std::string user;               // "name", "uid", "name:group" or "uid:gid"; empty: crisp's
   bool tty = false;               // the main process gets a pty
   bool stdin = false;             // the main process's stdin is open for attach
+  // The network namespace port-forward connects in (a namespace file such as
+  // /run/netns/x or /proc/<pid>/ns/net); empty: crisp's own network.
+  std::string network_namespace;
 };
 
 class MainHandle;
 class MainProcess;
+class NetnsSocketFactory;
 
 class EmbeddedRuntime : public session::Runtime {
  public:
@@ -87,7 +97,9 @@ class EmbeddedRuntime : public session::Runtime {
 
   // Sends SIGTERM to every main process group, SIGKILL after `grace`, waits
   // for them (one more second at most after SIGKILL), ends attached sessions
-  // and stops the runtime's thread. Exec sessions are not touched. Blocks;
+  // and stops the runtime's thread. Exec sessions are not touched; port
+  // connections already made stay open, and connects still waiting for a
+  // network namespace fail (their dispatchers must still exist). Blocks;
   // call from the owning thread, never from a session callback. Idempotent.
   void stop(std::chrono::milliseconds grace = kDefaultStopGrace);
 
@@ -97,6 +109,10 @@ class EmbeddedRuntime : public session::Runtime {
   absl::StatusOr<std::unique_ptr<session::ExecProcess>> startExec(
       event::Dispatcher& dispatcher, const session::ExecSpec& spec,
       std::optional<session::TerminalSize> initial, session::ExecCallbacks& callbacks) override;
+  // Each container is its own pod sandbox: `pod_sandbox_id` is a container id.
+  absl::StatusOr<std::unique_ptr<session::PortConnection>> connectPort(
+      event::Dispatcher& dispatcher, const std::string& pod_sandbox_id, uint16_t port,
+      session::PortCallbacks& callbacks) override;
 
  private:
   struct Container;
@@ -126,6 +142,9 @@ class EmbeddedRuntime : public session::Runtime {
   bool shutdown_done_ = false;
   std::unique_ptr<event::Timer> kill_timer_;
   std::unique_ptr<event::Timer> give_up_timer_;
+
+  // Creates port-forward sockets inside network namespaces.
+  std::unique_ptr<NetnsSocketFactory> netns_;
 };
 
 }  // namespace crisp::runtime

@@ -1,0 +1,338 @@
+#include "source/stream/raw_socket_transport.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include <event2/buffer.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+namespace crisp::stream {
+namespace {
+
+// Segments of the output queue handed to one sendmsg(2).
+constexpr int kMaxIovecs = 16;
+
+std::string errnoText(int err) { return std::string(strerror(err)); }
+
+}  // namespace
+
+RawSocketTransport::RawSocketTransport(event::Dispatcher& dispatcher, int fd,
+                                       std::string peer_address, Buffer&& initial_input,
+                                       Buffer&& initial_output,
+                                       const RawSocketTransportOptions& options)
+    : fd_(fd), peer_address_(std::move(peer_address)), options_(options) {
+  const int flags = fcntl(fd_, F_GETFL, 0);
+  if (flags >= 0 && (flags & O_NONBLOCK) == 0) {
+    fcntl(fd_, F_SETFL, flags | O_NONBLOCK);
+  }
+  // Keystrokes and small outputs of interactive sessions must not wait for
+  // Nagle. Fails harmlessly on sockets that are not TCP.
+  const int one = 1;
+  setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  input_.move(initial_input);
+  output_.move(initial_output);
+  watcher_ = std::make_unique<event::FdWatcher>(dispatcher, fd_,
+                                                [this](short events) { onSocketEvent(events); });
+  scheduled_ = std::make_unique<event::Timer>(dispatcher, [this] { onScheduled(); });
+}
+
+RawSocketTransport::~RawSocketTransport() { close(); }
+
+void RawSocketTransport::start() {
+  if (closed()) {
+    return;
+  }
+  if (started_) {
+    // A new owner after a hand-over.
+    pauseReading(false);
+    return;
+  }
+  started_ = true;
+  updateWatcher();
+  // Initial bytes in either direction are handled from the loop, never from
+  // inside this call.
+  schedule();
+}
+
+void RawSocketTransport::write(Buffer& data) {
+  if (closed() || shutdown_requested_) {
+    data.drain(data.length());
+    return;
+  }
+  if (data.empty()) {
+    return;
+  }
+  output_.move(data);
+  if (started_ && !write_blocked_) {
+    schedule();
+  }
+}
+
+size_t RawSocketTransport::queuedBytes() const { return output_.length(); }
+
+void RawSocketTransport::pauseReading(bool paused) {
+  if (closed()) {
+    return;
+  }
+  read_paused_ = paused;
+  if (!started_) {
+    return;
+  }
+  updateWatcher();
+  if (!paused && (!input_.empty() || (peer_eof_ && !eof_delivered_))) {
+    schedule();
+  }
+}
+
+void RawSocketTransport::unreadInput(Buffer& data) {
+  if (closed()) {
+    data.drain(data.length());
+    return;
+  }
+  if (data.empty()) {
+    return;
+  }
+  Buffer joined;
+  joined.move(data);
+  joined.move(input_);
+  input_ = std::move(joined);
+  if (started_ && !read_paused_) {
+    schedule();
+  }
+}
+
+void RawSocketTransport::shutdownWrite() {
+  if (closed() || shutdown_requested_) {
+    return;
+  }
+  shutdown_requested_ = true;
+  if (started_ && !write_blocked_) {
+    schedule();
+  }
+}
+
+void RawSocketTransport::close() {
+  if (closed()) {
+    return;
+  }
+  watcher_.reset();
+  scheduled_->disable();
+  ::close(fd_);
+  fd_ = -1;
+  input_.drain(input_.length());
+  output_.drain(output_.length());
+}
+
+void RawSocketTransport::schedule() {
+  if (!scheduled_->enabled()) {
+    scheduled_->enable(std::chrono::milliseconds(0));
+  }
+}
+
+void RawSocketTransport::onScheduled() {
+  if (closed() || !started_) {
+    return;
+  }
+  if (!write_blocked_ && (!output_.empty() || (shutdown_requested_ && !write_shut_))) {
+    flush();
+    if (closed()) {
+      return;
+    }
+  }
+  processInput(false);
+  if (!closed()) {
+    updateWatcher();
+  }
+}
+
+void RawSocketTransport::onSocketEvent(short events) {
+  if ((events & event::FdWatcher::kWrite) != 0) {
+    write_blocked_ = false;
+    flush();
+    if (closed()) {
+      return;
+    }
+  }
+  if ((events & event::FdWatcher::kRead) != 0) {
+    processInput(true);
+  }
+  if (!closed()) {
+    updateWatcher();
+  }
+}
+
+void RawSocketTransport::updateWatcher() {
+  if (closed()) {
+    return;
+  }
+  short events = 0;
+  if (started_ && !read_paused_ && !peer_eof_) {
+    events |= event::FdWatcher::kRead;
+  }
+  if (started_ && write_blocked_ && !output_.empty()) {
+    events |= event::FdWatcher::kWrite;
+  }
+  watcher_->setEnabled(events);
+}
+
+void RawSocketTransport::processInput(bool read_socket) {
+  size_t budget = options_.read_budget_bytes;
+  bool socket_may_have_more = read_socket;
+  // Every condition is checked again after each callback: the owner may pause,
+  // close, or hand the transport to a new owner from inside it.
+  while (!closed() && started_ && !read_paused_ && callbacks_ != nullptr) {
+    if (!input_.empty()) {
+      Buffer chunk;
+      chunk.move(input_);
+      callbacks_->onTransportData(chunk);
+      // The contract says the callee takes everything; what it left is dropped.
+      chunk.drain(chunk.length());
+      continue;
+    }
+    if (peer_eof_) {
+      if (!eof_delivered_) {
+        eof_delivered_ = true;
+        updateWatcher();
+        callbacks_->onTransportEof();
+      }
+      return;
+    }
+    if (!socket_may_have_more || budget == 0) {
+      return;
+    }
+    const size_t want = std::min(options_.read_chunk_bytes, budget);
+    const long n = readChunk(want);
+    if (n > 0) {
+      budget -= std::min(budget, static_cast<size_t>(n));
+      // A short read emptied the socket's receive queue; the watcher (level
+      // triggered) reports anything that arrives later.
+      socket_may_have_more = static_cast<size_t>(n) == want;
+      continue;
+    }
+    if (n == 0) {
+      peer_eof_ = true;
+      continue;
+    }
+    return;  // would block, or failed and closed
+  }
+}
+
+long RawSocketTransport::readChunk(size_t max) {
+  evbuffer_iovec vec[2];
+  const int count = evbuffer_reserve_space(input_.raw(), static_cast<ev_ssize_t>(max), vec, 2);
+  if (count <= 0) {
+    fail("read: cannot reserve buffer space");
+    return -2;
+  }
+  iovec iov[2];
+  size_t room = max;
+  int used = 0;
+  for (int i = 0; i < count && room > 0; ++i) {
+    iov[i].iov_base = vec[i].iov_base;
+    iov[i].iov_len = std::min(vec[i].iov_len, room);
+    room -= iov[i].iov_len;
+    ++used;
+  }
+  ssize_t n;
+  do {
+    n = ::readv(fd_, iov, used);
+  } while (n < 0 && errno == EINTR);
+  const int err = errno;
+  if (n <= 0) {
+    evbuffer_commit_space(input_.raw(), vec, 0);
+    if (n == 0) {
+      return 0;
+    }
+    if (err == EAGAIN || err == EWOULDBLOCK) {
+      return -1;
+    }
+    fail("read: " + errnoText(err));
+    return -2;
+  }
+  size_t left = static_cast<size_t>(n);
+  int filled = 0;
+  for (int i = 0; i < used && left > 0; ++i) {
+    vec[i].iov_len = std::min(iov[i].iov_len, left);
+    left -= vec[i].iov_len;
+    ++filled;
+  }
+  evbuffer_commit_space(input_.raw(), vec, filled);
+  bytes_read_ += static_cast<uint64_t>(n);
+  return static_cast<long>(n);
+}
+
+void RawSocketTransport::flush() {
+  size_t budget = options_.write_budget_bytes;
+  while (!closed() && !output_.empty()) {
+    if (budget == 0) {
+      // More next time round the loop; other connections go first.
+      schedule();
+      break;
+    }
+    evbuffer_iovec vec[kMaxIovecs];
+    const int count =
+        std::min(evbuffer_peek(output_.raw(), -1, nullptr, vec, kMaxIovecs), kMaxIovecs);
+    iovec iov[kMaxIovecs];
+    size_t room = budget;
+    int used = 0;
+    for (int i = 0; i < count && room > 0; ++i) {
+      iov[i].iov_base = vec[i].iov_base;
+      iov[i].iov_len = std::min(vec[i].iov_len, room);
+      room -= iov[i].iov_len;
+      ++used;
+    }
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = static_cast<size_t>(used);
+    ssize_t written = ::sendmsg(fd_, &msg, MSG_NOSIGNAL);
+    if (written < 0 && errno == ENOTSOCK) {
+      written = ::writev(fd_, iov, used);
+    }
+    const int err = errno;
+    if (written > 0) {
+      output_.drain(static_cast<size_t>(written));
+      bytes_written_ += static_cast<uint64_t>(written);
+      budget -= std::min(budget, static_cast<size_t>(written));
+      if (callbacks_ != nullptr) {
+        callbacks_->onTransportDrained();
+      }
+      continue;
+    }
+    if (written < 0 && err == EINTR) {
+      continue;
+    }
+    if (written == 0 || err == EAGAIN || err == EWOULDBLOCK) {
+      write_blocked_ = true;
+      break;
+    }
+    fail("write: " + errnoText(err));
+    return;
+  }
+  if (closed()) {
+    return;
+  }
+  if (output_.empty()) {
+    write_blocked_ = false;
+    if (shutdown_requested_ && !write_shut_) {
+      write_shut_ = true;
+      // A peer that is already gone makes this fail; reading reports it.
+      ::shutdown(fd_, SHUT_WR);
+    }
+  }
+  updateWatcher();
+}
+
+void RawSocketTransport::fail(const std::string& detail) {
+  close();
+  if (callbacks_ != nullptr) {
+    callbacks_->onTransportError(detail);
+  }
+}
+
+}  // namespace crisp::stream

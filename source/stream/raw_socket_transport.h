@@ -1,0 +1,122 @@
+#pragma once
+
+// RawSocketTransport: a Transport over a connected stream socket (TCP, or a
+// unix socket in tests) watched on an event::Dispatcher.
+//
+//   auto transport = std::make_unique<RawSocketTransport>(dispatcher, fd, "10.0.0.7:51234");
+//   transport->setCallbacks(owner);
+//   transport->start();
+//
+// - It owns the descriptor from construction (made non-blocking, TCP_NODELAY
+//   set where it applies) and closes it on close() or destruction.
+// - `initial_input` is delivered first, from the loop after start();
+//   `initial_output` is written before anything queued later.
+// - Reading: at most read_budget_bytes per wake-up, in chunks of up to
+//   read_chunk_bytes, each delivered as it is read, so one busy connection
+//   cannot hold the loop and a pause takes effect between chunks. A read of 0
+//   is onTransportEof() (after every byte before it); the socket is not read
+//   again.
+// - Writing: write() only queues; the bytes go out from the loop with
+//   sendmsg(MSG_NOSIGNAL) over the queue's segments (a broken peer is an
+//   error, never SIGPIPE), at most write_budget_bytes per wake-up.
+//   onTransportDrained() follows every write that made progress, inside the
+//   write loop, so an owner that refills its share keeps the socket busy.
+//   The socket is watched for writability only while the kernel refuses more.
+// - shutdownWrite(): shutdown(SHUT_WR) once the queue is empty.
+// - A failed read or write (reset, broken pipe) closes the socket and reports
+//   onTransportError("read: Connection reset by peer", ...). While reading is
+//   paused and nothing is queued the socket is not watched at all, so a peer's
+//   reset is noticed on the next write or resume.
+//
+// Lives on one dispatcher; create, use and destroy it on that thread.
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "source/common/buffer.h"
+#include "source/common/dispatcher.h"
+#include "source/stream/transport.h"
+
+namespace crisp::stream {
+
+struct RawSocketTransportOptions {
+  // Most bytes read per wake-up of the loop.
+  size_t read_budget_bytes = 256 * 1024;
+  // Most bytes asked of one read(2).
+  size_t read_chunk_bytes = 64 * 1024;
+  // Most bytes written per wake-up of the loop.
+  size_t write_budget_bytes = 1024 * 1024;
+};
+
+class RawSocketTransport : public Transport {
+ public:
+  // Takes ownership of `fd`, a connected stream socket. Nothing is read or
+  // written before start().
+  RawSocketTransport(event::Dispatcher& dispatcher, int fd, std::string peer_address,
+                     Buffer&& initial_input = Buffer(), Buffer&& initial_output = Buffer(),
+                     const RawSocketTransportOptions& options = {});
+  ~RawSocketTransport() override;
+  RawSocketTransport(const RawSocketTransport&) = delete;
+  RawSocketTransport& operator=(const RawSocketTransport&) = delete;
+
+  // Transport
+  void setCallbacks(TransportCallbacks& callbacks) override { callbacks_ = &callbacks; }
+  void start() override;
+  void write(Buffer& data) override;
+  size_t queuedBytes() const override;
+  void pauseReading(bool paused) override;
+  void unreadInput(Buffer& data) override;
+  void shutdownWrite() override;
+  void close() override;
+  const std::string& peerAddress() const override { return peer_address_; }
+
+  // The socket, -1 once closed. For socket options and tests; do not close it.
+  int fd() const { return fd_; }
+  bool closed() const { return fd_ < 0; }
+  // Bytes read from / written to the socket so far.
+  uint64_t bytesRead() const { return bytes_read_; }
+  uint64_t bytesWritten() const { return bytes_written_; }
+
+ private:
+  void onSocketEvent(short events);
+  void onScheduled();
+  // Runs the loop-side work soon (next loop iteration).
+  void schedule();
+  // Delivers held input, EOF, and (when `read_socket`) what the socket has,
+  // within the read budget.
+  void processInput(bool read_socket);
+  // Reads one chunk into input_. >0 bytes, 0 EOF, -1 would block, -2 failed
+  // (the transport is closed and the owner told).
+  long readChunk(size_t max);
+  // Writes from the queue within the write budget, then shuts the write side
+  // down if asked and the queue is empty.
+  void flush();
+  void updateWatcher();
+  // Closes the socket and reports `detail` to the owner.
+  void fail(const std::string& detail);
+
+  int fd_;
+  const std::string peer_address_;
+  const RawSocketTransportOptions options_;
+  TransportCallbacks* callbacks_ = nullptr;
+  event::FdWatcherPtr watcher_;
+  event::TimerPtr scheduled_;
+
+  Buffer input_;   // read or handed back, not yet delivered
+  Buffer output_;  // queued, not yet written
+
+  bool started_ = false;
+  bool read_paused_ = false;
+  bool peer_eof_ = false;  // the socket read 0
+  bool eof_delivered_ = false;
+  bool write_blocked_ = false;  // the kernel refused more; waiting for writability
+  bool shutdown_requested_ = false;
+  bool write_shut_ = false;
+
+  uint64_t bytes_read_ = 0;
+  uint64_t bytes_written_ = 0;
+};
+
+}  // namespace crisp::stream

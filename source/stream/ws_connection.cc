@@ -1,0 +1,418 @@
+#include "source/stream/ws_connection.h"
+
+#include <utility>
+
+#include "source/common/logger.h"
+
+namespace crisp::stream {
+namespace {
+
+using websocket::MessageType;
+
+}  // namespace
+
+const char* closeReasonName(WsCloseReason reason) {
+  switch (reason) {
+    case WsCloseReason::kLocal:
+      return "local";
+    case WsCloseReason::kPeerClose:
+      return "ws.peer_close";
+    case WsCloseReason::kPeerEof:
+      return "ws.peer_eof";
+    case WsCloseReason::kTransportError:
+      return "ws.transport_error";
+    case WsCloseReason::kProtocolError:
+      return "ws.protocol_error";
+    case WsCloseReason::kIdleTimeout:
+      return "ws.idle_timeout";
+  }
+  return "unknown";
+}
+
+absl::StatusOr<std::unique_ptr<WsConnection>> WsConnection::create(
+    event::Dispatcher& dispatcher, std::unique_ptr<Transport> transport, uint64_t connection_id,
+    WsConnectionCallbacks& callbacks, const WsConnectionConfig& config) {
+  std::unique_ptr<WsConnection> connection(
+      new WsConnection(dispatcher, std::move(transport), connection_id, callbacks, config));
+  websocket::CodecOptions options;
+  options.role = websocket::Role::kServer;
+  options.max_message_bytes = config.max_message_bytes;
+  absl::StatusOr<std::unique_ptr<websocket::Codec>> codec =
+      websocket::Codec::create(options, *connection);
+  if (!codec.ok()) {
+    return codec.status();
+  }
+  connection->codec_ = std::move(codec).value();
+  return connection;
+}
+
+WsConnection::WsConnection(event::Dispatcher& dispatcher, std::unique_ptr<Transport> transport,
+                           uint64_t connection_id, WsConnectionCallbacks& callbacks,
+                           const WsConnectionConfig& config)
+    : dispatcher_(dispatcher),
+      transport_(std::move(transport)),
+      id_(connection_id),
+      callbacks_(callbacks),
+      config_(config) {
+  transport_->setCallbacks(*this);
+  idle_timer_ = std::make_unique<event::Timer>(dispatcher_, [this] { onIdleTimeout(); });
+  keepalive_timer_ = std::make_unique<event::Timer>(dispatcher_, [this] { onKeepalive(); });
+  close_timer_ = std::make_unique<event::Timer>(dispatcher_, [this] {
+    if (state_ == State::kClosing) {
+      CRISP_CONN_LOG(kStream, debug, id_, "no close frame from the client in {} ms",
+                     config_.close_timeout.count());
+      beginFlush();
+    }
+  });
+  drain_timer_ = std::make_unique<event::Timer>(dispatcher_, [this] {
+    CRISP_CONN_LOG(kStream, info, id_,
+                   "client stopped reading while the connection closed; dropping {} bytes",
+                   transport_->queuedBytes());
+    closeNow();
+  });
+  linger_timer_ = std::make_unique<event::Timer>(dispatcher_, [this] { closeNow(); });
+}
+
+WsConnection::~WsConnection() {
+  idle_timer_.reset();
+  keepalive_timer_.reset();
+  close_timer_.reset();
+  drain_timer_.reset();
+  linger_timer_.reset();
+  if (transport_ != nullptr) {
+    if (state_ != State::kClosed) {
+      transport_->close();
+    }
+    // Not destroyed here: this may run inside one of the transport's own
+    // callbacks (a session refused while the HTTP layer's read is on the stack).
+    dispatcher_.deferredDelete(std::move(transport_));
+  }
+}
+
+void WsConnection::start() {
+  if (state_ != State::kIdle) {
+    return;
+  }
+  state_ = State::kOpen;
+  transport_->start();
+  touchIdle();
+  if (config_.keepalive_interval.count() > 0) {
+    keepalive_timer_->enable(config_.keepalive_interval);
+  }
+}
+
+void WsConnection::startIfIdle() {
+  if (state_ == State::kIdle) {
+    start();
+  }
+}
+
+bool WsConnection::sendMessage(MessageType type, std::string_view payload) {
+  Buffer buffer;
+  buffer.add(payload);
+  return sendMessage(type, buffer);
+}
+
+bool WsConnection::sendMessage(MessageType type, Buffer& payload) {
+  if (state_ != State::kOpen) {
+    payload.drain(payload.length());
+    return false;
+  }
+  const absl::Status status = codec_->sendMessage(type, payload);
+  if (!status.ok()) {
+    payload.drain(payload.length());
+    CRISP_CONN_LOG(kStream, debug, id_, "message not sent: {}", std::string(status.message()));
+    return false;
+  }
+  ++messages_sent_;
+  touchIdle();
+  writeOutput();
+  return true;
+}
+
+void WsConnection::close(uint16_t code, std::string_view reason) {
+  startIfIdle();
+  if (state_ != State::kOpen) {
+    return;
+  }
+  local_close_ = true;
+  CRISP_CONN_LOG(kStream, debug, id_, "closing with {}", code);
+  beginClose(code, reason);
+}
+
+void WsConnection::pauseReading(bool paused) {
+  if (owner_paused_ == paused) {
+    return;
+  }
+  owner_paused_ = paused;
+  CRISP_CONN_LOG(kStream, trace, id_, "{} reading", paused ? "pausing" : "resuming");
+  updateReadPause();
+}
+
+// TransportCallbacks
+
+void WsConnection::onTransportData(Buffer& data) {
+  if (state_ != State::kOpen && state_ != State::kClosing) {
+    // Flushing: the handshake is over; only the client's EOF matters now.
+    data.drain(data.length());
+    return;
+  }
+  input_.move(data);
+  const absl::Status status = codec_->dispatch(input_);
+  // The callbacks inside may have closed the connection; the codec's
+  // replies (pongs, close) still go out in order.
+  if (state_ == State::kClosed) {
+    return;
+  }
+  writeOutput();
+  if (!status.ok()) {
+    input_.drain(input_.length());
+    if (state_ == State::kFlushing) {
+      return;
+    }
+    CRISP_CONN_LOG(kStream, info, id_, "closing on a WebSocket protocol error: {}",
+                   std::string(status.message()));
+    beginFlush();
+    notifyClosing(WsCloseReason::kProtocolError, std::string(status.message()));
+    return;
+  }
+  if (codec_->closeReceived() && (state_ == State::kOpen || state_ == State::kClosing)) {
+    const uint16_t code = codec_->closeCodeReceived();
+    CRISP_CONN_LOG(kStream, debug, id_, "client sent close {}", code);
+    beginFlush();
+    notifyClosing(WsCloseReason::kPeerClose, "client sent close " + std::to_string(code));
+  }
+}
+
+void WsConnection::onTransportEof() {
+  peer_eof_ = true;
+  switch (state_) {
+    case State::kOpen:
+      // The client is gone without a close frame; nothing we send is read.
+      state_ = State::kFlushing;
+      notifyClosing(WsCloseReason::kPeerEof, "client closed the connection");
+      closeNow();
+      return;
+    case State::kClosing:
+      beginFlush();
+      return;
+    case State::kFlushing:
+      if (transport_->queuedBytes() == 0) {
+        closeNow();
+      }
+      return;
+    case State::kIdle:
+    case State::kClosed:
+      return;
+  }
+}
+
+void WsConnection::onTransportDrained() {
+  checkWatermarks();
+  updateReadPause();
+  if (state_ != State::kFlushing) {
+    return;
+  }
+  if (transport_->queuedBytes() == 0) {
+    drain_timer_->disable();
+    if (peer_eof_) {
+      closeNow();
+      return;
+    }
+    linger_timer_->enable(config_.linger_timeout);
+    return;
+  }
+  drain_timer_->enable(config_.drain_timeout);
+}
+
+void WsConnection::onTransportError(const std::string& detail) {
+  if (state_ == State::kClosed) {
+    return;
+  }
+  CRISP_CONN_LOG(kStream, debug, id_, "transport failed: {}", detail);
+  if (state_ == State::kOpen) {
+    state_ = State::kFlushing;
+    notifyClosing(WsCloseReason::kTransportError, detail);
+  }
+  closeNow();
+}
+
+// websocket::CodecCallbacks
+
+void WsConnection::onMessage(MessageType type, Buffer& payload) {
+  if (state_ != State::kOpen) {
+    // After our close frame nothing the client says matters any more.
+    return;
+  }
+  ++messages_received_;
+  touchIdle();
+  callbacks_.onMessage(type, payload);
+}
+
+void WsConnection::onPing(std::string_view /*payload*/) {
+  ++pings_received_;
+  if (state_ == State::kOpen) {
+    touchIdle();
+  }
+}
+
+void WsConnection::onPong(std::string_view /*payload*/) { ++pongs_received_; }
+
+void WsConnection::onClose(uint16_t /*code*/, std::string_view /*reason*/) {
+  // Handled after dispatch() returns, once the reply is in the output.
+}
+
+// Internals
+
+void WsConnection::writeOutput() {
+  if (state_ == State::kClosed || codec_->output().empty()) {
+    return;
+  }
+  transport_->write(codec_->output());
+  checkWatermarks();
+  updateReadPause();
+}
+
+void WsConnection::checkWatermarks() {
+  if (state_ != State::kOpen) {
+    return;
+  }
+  const size_t queued = transport_->queuedBytes();
+  if (!above_high_watermark_ && queued > config_.output_high_watermark) {
+    above_high_watermark_ = true;
+    CRISP_CONN_LOG(kStream, trace, id_, "output above high watermark: {} bytes queued", queued);
+    callbacks_.onOutputAboveHighWatermark();
+  } else if (above_high_watermark_ && queued <= config_.output_low_watermark) {
+    above_high_watermark_ = false;
+    CRISP_CONN_LOG(kStream, trace, id_, "output below low watermark: {} bytes queued", queued);
+    callbacks_.onOutputBelowLowWatermark();
+  }
+}
+
+void WsConnection::updateReadPause() {
+  if (state_ == State::kClosed) {
+    return;
+  }
+  const size_t queued = transport_->queuedBytes();
+  if (!output_full_ && queued > config_.max_queued_output) {
+    output_full_ = true;
+    CRISP_CONN_LOG(kStream, debug, id_, "{} bytes queued for the client; reading stops", queued);
+  } else if (output_full_ && queued <= config_.output_high_watermark) {
+    output_full_ = false;
+  }
+  // While closing, the client's close frame and EOF must still be seen; a
+  // pause of the owner no longer matters then.
+  const bool paused = (state_ == State::kOpen && owner_paused_) ||
+                      ((state_ == State::kOpen || state_ == State::kClosing) && output_full_);
+  if (paused != transport_paused_) {
+    transport_paused_ = paused;
+    transport_->pauseReading(paused);
+  }
+}
+
+void WsConnection::touchIdle() {
+  if (state_ == State::kOpen) {
+    idle_timer_->enable(config_.idle_timeout);
+  }
+}
+
+void WsConnection::onIdleTimeout() {
+  if (state_ != State::kOpen) {
+    return;
+  }
+  CRISP_CONN_LOG(kStream, info, id_, "closing: no message for {} ms", config_.idle_timeout.count());
+  beginClose(websocket::kCloseGoingAway, "ws.idle_timeout");
+  notifyClosing(WsCloseReason::kIdleTimeout, "idle timeout");
+}
+
+void WsConnection::onKeepalive() {
+  if (state_ != State::kOpen) {
+    return;
+  }
+  if (codec_->sendPing({}).ok()) {
+    ++pings_sent_;
+    writeOutput();
+  }
+  if (state_ == State::kOpen) {
+    keepalive_timer_->enable(config_.keepalive_interval);
+  }
+}
+
+void WsConnection::beginClose(uint16_t code, std::string_view reason) {
+  if (state_ != State::kOpen) {
+    return;
+  }
+  if (!websocket::isSendableCloseCode(code)) {
+    code = websocket::kCloseInternalError;
+  }
+  if (reason.size() > websocket::kMaxCloseReason) {
+    reason = reason.substr(0, websocket::kMaxCloseReason);
+  }
+  state_ = State::kClosing;
+  idle_timer_->disable();
+  keepalive_timer_->disable();
+  const absl::Status status = codec_->sendClose(code, reason);
+  writeOutput();
+  if (!status.ok()) {
+    // The codec failed earlier; there is no handshake to wait for.
+    beginFlush();
+    return;
+  }
+  close_timer_->enable(config_.close_timeout);
+}
+
+void WsConnection::beginFlush() {
+  if (state_ == State::kFlushing || state_ == State::kClosed) {
+    return;
+  }
+  state_ = State::kFlushing;
+  idle_timer_->disable();
+  keepalive_timer_->disable();
+  close_timer_->disable();
+  input_.drain(input_.length());
+  if (!codec_->output().empty()) {
+    transport_->write(codec_->output());
+  }
+  transport_->shutdownWrite();
+  updateReadPause();
+  if (transport_->queuedBytes() == 0) {
+    if (peer_eof_) {
+      closeNow();
+      return;
+    }
+    linger_timer_->enable(config_.linger_timeout);
+    return;
+  }
+  drain_timer_->enable(config_.drain_timeout);
+}
+
+void WsConnection::notifyClosing(WsCloseReason reason, const std::string& detail) {
+  if (local_close_ || notified_closing_) {
+    return;
+  }
+  notified_closing_ = true;
+  callbacks_.onConnectionClosing(reason, detail);
+}
+
+void WsConnection::closeNow() {
+  if (state_ == State::kClosed) {
+    return;
+  }
+  state_ = State::kClosed;
+  idle_timer_->disable();
+  keepalive_timer_->disable();
+  close_timer_->disable();
+  drain_timer_->disable();
+  linger_timer_->disable();
+  const size_t dropped = transport_->queuedBytes();
+  transport_->close();
+  input_.drain(input_.length());
+  CRISP_CONN_LOG(kStream, debug, id_,
+                 "WebSocket closed ({} messages in, {} out, close sent {}, received {}, {} bytes "
+                 "dropped)",
+                 messages_received_, messages_sent_, codec_->closeCodeSent(),
+                 codec_->closeCodeReceived(), dropped);
+  callbacks_.onConnectionClosed();
+}
+
+}  // namespace crisp::stream

@@ -1,0 +1,485 @@
+#include "source/stream/raw_socket_transport.h"
+
+#include <algorithm>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "test/stream/http1_test_util.h"
+#include "test/stream/spdy_test_client.h"
+
+namespace crisp::stream {
+namespace {
+
+using std::chrono::milliseconds;
+using testing::LoopThread;
+
+// What a quiet period is allowed to show (nothing) before the test moves on.
+constexpr milliseconds kQuiet{150};
+
+// Records the callbacks of one transport. Lives on the loop. It flags any
+// callback that arrives while the test is inside a method of the transport
+// (callbacks must come from the loop) or after the test closed it.
+class Recorder : public TransportCallbacks {
+ public:
+  void onTransportData(Buffer& data) override {
+    check();
+    const size_t n = data.length();
+    max_chunk = std::max(max_chunk, n);
+    events.push_back("data " + std::to_string(n));
+    received += data.toString();
+    if (on_data) {
+      on_data(*this);
+    }
+  }
+  void onTransportEof() override {
+    check();
+    events.push_back("eof");
+  }
+  void onTransportDrained() override {
+    check();
+    ++drained;
+    queued_at_last_drain = transport->queuedBytes();
+  }
+  void onTransportError(const std::string& detail) override {
+    check();
+    events.push_back("error");
+    error = detail;
+  }
+
+  void check() {
+    if (in_call) {
+      reentrant = true;
+    }
+    if (closed_by_test) {
+      after_close = true;
+    }
+  }
+  size_t count(const std::string& e) const { return std::count(events.begin(), events.end(), e); }
+
+  Transport* transport = nullptr;
+  std::function<void(Recorder&)> on_data;
+  std::vector<std::string> events;
+  std::string received;
+  size_t max_chunk = 0;
+  size_t drained = 0;
+  size_t queued_at_last_drain = 0;
+  std::string error;
+  bool in_call = false;
+  bool closed_by_test = false;
+  bool reentrant = false;
+  bool after_close = false;
+};
+
+// A connected loopback TCP pair: {client, server}.
+std::pair<int, int> tcpPair() {
+  const int listener = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  EXPECT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  EXPECT_EQ(::listen(listener, 1), 0);
+  socklen_t len = sizeof(addr);
+  EXPECT_EQ(::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  const int client = ::socket(AF_INET, SOCK_STREAM, 0);
+  EXPECT_EQ(::connect(client, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  const int server = ::accept(listener, nullptr, nullptr);
+  ::close(listener);
+  return {client, server};
+}
+
+class RawSocketTransportTest : public ::testing::Test {
+ protected:
+  // A socketpair: the test plays the peer on peer_ (blocking).
+  void SetUp() override {
+    int fds[2];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+    peer_ = fds[0];
+    server_fd_ = fds[1];
+  }
+
+  void TearDown() override {
+    loop_.run([&] {
+      transport_.reset();
+      return 0;
+    });
+    loop_.stop();
+    if (peer_ >= 0) {
+      ::close(peer_);
+    }
+  }
+
+  void create(const std::string& initial_input = "", const std::string& initial_output = "",
+              const RawSocketTransportOptions& options = {}) {
+    loop_.run([&] {
+      Buffer in;
+      in.add(initial_input);
+      Buffer out;
+      out.add(initial_output);
+      transport_ = std::make_unique<RawSocketTransport>(loop_.dispatcher(), server_fd_, "peer:1",
+                                                        std::move(in), std::move(out), options);
+      rec_.transport = transport_.get();
+      transport_->setCallbacks(rec_);
+      return 0;
+    });
+  }
+
+  // Runs `fn` on the loop as a method call of the owner: a callback arriving
+  // inside it is flagged.
+  void call(const std::function<void(RawSocketTransport&)>& fn) {
+    loop_.run([&] {
+      rec_.in_call = true;
+      fn(*transport_);
+      rec_.in_call = false;
+      return 0;
+    });
+  }
+  void write(const std::string& bytes) {
+    call([&](RawSocketTransport& t) {
+      Buffer b;
+      b.add(bytes);
+      t.write(b);
+      EXPECT_TRUE(b.empty());
+    });
+  }
+  void start() {
+    call([](RawSocketTransport& t) { t.start(); });
+  }
+
+  bool waitFor(const std::function<bool(const Recorder&)>& pred,
+               milliseconds timeout = std::chrono::seconds(5)) {
+    return loop_.waitUntil([&] { return pred(rec_); }, timeout);
+  }
+  std::string received() {
+    return loop_.run([&] { return rec_.received; });
+  }
+  std::vector<std::string> events() {
+    return loop_.run([&] { return rec_.events; });
+  }
+  size_t queued() {
+    return loop_.run([&] { return transport_->queuedBytes(); });
+  }
+  void expectClean() {
+    loop_.run([&] {
+      EXPECT_FALSE(rec_.reentrant) << "a callback ran inside a method call";
+      EXPECT_FALSE(rec_.after_close) << "a callback ran after close()";
+      return 0;
+    });
+  }
+
+  LoopThread loop_;
+  Recorder rec_;
+  std::unique_ptr<RawSocketTransport> transport_;
+  int peer_ = -1;
+  int server_fd_ = -1;
+};
+
+TEST_F(RawSocketTransportTest, InitialBytesGoFirstAndNothingMovesBeforeStart) {
+  create("early ", "hello ");
+  ASSERT_TRUE(test::sendAll(peer_, "world"));
+  write("again");
+  // Not started: nothing written, nothing delivered.
+  EXPECT_FALSE(waitFor([](const Recorder& r) { return !r.events.empty(); }, kQuiet));
+  pollfd p{peer_, POLLIN, 0};
+  EXPECT_EQ(::poll(&p, 1, 0), 0);
+  EXPECT_EQ(queued(), 11u);
+
+  start();
+  EXPECT_EQ(test::readExactly(peer_, 11), "hello again");
+  ASSERT_TRUE(waitFor([](const Recorder& r) { return r.received == "early world"; })) << received();
+  EXPECT_EQ(events().front(), "data 6");  // the initial input alone, first
+  EXPECT_EQ(queued(), 0u);
+  expectClean();
+}
+
+TEST_F(RawSocketTransportTest, LargeTransfersKeepOrderInBothDirections) {
+  create();
+  start();
+  constexpr size_t kBytes = 8 * 1024 * 1024;
+  std::string up(kBytes, '\0');
+  std::string down(kBytes, '\0');
+  std::mt19937 rng(7);
+  for (size_t i = 0; i < kBytes; ++i) {
+    up[i] = static_cast<char>(rng());
+    down[i] = static_cast<char>(rng());
+  }
+  // The peer sends and reads at the same time, from two threads.
+  std::thread sender([&] { EXPECT_TRUE(test::sendAll(peer_, up)); });
+  for (size_t at = 0; at < kBytes; at += 100 * 1000) {
+    write(down.substr(at, 100 * 1000));  // uneven pieces
+  }
+  std::string got;
+  while (got.size() < kBytes) {
+    auto piece = test::readExactly(peer_, std::min<size_t>(1 << 20, kBytes - got.size()));
+    ASSERT_TRUE(piece.has_value()) << "after " << got.size();
+    got += *piece;
+  }
+  sender.join();
+  EXPECT_TRUE(got == down);
+  ASSERT_TRUE(waitFor([&](const Recorder& r) { return r.received.size() == kBytes; }));
+  EXPECT_TRUE(received() == up);
+  // Reads are delivered as they are made: no chunk beyond one read(2).
+  EXPECT_LE(loop_.run([&] { return rec_.max_chunk; }),
+            RawSocketTransportOptions{}.read_chunk_bytes);
+  expectClean();
+}
+
+TEST_F(RawSocketTransportTest, ReadChunksFollowTheOptions) {
+  RawSocketTransportOptions options;
+  options.read_chunk_bytes = 10;
+  options.read_budget_bytes = 25;
+  create("", "", options);
+  start();
+  const std::string text = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+  ASSERT_TRUE(test::sendAll(peer_, text));
+  ASSERT_TRUE(waitFor([&](const Recorder& r) { return r.received == text; }));
+  EXPECT_EQ(loop_.run([&] { return rec_.max_chunk; }), 10u);
+  expectClean();
+}
+
+TEST_F(RawSocketTransportTest, QueueGrowsWhileThePeerDoesNotReadAndDrainsWhenItDoes) {
+  create();
+  start();
+  constexpr size_t kBytes = 4 * 1024 * 1024;
+  const std::string payload(kBytes, 'q');
+  write(payload);
+  // The socket buffers take a few hundred KiB; the rest stays queued.
+  ASSERT_TRUE(waitFor([](const Recorder& r) { return r.drained > 0; }));
+  const size_t stuck = queued();
+  EXPECT_GT(stuck, kBytes / 2);
+  EXPECT_LT(stuck, kBytes);
+  // Still stuck a moment later: nothing moves without the peer.
+  EXPECT_FALSE(
+      waitFor([&](const Recorder& r) { return r.transport->queuedBytes() < stuck; }, kQuiet));
+  const size_t drained_before = loop_.run([&] { return rec_.drained; });
+
+  auto got = test::readExactly(peer_, kBytes);
+  ASSERT_TRUE(got.has_value());
+  EXPECT_TRUE(*got == payload);
+  ASSERT_TRUE(waitFor([](const Recorder& r) { return r.queued_at_last_drain == 0; }));
+  EXPECT_GT(loop_.run([&] { return rec_.drained; }), drained_before);
+  EXPECT_EQ(queued(), 0u);
+  EXPECT_EQ(loop_.run([&] { return transport_->bytesWritten(); }), kBytes);
+  expectClean();
+}
+
+TEST_F(RawSocketTransportTest, EofComesAfterTheDataOnceAndWritingGoesOn) {
+  create();
+  start();
+  ASSERT_TRUE(test::sendAll(peer_, "bye"));
+  ASSERT_EQ(::shutdown(peer_, SHUT_WR), 0);
+  ASSERT_TRUE(waitFor([](const Recorder& r) { return r.count("eof") == 1; }));
+  EXPECT_EQ(events(), (std::vector<std::string>{"data 3", "eof"}));
+  write("still here");
+  EXPECT_EQ(test::readExactly(peer_, 10), "still here");
+  EXPECT_FALSE(waitFor([](const Recorder& r) { return r.events.size() > 2; }, kQuiet));
+  expectClean();
+}
+
+TEST_F(RawSocketTransportTest, PeerResetIsAnErrorAndClosesTheTransport) {
+  auto [client, server] = tcpPair();
+  ::close(server_fd_);  // the socketpair end is not used here
+  server_fd_ = server;
+  create();
+  start();
+  ASSERT_TRUE(test::sendAll(client, "x"));
+  ASSERT_TRUE(waitFor([](const Recorder& r) { return r.received == "x"; }));
+  linger hard{1, 0};
+  ASSERT_EQ(::setsockopt(client, SOL_SOCKET, SO_LINGER, &hard, sizeof(hard)), 0);
+  ::close(client);  // RST
+  ASSERT_TRUE(waitFor([](const Recorder& r) { return r.count("error") == 1; }));
+  EXPECT_TRUE(loop_.run([&] { return transport_->closed(); }));
+  EXPECT_NE(loop_.run([&] { return rec_.error; }).find("read: "), std::string::npos);
+  // A closed transport takes writes silently and says nothing more.
+  write("dropped");
+  EXPECT_EQ(queued(), 0u);
+  EXPECT_FALSE(waitFor([](const Recorder& r) { return r.events.size() > 2; }, kQuiet));
+  expectClean();
+}
+
+TEST_F(RawSocketTransportTest, WritingToAPeerThatIsGoneIsAnErrorNotSigpipe) {
+  create();
+  start();
+  call([](RawSocketTransport& t) { t.pauseReading(true); });  // so the EOF is not seen
+  ::close(peer_);
+  peer_ = -1;
+  write(std::string(100000, 'w'));
+  ASSERT_TRUE(waitFor([](const Recorder& r) { return r.count("error") == 1; }));
+  EXPECT_NE(loop_.run([&] { return rec_.error; }).find("write: "), std::string::npos);
+  EXPECT_EQ(loop_.run([&] { return rec_.count("eof"); }), 0u);
+  expectClean();
+}
+
+TEST_F(RawSocketTransportTest, ShutdownWriteWaitsForTheQueueAndReadingGoesOn) {
+  create();
+  start();
+  const std::string big(1024 * 1024, 's');
+  call([&](RawSocketTransport& t) {
+    Buffer b;
+    b.add(big);
+    t.write(b);
+    t.shutdownWrite();
+    Buffer late;
+    late.add("late");
+    t.write(late);  // after shutdownWrite(): dropped
+    EXPECT_EQ(t.queuedBytes(), big.size());
+  });
+  // Every queued byte arrives, then EOF, and nothing after it.
+  EXPECT_EQ(test::readUntilClose(peer_), big);
+  // The other direction is still open.
+  ASSERT_TRUE(test::sendAll(peer_, "more"));
+  ASSERT_TRUE(waitFor([](const Recorder& r) { return r.received == "more"; }));
+  EXPECT_EQ(loop_.run([&] { return rec_.count("error"); }), 0u);
+  expectClean();
+}
+
+TEST_F(RawSocketTransportTest, PauseHoldsDataAndEofUntilResumed) {
+  create();
+  start();
+  call([](RawSocketTransport& t) { t.pauseReading(true); });
+  ASSERT_TRUE(test::sendAll(peer_, "held"));
+  ASSERT_EQ(::shutdown(peer_, SHUT_WR), 0);
+  EXPECT_FALSE(waitFor([](const Recorder& r) { return !r.events.empty(); }, kQuiet));
+  call([](RawSocketTransport& t) { t.pauseReading(false); });
+  ASSERT_TRUE(waitFor([](const Recorder& r) { return r.count("eof") == 1; }));
+  EXPECT_EQ(events(), (std::vector<std::string>{"data 4", "eof"}));
+  expectClean();
+}
+
+TEST_F(RawSocketTransportTest, PausingInsideTheDataCallbackStopsDelivery) {
+  create();
+  loop_.run([&] {
+    rec_.on_data = [](Recorder& r) { r.transport->pauseReading(true); };
+    return 0;
+  });
+  start();
+  ASSERT_TRUE(test::sendAll(peer_, "first"));
+  ASSERT_TRUE(waitFor([](const Recorder& r) { return r.received == "first"; }));
+  ASSERT_TRUE(test::sendAll(peer_, "second"));
+  EXPECT_FALSE(waitFor([](const Recorder& r) { return r.events.size() > 1; }, kQuiet));
+  loop_.run([&] {
+    rec_.on_data = nullptr;
+    return 0;
+  });
+  call([](RawSocketTransport& t) { t.pauseReading(false); });
+  ASSERT_TRUE(waitFor([](const Recorder& r) { return r.received == "firstsecond"; }));
+  expectClean();
+}
+
+TEST_F(RawSocketTransportTest, NoCallbackAfterClose) {
+  create();
+  // Data and EOF wait in the socket; the owner closes on the first data.
+  ASSERT_TRUE(test::sendAll(peer_, "data"));
+  ASSERT_EQ(::shutdown(peer_, SHUT_WR), 0);
+  loop_.run([&] {
+    rec_.on_data = [](Recorder& r) {
+      r.transport->close();
+      r.closed_by_test = true;
+    };
+    return 0;
+  });
+  start();
+  ASSERT_TRUE(waitFor([](const Recorder& r) { return r.closed_by_test; }));
+  EXPECT_EQ(test::readUntilClose(peer_), "");
+  EXPECT_FALSE(waitFor([](const Recorder& r) { return r.events.size() > 1; }, kQuiet));
+  expectClean();
+}
+
+TEST_F(RawSocketTransportTest, CloseDropsQueuedBytesWithoutCallbacks) {
+  create();
+  start();
+  call([&](RawSocketTransport& t) {
+    Buffer b;
+    b.add("never sent");
+    t.write(b);
+    t.close();
+    rec_.closed_by_test = true;
+    EXPECT_TRUE(t.closed());
+    EXPECT_EQ(t.queuedBytes(), 0u);
+  });
+  EXPECT_EQ(test::readUntilClose(peer_), "");
+  EXPECT_FALSE(
+      waitFor([](const Recorder& r) { return r.drained > 0 || !r.events.empty(); }, kQuiet));
+  expectClean();
+}
+
+TEST_F(RawSocketTransportTest, DestroyingClosesTheSocket) {
+  create();
+  start();
+  write("x");
+  EXPECT_EQ(test::readExactly(peer_, 1), "x");
+  loop_.run([&] {
+    transport_.reset();
+    return 0;
+  });
+  EXPECT_EQ(test::readUntilClose(peer_), "");
+}
+
+// The HTTP/1.1 front's hand-over: the first owner takes the head, gives the
+// rest back and passes the transport on from inside its data callback; the
+// second owner reads the rest first, then what comes later.
+TEST_F(RawSocketTransportTest, UnreadInputGoesToTheNextOwnerFirst) {
+  Recorder second;
+  create();
+  loop_.run([&] {
+    second.transport = transport_.get();
+    rec_.on_data = [&second](Recorder& r) {
+      Transport& t = *r.transport;
+      t.pauseReading(true);
+      Buffer rest;
+      rest.add(r.received.substr(4));
+      r.received.resize(4);
+      t.unreadInput(rest);
+      Buffer reply;
+      reply.add("101 ");
+      t.write(reply);
+      r.on_data = nullptr;
+      t.setCallbacks(second);
+      t.start();
+    };
+    return 0;
+  });
+  ASSERT_TRUE(test::sendAll(peer_, "HEADbody"));
+  start();
+  ASSERT_TRUE(loop_.waitUntil([&] { return second.received == "body"; }));
+  ASSERT_TRUE(test::sendAll(peer_, "+more"));
+  ASSERT_TRUE(loop_.waitUntil([&] { return second.received == "body+more"; }));
+  EXPECT_EQ(received(), "HEAD");
+  EXPECT_EQ(test::readExactly(peer_, 4), "101 ");
+  loop_.run([&] {
+    EXPECT_FALSE(second.reentrant);
+    EXPECT_EQ(rec_.events.size(), 1u);
+    return 0;
+  });
+  expectClean();
+}
+
+TEST_F(RawSocketTransportTest, UnreadWhilePausedWaitsForResume) {
+  create();
+  start();
+  call([](RawSocketTransport& t) {
+    t.pauseReading(true);
+    Buffer back;
+    back.add("back");
+    t.unreadInput(back);
+  });
+  ASSERT_TRUE(test::sendAll(peer_, "new"));
+  EXPECT_FALSE(waitFor([](const Recorder& r) { return !r.events.empty(); }, kQuiet));
+  call([](RawSocketTransport& t) { t.pauseReading(false); });
+  ASSERT_TRUE(waitFor([](const Recorder& r) { return r.received == "backnew"; }));
+  expectClean();
+}
+
+}  // namespace
+}  // namespace crisp::stream
