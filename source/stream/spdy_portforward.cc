@@ -578,20 +578,7 @@ SpdyPortForwardHandler::SpdyPortForwardHandler(session::Runtime& runtime,
                                                const SpdyPortForwardConfig& config)
     : runtime_(runtime), config_(config) {}
 
-SpdyPortForwardHandler::~SpdyPortForwardHandler() {
-  std::lock_guard<std::mutex> lock(mutex_);
-  loops_.clear();
-}
-
-SpdyPortForwardHandler::SessionMap& SpdyPortForwardHandler::sessionsOf(
-    event::Dispatcher& dispatcher) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  auto& slot = loops_[&dispatcher];
-  if (slot == nullptr) {
-    slot = std::make_unique<SessionMap>();
-  }
-  return *slot;
-}
+SpdyPortForwardHandler::~SpdyPortForwardHandler() = default;
 
 void SpdyPortForwardHandler::onUpgrade(event::Dispatcher& dispatcher,
                                        UpgradedConnection&& connection) {
@@ -599,41 +586,22 @@ void SpdyPortForwardHandler::onUpgrade(event::Dispatcher& dispatcher,
       !std::holds_alternative<session::PortForwardSpec>(connection.stream_request.spec)) {
     CRISP_CONN_LOG(kStream, info, connection.connection_id,
                    "{} is not a port-forward request; closing", protocolName(connection.protocol));
-    // Deferred: this may run inside one of the transport's own callbacks (the
-    // HTTP front reads the request head through it). Never started, it
-    // reports nothing meanwhile.
-    dispatcher.deferredDelete(std::move(connection.transport));
+    discardUpgrade(dispatcher, std::move(connection.transport));
     return;
   }
-  SessionMap& sessions = sessionsOf(dispatcher);
-  auto on_done = [&dispatcher, &sessions](SpdyPortForward& done) {
-    auto it = sessions.find(&done);
-    if (it != sessions.end()) {
-      dispatcher.deferredDelete(std::move(it->second));
-      sessions.erase(it);
-    }
-  };
-  auto session = std::make_unique<SpdyPortForward>(dispatcher, runtime_, std::move(connection),
-                                                   config_, std::move(on_done));
-  SpdyPortForward* raw = session.get();
-  sessions.emplace(raw, std::move(session));
-  raw->start();
+  sessions_
+      .add(dispatcher,
+           std::make_unique<SpdyPortForward>(dispatcher, runtime_, std::move(connection), config_,
+                                             sessions_.makeDoneCallback(dispatcher)))
+      .start();
 }
 
 size_t SpdyPortForwardHandler::activeSessions(event::Dispatcher& dispatcher) {
-  return sessionsOf(dispatcher).size();
+  return sessions_.count(dispatcher);
 }
 
 void SpdyPortForwardHandler::closeAll(event::Dispatcher& dispatcher) {
-  SessionMap& sessions = sessionsOf(dispatcher);
-  std::vector<SpdyPortForward*> all;
-  all.reserve(sessions.size());
-  for (auto& [raw, owned] : sessions) {
-    all.push_back(raw);
-  }
-  for (SpdyPortForward* s : all) {
-    s->close();
-  }
+  sessions_.closeAll(dispatcher);
 }
 
 }  // namespace crisp::stream

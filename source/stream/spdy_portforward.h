@@ -66,6 +66,7 @@
 #include "source/session/remotecommand.h"
 #include "source/session/runtime.h"
 #include "source/stream/spdy_connection.h"
+#include "source/stream/session_registry.h"
 #include "source/stream/upgrade.h"
 
 namespace crisp::stream {
@@ -203,13 +204,9 @@ class SpdyPortForwardHandler : public UpgradeHandler {
   void closeAll(event::Dispatcher& dispatcher);
 
  private:
-  using SessionMap = std::unordered_map<SpdyPortForward*, std::unique_ptr<SpdyPortForward>>;
-  SessionMap& sessionsOf(event::Dispatcher& dispatcher);
-
   session::Runtime& runtime_;
   const SpdyPortForwardConfig config_;
-  std::mutex mutex_;
-  std::unordered_map<event::Dispatcher*, std::unique_ptr<SessionMap>> loops_;
+  SessionRegistry<SpdyPortForward> sessions_;
 };
 
 }  // namespace crisp::stream

@@ -448,19 +448,7 @@ SpdyUpgradeHandler::SpdyUpgradeHandler(session::Runtime& runtime,
                                        UpgradeHandler* port_forward)
     : runtime_(runtime), config_(config), port_forward_(port_forward) {}
 
-SpdyUpgradeHandler::~SpdyUpgradeHandler() {
-  std::lock_guard<std::mutex> lock(mutex_);
-  loops_.clear();
-}
-
-SpdyUpgradeHandler::SessionMap& SpdyUpgradeHandler::sessionsOf(event::Dispatcher& dispatcher) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  auto& slot = loops_[&dispatcher];
-  if (slot == nullptr) {
-    slot = std::make_unique<SessionMap>();
-  }
-  return *slot;
-}
+SpdyUpgradeHandler::~SpdyUpgradeHandler() = default;
 
 void SpdyUpgradeHandler::onUpgrade(event::Dispatcher& dispatcher, UpgradedConnection&& connection) {
   if (!remoteCommandVersion(connection.protocol).has_value()) {
@@ -470,45 +458,27 @@ void SpdyUpgradeHandler::onUpgrade(event::Dispatcher& dispatcher, UpgradedConnec
     }
     CRISP_CONN_LOG(kStream, info, connection.connection_id,
                    "no handler for {}; closing the connection", protocolName(connection.protocol));
-    connection.transport.reset();
+    discardUpgrade(dispatcher, std::move(connection.transport));
     return;
   }
   if (!std::holds_alternative<session::ExecSpec>(connection.stream_request.spec)) {
     CRISP_CONN_LOG(kStream, info, connection.connection_id,
                    "{} negotiated for a request that is not exec or attach; closing",
                    protocolName(connection.protocol));
-    connection.transport.reset();
+    discardUpgrade(dispatcher, std::move(connection.transport));
     return;
   }
-  SessionMap& sessions = sessionsOf(dispatcher);
-  auto on_done = [&dispatcher, &sessions](SpdyRemoteCommand& done) {
-    auto it = sessions.find(&done);
-    if (it != sessions.end()) {
-      dispatcher.deferredDelete(std::move(it->second));
-      sessions.erase(it);
-    }
-  };
-  auto session = std::make_unique<SpdyRemoteCommand>(dispatcher, runtime_, std::move(connection),
-                                                     config_, std::move(on_done));
-  SpdyRemoteCommand* raw = session.get();
-  sessions.emplace(raw, std::move(session));
-  raw->start();
+  sessions_
+      .add(dispatcher, std::make_unique<SpdyRemoteCommand>(dispatcher, runtime_,
+                                                           std::move(connection), config_,
+                                                           sessions_.makeDoneCallback(dispatcher)))
+      .start();
 }
 
 size_t SpdyUpgradeHandler::activeSessions(event::Dispatcher& dispatcher) {
-  return sessionsOf(dispatcher).size();
+  return sessions_.count(dispatcher);
 }
 
-void SpdyUpgradeHandler::closeAll(event::Dispatcher& dispatcher) {
-  SessionMap& sessions = sessionsOf(dispatcher);
-  std::vector<SpdyRemoteCommand*> all;
-  all.reserve(sessions.size());
-  for (auto& [raw, owned] : sessions) {
-    all.push_back(raw);
-  }
-  for (SpdyRemoteCommand* s : all) {
-    s->close();
-  }
-}
+void SpdyUpgradeHandler::closeAll(event::Dispatcher& dispatcher) { sessions_.closeAll(dispatcher); }
 
 }  // namespace crisp::stream

@@ -48,6 +48,7 @@
 #include "source/session/remotecommand.h"
 #include "source/session/runtime.h"
 #include "source/stream/spdy_connection.h"
+#include "source/stream/session_registry.h"
 #include "source/stream/upgrade.h"
 
 namespace crisp::stream {
@@ -191,14 +192,10 @@ class SpdyUpgradeHandler : public UpgradeHandler {
   void closeAll(event::Dispatcher& dispatcher);
 
  private:
-  using SessionMap = std::unordered_map<SpdyRemoteCommand*, std::unique_ptr<SpdyRemoteCommand>>;
-  SessionMap& sessionsOf(event::Dispatcher& dispatcher);
-
   session::Runtime& runtime_;
   const SpdyRemoteCommandConfig config_;
   UpgradeHandler* const port_forward_;
-  std::mutex mutex_;
-  std::unordered_map<event::Dispatcher*, std::unique_ptr<SessionMap>> loops_;
+  SessionRegistry<SpdyRemoteCommand> sessions_;
 };
 
 }  // namespace crisp::stream

@@ -97,4 +97,11 @@ ProtocolFamily protocolFamily(Protocol p) {
   return ProtocolFamily::kSpdy;
 }
 
+void discardUpgrade(event::Dispatcher& dispatcher, TransportPtr transport) {
+  if (transport != nullptr) {
+    transport->close();
+    dispatcher.deferredDelete(std::move(transport));
+  }
+}
+
 }  // namespace crisp::stream

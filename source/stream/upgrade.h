@@ -76,6 +76,12 @@ struct UpgradedConnection {
   session::StreamRequest stream_request;
 };
 
+// Refuses an upgraded connection: closes its transport now and frees it on a
+// later loop iteration. Handlers call this instead of destroying the transport,
+// because the HTTP front hands connections over from inside the transport's
+// own callback.
+void discardUpgrade(event::Dispatcher& dispatcher, TransportPtr transport);
+
 // Takes over upgraded connections of one protocol family. The HTTP/1.1 front
 // keeps a borrowed pointer per family; the handler must outlive it.
 class UpgradeHandler {

@@ -28,15 +28,6 @@ const char* exitKindName(ExitStatus::Kind kind) {
   return "unknown";
 }
 
-// Closes a transport that will not be served. It is destroyed later, not
-// here: the HTTP layer hands connections over from inside the transport's own
-// read callback, where destroying it would pull the ground from under it.
-void discardTransport(event::Dispatcher& dispatcher, TransportPtr transport) {
-  if (transport != nullptr) {
-    transport->close();
-    dispatcher.deferredDelete(std::move(transport));
-  }
-}
 
 }  // namespace
 
@@ -83,7 +74,7 @@ absl::StatusOr<std::unique_ptr<WsRemoteCommand>> WsRemoteCommand::create(
   const std::optional<websocket::ChannelProtocol> protocol =
       websocket::channelProtocol(setup.subprotocol);
   if (!protocol.has_value() || setup.transport == nullptr) {
-    discardTransport(dispatcher, std::move(setup.transport));
+    discardUpgrade(dispatcher, std::move(setup.transport));
     return absl::InvalidArgumentError(absl::StrCat("ws.session.bad_protocol: \"", setup.subprotocol,
                                                    "\" is not a remotecommand channel protocol"));
   }
@@ -473,40 +464,19 @@ WsUpgradeHandler::WsUpgradeHandler(session::Runtime& runtime, const WsRemoteComm
                                    UpgradeHandler* port_forward)
     : runtime_(runtime), config_(config), port_forward_(port_forward) {}
 
-WsUpgradeHandler::~WsUpgradeHandler() {
-  std::lock_guard<std::mutex> lock(mutex_);
-  loops_.clear();
-}
-
-WsUpgradeHandler::SessionMap& WsUpgradeHandler::sessionsOf(event::Dispatcher& dispatcher) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  auto& slot = loops_[&dispatcher];
-  if (slot == nullptr) {
-    slot = std::make_unique<SessionMap>();
-  }
-  return *slot;
-}
+WsUpgradeHandler::~WsUpgradeHandler() = default;
 
 bool WsUpgradeHandler::serve(event::Dispatcher& dispatcher, WsSessionSetup&& setup) {
   const uint64_t connection_id = setup.connection_id;
-  SessionMap& sessions = sessionsOf(dispatcher);
-  auto on_done = [&dispatcher, &sessions](WsRemoteCommand& done) {
-    auto it = sessions.find(&done);
-    if (it != sessions.end()) {
-      dispatcher.deferredDelete(std::move(it->second));
-      sessions.erase(it);
-    }
-  };
   absl::StatusOr<std::unique_ptr<WsRemoteCommand>> session =
-      WsRemoteCommand::create(dispatcher, runtime_, std::move(setup), config_, std::move(on_done));
+      WsRemoteCommand::create(dispatcher, runtime_, std::move(setup), config_,
+                              sessions_.makeDoneCallback(dispatcher));
   if (!session.ok()) {
     CRISP_CONN_LOG(kStream, info, connection_id, "cannot serve the WebSocket: {}",
                    session.status().ToString());
     return false;
   }
-  WsRemoteCommand* raw = session->get();
-  sessions.emplace(raw, std::move(session).value());
-  raw->start();
+  sessions_.add(dispatcher, std::move(session).value()).start();
   return true;
 }
 
@@ -524,7 +494,7 @@ void WsUpgradeHandler::onUpgrade(event::Dispatcher& dispatcher, UpgradedConnecti
                    "no WebSocket handler for {} on a {} request; closing",
                    protocolName(connection.protocol),
                    session::operationName(connection.stream_request.operation()));
-    discardTransport(dispatcher, std::move(connection.transport));
+    discardUpgrade(dispatcher, std::move(connection.transport));
     return;
   }
   WsSessionSetup setup;
@@ -537,19 +507,9 @@ void WsUpgradeHandler::onUpgrade(event::Dispatcher& dispatcher, UpgradedConnecti
 }
 
 size_t WsUpgradeHandler::activeSessions(event::Dispatcher& dispatcher) {
-  return sessionsOf(dispatcher).size();
+  return sessions_.count(dispatcher);
 }
 
-void WsUpgradeHandler::closeAll(event::Dispatcher& dispatcher) {
-  SessionMap& sessions = sessionsOf(dispatcher);
-  std::vector<WsRemoteCommand*> all;
-  all.reserve(sessions.size());
-  for (auto& [raw, owned] : sessions) {
-    all.push_back(raw);
-  }
-  for (WsRemoteCommand* s : all) {
-    s->close();
-  }
-}
+void WsUpgradeHandler::closeAll(event::Dispatcher& dispatcher) { sessions_.closeAll(dispatcher); }
 
 }  // namespace crisp::stream

@@ -59,6 +59,7 @@
 #include "source/session/remotecommand.h"
 #include "source/session/runtime.h"
 #include "source/stream/transport.h"
+#include "source/stream/session_registry.h"
 #include "source/stream/upgrade.h"
 #include "source/stream/ws_connection.h"
 
@@ -234,14 +235,10 @@ class WsUpgradeHandler : public UpgradeHandler {
   void closeAll(event::Dispatcher& dispatcher);
 
  private:
-  using SessionMap = std::unordered_map<WsRemoteCommand*, std::unique_ptr<WsRemoteCommand>>;
-  SessionMap& sessionsOf(event::Dispatcher& dispatcher);
-
   session::Runtime& runtime_;
   const WsRemoteCommandConfig config_;
   UpgradeHandler* const port_forward_;
-  std::mutex mutex_;
-  std::unordered_map<event::Dispatcher*, std::unique_ptr<SessionMap>> loops_;
+  SessionRegistry<WsRemoteCommand> sessions_;
 };
 
 }  // namespace crisp::stream
