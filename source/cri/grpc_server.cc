@@ -710,6 +710,21 @@ GrpcServer::~GrpcServer() {
   }
 }
 
+namespace {
+
+// True when a server accepts connections on the unix socket at `addr`.
+bool socketAnswers(const sockaddr_un& addr) {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    return false;
+  }
+  const bool answered = ::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) == 0;
+  ::close(fd);
+  return answered;
+}
+
+}  // namespace
+
 absl::Status GrpcServer::listenUnix(const std::string& path, mode_t mode) {
   if (listen_fd_ >= 0) {
     return absl::FailedPreconditionError("server already listens on " + socket_path_);
@@ -726,6 +741,12 @@ absl::Status GrpcServer::listenUnix(const std::string& path, mode_t mode) {
   if (lstat(path.c_str(), &st) == 0) {
     if (!S_ISSOCK(st.st_mode)) {
       return absl::FailedPreconditionError(path + " exists and is not a socket");
+    }
+    // A socket file is stale only when nothing answers on it: never take the
+    // socket away from a running server (another crisp, or the runtime itself).
+    if (socketAnswers(addr)) {
+      return absl::FailedPreconditionError(path +
+                                           " is in use: another process accepts connections on it");
     }
     if (::unlink(path.c_str()) != 0) {
       return absl::UnavailableError("remove stale socket " + path + ": " + std::strerror(errno));

@@ -3,10 +3,14 @@
 
 #include "source/cri/grpc_server.h"
 
+#include <cstring>
 #include <fstream>
 
 #include <gtest/gtest.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include "source/cri/grpc_client.h"
 #include "source/cri/grpc_metrics.h"
@@ -105,6 +109,29 @@ TEST_F(GrpcServerTest, SocketFileGetsModeAndStaleSocketIsReplaced) {
   EXPECT_TRUE(S_ISREG(st.st_mode));
   EXPECT_EQ(third.listenUnix(dir_.file(std::string(120, 'x')), 0600).code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(GrpcServerTest, SocketOfALiveServerIsNeverTakenOver) {
+  GrpcServer second(dispatcher_);
+  const absl::Status s = second.listenUnix(socket_, 0600);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(s.message().find("in use"), absl::string_view::npos) << s;
+  // The first server still answers on its socket.
+  CallRecorder rec = unary(kEcho, "still here");
+  EXPECT_EQ(rec.messages, std::vector<std::string>{"echo:still here"});
+}
+
+TEST_F(GrpcServerTest, SocketLeftByADeadProcessIsReplaced) {
+  const std::string path = dir_.file("stale.sock");
+  // A socket file nobody listens on, as a crashed server leaves it.
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.data(), path.size());
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ::close(fd);
+  GrpcServer server(dispatcher_);
+  EXPECT_TRUE(server.listenUnix(path, 0600).ok());
 }
 
 TEST_F(GrpcServerTest, MetadataAndTrailersRoundTrip) {
