@@ -419,6 +419,47 @@ void readAdvertise(Loader& loader, const Mapping& map, std::string& out) {
   out = std::move(*text);
 }
 
+// stream.tls: the PEM files of the stream server's TLS. Whether they load is
+// checked when crisp starts (they may be written between --check-config and
+// the start, and are read again on reload).
+void readTls(Loader& loader, const Field& field, StreamConfig& stream) {
+  Mapping tls(loader, field.value, field.path, field.key_line,
+              {"cert_file", "key_file", "client_ca_file"});
+  if (!tls.valid()) {
+    return;
+  }
+  if (field.value.IsNull()) {
+    loader.error(field, "expected a mapping with cert_file and key_file, got nothing");
+    return;
+  }
+  bool ok = true;
+  const auto readPath = [&](const Field* path_field, std::string& out) {
+    if (path_field == nullptr) {
+      ok = false;
+      return;
+    }
+    std::optional<std::string> text = scalar(loader, *path_field, "an absolute file path");
+    if (!text || text->empty() || text->front() != '/' || text->find('\0') != std::string::npos) {
+      if (text) {
+        loader.error(*path_field,
+                     absl::StrCat("expected an absolute file path, got ", quoted(*text)));
+      }
+      ok = false;
+      return;
+    }
+    out = std::move(*text);
+  };
+  TlsConfig out;
+  readPath(tls.require("cert_file"), out.cert_file);
+  readPath(tls.require("key_file"), out.key_file);
+  if (const Field* ca = tls.get("client_ca_file")) {
+    readPath(ca, out.client_ca_file);
+  }
+  if (ok) {
+    stream.tls = std::move(out);
+  }
+}
+
 void readLogLevel(Loader& loader, const Mapping& map, std::string& out) {
   const Field* field = map.get("level");
   if (field == nullptr) {
@@ -656,7 +697,8 @@ void readConfig(Loader& loader, const YAML::Node& root, Config& config) {
   if (const Field* stream_field = top.get("stream")) {
     Mapping stream(loader, stream_field->value, stream_field->path, stream_field->key_line,
                    {"listen", "advertise", "workers", "stream_creation_timeout",
-                    "stream_idle_timeout", "max_header_bytes", "header_timeout", "max_sessions"});
+                    "stream_idle_timeout", "max_header_bytes", "header_timeout", "max_sessions",
+                    "max_frame_bytes", "tls"});
     if (const Field* listen = stream.get("listen")) {
       if (std::optional<HostPort> address = readListen(loader, *listen)) {
         config.stream.listen = *address;
@@ -672,6 +714,15 @@ void readConfig(Loader& loader, const YAML::Node& root, Config& config) {
     readDuration(loader, stream, "header_timeout", absl::Milliseconds(100), absl::Minutes(10),
                  config.stream.header_timeout);
     readUint(loader, stream, "max_sessions", 1, 1000000, config.stream.max_sessions);
+    readUint(loader, stream, "max_frame_bytes", 4096, 256u << 20, config.stream.max_frame_bytes);
+    if (const Field* tls = stream.get("tls")) {
+      readTls(loader, *tls, config.stream);
+    }
+    if (const Field* advertise = stream.get("advertise");
+        advertise != nullptr && config.stream.tls &&
+        config.stream.advertise.rfind("http://", 0) == 0) {
+      loader.error(*advertise, "an http:// URL, but stream.tls is set: clients must use https://");
+    }
   }
 
   if (const Field* cache_field = top.get("cache")) {

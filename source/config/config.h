@@ -31,6 +31,13 @@ struct CriConfig {
   uint32_t socket_mode = 0660;          // permission bits of the listening socket
 };
 
+// TLS on the stream server (docs/configuration.md, "stream.tls").
+struct TlsConfig {
+  std::string cert_file;       // PEM server certificate, intermediates may follow; absolute path
+  std::string key_file;        // PEM private key of cert_file, not encrypted; absolute path
+  std::string client_ca_file;  // PEM CAs client certificates must chain to; empty = none asked
+};
+
 struct StreamConfig {
   HostPort listen{"127.0.0.1", 10350, HostKind::kIpv4};  // an IP address; port 0 = any
   std::string advertise;  // http(s) base URL handed out; empty = from the listener
@@ -40,6 +47,10 @@ struct StreamConfig {
   uint32_t max_header_bytes = 16384;
   std::chrono::milliseconds header_timeout{std::chrono::seconds(10)};
   uint32_t max_sessions = 10000;
+  std::optional<TlsConfig> tls;  // absent = plain HTTP
+  // Largest SPDY frame payload (DATA at most 16 MiB - 1, the wire limit;
+  // control frames at most 64 KiB) and WebSocket message accepted.
+  uint32_t max_frame_bytes = 16 * 1024 * 1024;
 };
 
 struct CacheConfig {

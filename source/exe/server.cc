@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -24,6 +25,10 @@
 #include "source/stream/listener.h"
 #include "source/stream/spdy_portforward.h"
 #include "source/stream/spdy_remotecommand.h"
+#include "source/stream/stream_limits.h"
+#include "source/stream/tls_context.h"
+#include "source/stream/tls_transport.h"
+#include "source/stream/ws_portforward.h"
 #include "source/stream/ws_remotecommand.h"
 
 namespace crisp::exe {
@@ -75,6 +80,9 @@ constexpr const char* kEmbeddedMethods[] = {
     "/runtime.v1.RuntimeService/Attach",        "/runtime.v1.RuntimeService/PortForward",
 };
 
+// How often the TLS files are checked for changes (see docs/configuration.md).
+constexpr std::chrono::seconds kTlsFileCheckInterval{5};
+
 // One stream server worker: a loop of its own, accepting from the shared socket.
 struct Worker {
   event::Dispatcher dispatcher;
@@ -91,7 +99,8 @@ class Server::Impl {
       : config_(config),
         cache_(cache::TokenCacheOptions{config.cache.ttl, config.cache.shards,
                                         config.cache.max_in_flight},
-               time_source_, random_source_) {}
+               time_source_, random_source_),
+        session_limiter_(config.stream.max_sessions) {}
 
   ~Impl() {
     // Workers whose loops ran were torn down on their own threads by run();
@@ -102,6 +111,7 @@ class Server::Impl {
     spdy_.reset();
     port_forward_.reset();
     ws_.reset();
+    ws_port_forward_.reset();
     grpc_.reset();
     passthrough_.reset();
     service_.reset();
@@ -123,6 +133,9 @@ class Server::Impl {
     if (ws_) {
       ws_->closeAll(worker.dispatcher);
     }
+    if (ws_port_forward_) {
+      ws_port_forward_->closeAll(worker.dispatcher);
+    }
     worker.listener.reset();
     worker.http.reset();
   }
@@ -139,6 +152,19 @@ class Server::Impl {
       }
     }
 
+    if (config_.stream.tls) {
+      auto tls = stream::TlsContextHolder::create(stream::TlsFiles{
+          config_.stream.tls->cert_file, config_.stream.tls->key_file,
+          config_.stream.tls->client_ca_file});
+      if (!tls.ok()) {
+        return absl::Status(tls.status().code(),
+                            absl::StrCat("stream.tls: ", tls.status().message()));
+      }
+      tls_ = std::move(tls).value();
+      // The handshake counts against the time allowed for the request head.
+      tls_transport_options_.handshake_timeout = config_.stream.header_timeout;
+    }
+
     // Stream server: one listening socket shared by every worker.
     auto socket = stream::ListenSocket::bind(config_.stream.listen.toString());
     if (!socket.ok()) {
@@ -147,8 +173,9 @@ class Server::Impl {
     }
     stream_socket_ = std::move(socket).value();
     stream_address_ = stream_socket_->address();
-    base_url_ = config_.stream.advertise.empty() ? absl::StrCat("http://", stream_address_, "/")
-                                                 : config_.stream.advertise;
+    base_url_ = config_.stream.advertise.empty()
+                    ? absl::StrCat(tls_ ? "https://" : "http://", stream_address_, "/")
+                    : config_.stream.advertise;
     if (base_url_.back() != '/') {
       base_url_ += '/';
     }
@@ -157,20 +184,36 @@ class Server::Impl {
       stream::SpdyRemoteCommandConfig spdy_config;
       spdy_config.stream_creation_timeout = config_.stream.stream_creation_timeout;
       spdy_config.connection.idle_timeout = config_.stream.stream_idle_timeout;
+      spdy_config.connection.codec_limits = stream::spdyLimits(config_.stream.max_frame_bytes);
       stream::SpdyPortForwardConfig port_forward_config;
       port_forward_config.stream_creation_timeout = config_.stream.stream_creation_timeout;
       port_forward_config.connection.idle_timeout = config_.stream.stream_idle_timeout;
+      port_forward_config.connection.codec_limits =
+          stream::spdyLimits(config_.stream.max_frame_bytes);
       port_forward_ =
           std::make_unique<stream::SpdyPortForwardHandler>(*embedded_, port_forward_config);
       spdy_ = std::make_unique<stream::SpdyUpgradeHandler>(*embedded_, spdy_config,
                                                            port_forward_.get());
+      stream::WsPortForwardConfig ws_port_forward_config;
+      ws_port_forward_config.connection.idle_timeout = config_.stream.stream_idle_timeout;
+      ws_port_forward_config.connection.max_message_bytes = config_.stream.max_frame_bytes;
+      ws_port_forward_config.tunnel_transport.connection.max_message_bytes =
+          config_.stream.max_frame_bytes;
+      ws_port_forward_config.tunnel = port_forward_config;
+      ws_port_forward_config.tunnel_transport.connection.idle_timeout =
+          config_.stream.stream_idle_timeout;
+      ws_port_forward_ =
+          std::make_unique<stream::WsPortForwardHandler>(*embedded_, ws_port_forward_config);
       stream::WsRemoteCommandConfig ws_config;
       ws_config.connection.idle_timeout = config_.stream.stream_idle_timeout;
-      ws_ = std::make_unique<stream::WsUpgradeHandler>(*embedded_, ws_config);
+      ws_config.connection.max_message_bytes = config_.stream.max_frame_bytes;
+      ws_ = std::make_unique<stream::WsUpgradeHandler>(*embedded_, ws_config,
+                                                       ws_port_forward_.get());
     }
     stream::Http1ServerOptions http_options;
     http_options.connection.max_header_bytes = config_.stream.max_header_bytes;
     http_options.connection.header_timeout = config_.stream.header_timeout;
+    http_options.session_limiter = &session_limiter_;
     for (uint32_t i = 0; i < config_.stream.workers; ++i) {
       auto worker = std::make_unique<Worker>();
       worker->http = std::make_unique<stream::Http1Server>(worker->dispatcher, cache_, http_options);
@@ -181,9 +224,11 @@ class Server::Impl {
         worker->http->setUpgradeHandler(stream::ProtocolFamily::kWebSocket, ws_.get());
       }
       stream::Http1Server* http = worker->http.get();
+      event::Dispatcher* dispatcher = &worker->dispatcher;
       worker->listener = std::make_unique<stream::Listener>(
-          worker->dispatcher, *stream_socket_,
-          [http](int fd, std::string peer) { http->onAccept(fd, std::move(peer)); });
+          worker->dispatcher, *stream_socket_, [this, http, dispatcher](int fd, std::string peer) {
+            accept(*dispatcher, *http, fd, std::move(peer));
+          });
       workers_.push_back(std::move(worker));
     }
 
@@ -226,6 +271,17 @@ class Server::Impl {
     return absl::OkStatus();
   }
 
+  // A new stream connection on a worker: over TLS when configured, with the
+  // TLS context current at this moment.
+  void accept(event::Dispatcher& dispatcher, stream::Http1Server& http, int fd, std::string peer) {
+    if (tls_) {
+      http.onAcceptTransport(std::make_unique<stream::TlsTransport>(
+          dispatcher, fd, std::move(peer), tls_->current(), tls_transport_options_));
+      return;
+    }
+    http.onAccept(fd, std::move(peer));
+  }
+
   void run() {
     for (auto& worker : workers_) {
       event::Dispatcher* d = &worker->dispatcher;
@@ -235,10 +291,19 @@ class Server::Impl {
     ::event* sigint = evsignal_new(control_.base(), SIGINT, &Impl::onSignal, this);
     evsignal_add(sigterm, nullptr);
     evsignal_add(sigint, nullptr);
+    ::event* sighup = evsignal_new(control_.base(), SIGHUP, &Impl::onReloadSignal, this);
+    evsignal_add(sighup, nullptr);
+    std::unique_ptr<stream::TlsFileWatcher> tls_watcher;
+    if (tls_) {
+      tls_watcher =
+          std::make_unique<stream::TlsFileWatcher>(control_, *tls_, kTlsFileCheckInterval);
+    }
     CRISP_LOG(kMain, info, "crisp ready: cri {} ({}), stream {} (base URL {}), admin {}",
               config_.cri.listen, embedded_ ? "embedded runtime" : *config_.cri.upstream,
               stream_address_, base_url_, admin_address_.empty() ? "off" : admin_address_);
     control_.run();
+    tls_watcher.reset();
+    event_free(sighup);
     event_free(sigterm);
     event_free(sigint);
     CRISP_LOG(kMain, info, "crisp stopping");
@@ -262,19 +327,39 @@ class Server::Impl {
     static_cast<Impl*>(arg)->stop();
   }
 
+  // SIGHUP: loads the TLS files again (the current ones stay on failure).
+  static void onReloadSignal(evutil_socket_t, short, void* arg) {
+    auto* impl = static_cast<Impl*>(arg);
+    if (!impl->tls_) {
+      CRISP_LOG(kMain, info, "received SIGHUP: nothing to reload (no stream.tls)");
+      return;
+    }
+    CRISP_LOG(kMain, info, "received SIGHUP: reloading the TLS files");
+    // Success and failure are both logged by the holder.
+    impl->tls_->reload().IgnoreError();
+  }
+
   const config::Config config_;
   RealTimeSource time_source_;
   SystemRandomSource random_source_;
   cache::TokenCache cache_;
+  // Shared by every worker's Http1Server; declared before the workers and
+  // handlers so that it outlives every transport holding one of its permits.
+  stream::SessionLimiter session_limiter_;
   event::Dispatcher control_;
   std::unique_ptr<runtime::EmbeddedRuntime> embedded_;
   std::unique_ptr<stream::ListenSocket> stream_socket_;
   std::string stream_address_;
   std::string base_url_;
+  // Null without stream.tls. Used by the workers' accept callbacks.
+  std::unique_ptr<stream::TlsContextHolder> tls_;
+  stream::TlsTransportOptions tls_transport_options_;
   std::string admin_address_;
   // Borrowed by spdy_, so declared (and destroyed) around it.
   std::unique_ptr<stream::SpdyPortForwardHandler> port_forward_;
   std::unique_ptr<stream::SpdyUpgradeHandler> spdy_;
+  // Borrowed by ws_, so declared (and destroyed) around it.
+  std::unique_ptr<stream::WsPortForwardHandler> ws_port_forward_;
   std::unique_ptr<stream::WsUpgradeHandler> ws_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::unique_ptr<cri::GrpcServer> grpc_;

@@ -34,7 +34,8 @@ class Server {
   Server& operator=(const Server&) = delete;
 
   // Runs the control loop on the calling thread until stop(). SIGTERM and
-  // SIGINT call stop().
+  // SIGINT call stop(); SIGHUP reloads the stream.tls files (which are also
+  // checked for changes every few seconds).
   void run();
   // Thread-safe.
   void stop();

@@ -176,8 +176,8 @@ class ResizeDecoder {
           "Stream payload bytes: in = from clients to processes, out = process output.",    \
           (std::vector<std::string>{"direction"}))                                          \
   COUNTER(session_timeouts_total, "crisp_session_timeouts_total",                           \
-          "Sessions ended by a timeout: creation = streams not created in time, idle = no " \
-          "frame in or out for the idle timeout.",                                          \
+          "Timeouts hit: creation = streams of a session or of a port-forward pair not "    \
+          "created in time, idle = no frame in or out for the idle timeout.",               \
           (std::vector<std::string>{"kind"}))
 
 struct SessionMetrics {

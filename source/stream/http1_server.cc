@@ -2,17 +2,23 @@
 
 #include <optional>
 
+#include "absl/strings/str_cat.h"
+
 #include "source/admin/metrics.h"
 #include "source/common/logger.h"
 #include "source/stream/http1_response.h"
 #include "source/stream/http1_route.h"
 #include "source/stream/negotiation.h"
 #include "source/stream/raw_socket_transport.h"
+#include "source/stream/stream_limits.h"
 
 namespace crisp::stream {
 namespace {
 
-constexpr size_t kRequestResultCount = static_cast<size_t>(RequestResult::kInternalError) + 1;
+constexpr size_t kRequestResultCount = static_cast<size_t>(RequestResult::kTooManySessions) + 1;
+
+// Retry-After of the 503 for a full server: a session may end any moment.
+constexpr char kSessionLimitRetryAfterSeconds[] = "1";
 
 stats::Registry& registryOr(stats::Registry* r) { return r != nullptr ? *r : stats::registry(); }
 
@@ -51,6 +57,8 @@ const char* requestResultName(RequestResult result) {
       return "method_not_allowed";
     case RequestResult::kInternalError:
       return "internal_error";
+    case RequestResult::kTooManySessions:
+      return "too_many_sessions";
   }
   return "unknown";
 }
@@ -68,7 +76,10 @@ struct Http1Server::Metrics {
                                        "Stream server connections in their HTTP/1.1 phase "
                                        "(reading the request head or answering an error).",
                                        stats::Kind::kGauge)
-                               .gauge()) {
+                               .gauge()),
+        session_limit_hits(limitHitCounter(StreamLimit::kMaxSessions, &registry)),
+        header_bytes_hits(limitHitCounter(StreamLimit::kHeaderBytes, &registry)),
+        header_timeout_hits(limitHitCounter(StreamLimit::kHeaderTimeout, &registry)) {
     auto& family = registry.family("crisp_stream_requests_total",
                                    "Stream server requests by outcome; upgraded ones are handed "
                                    "to a protocol handler.",
@@ -82,6 +93,9 @@ struct Http1Server::Metrics {
 
   stats::Counter& connections_total;
   stats::Gauge& connections_active;
+  stats::Counter& session_limit_hits;
+  stats::Counter& header_bytes_hits;
+  stats::Counter& header_timeout_hits;
   std::array<stats::Counter*, kRequestResultCount> requests{};
 };
 
@@ -146,7 +160,16 @@ void Http1Server::onRequestHead(Http1Connection& connection, HttpRequest&& reque
     return;
   }
 
-  Negotiation negotiation = negotiate(request, route->operation);
+  // Only WebSocket subprotocols that a handler serves are offered: anything
+  // else (every one of them without a WebSocket handler) gets the bare 403 of
+  // "no subprotocol matched", so kubectl 1.30+ falls back to SPDY instead of
+  // seeing a 101 and then a close. The token is burnt either way; kubectl's
+  // fallback goes back through the API server for a new one.
+  const UpgradeHandler* websocket = handlers_[familyIndex(ProtocolFamily::kWebSocket)];
+  Negotiation negotiation = negotiate(request, route->operation, [websocket](Protocol p) {
+    return protocolFamily(p) != ProtocolFamily::kWebSocket ||
+           (websocket != nullptr && websocket->serves(p));
+  });
   if (negotiation.outcome == Negotiation::Outcome::kRejected) {
     CRISP_CONN_LOG(kStream, info, connection.id(), "{} /{}/{}: upgrade refused with {}{}{}",
                    request.method, operation, fingerprint, negotiation.status,
@@ -154,20 +177,12 @@ void Http1Server::onRequestHead(Http1Connection& connection, HttpRequest&& reque
     respond(connection, rejectionResult(negotiation.status), std::move(negotiation.response));
     return;
   }
-  if (negotiation.outcome == Negotiation::Outcome::kWebSocket &&
-      handlers_[familyIndex(ProtocolFamily::kWebSocket)] == nullptr) {
-    // Nothing serves WebSocket here: answer as a server with no matching
-    // subprotocol, so kubectl 1.30+ falls back to SPDY. The token is burnt;
-    // kubectl's fallback goes back through the API server for a new one.
-    CRISP_CONN_LOG(kStream, info, connection.id(),
-                   "{} /{}/{}: WebSocket upgrade refused (no WebSocket handler)", request.method,
-                   operation, fingerprint);
-    respond(connection, RequestResult::kForbidden, std::string(kWebSocketForbiddenResponse));
-    return;
-  }
 
-  CRISP_CONN_LOG(kStream, debug, connection.id(), "{} /{}/{}: upgrading to {}", request.method,
-                 operation, fingerprint, protocolName(negotiation.protocol));
+  // With TLS client verification, the certificate's subject names the client.
+  const std::string identity = connection.transport()->peerIdentity();
+  CRISP_CONN_LOG(kStream, debug, connection.id(), "{} /{}/{}: upgrading to {}{}{}{}",
+                 request.method, operation, fingerprint, protocolName(negotiation.protocol),
+                 identity.empty() ? "" : " for client \"", identity, identity.empty() ? "" : "\"");
   UpgradedConnection upgraded;
   upgraded.connection_id = connection.id();
   upgraded.request = std::move(request);
@@ -186,10 +201,35 @@ void Http1Server::handOver(Http1Connection& connection, UpgradedConnection&& upg
             goHttpError(500, "unable to upgrade: protocol not served").serialize());
     return;
   }
+  // The slot is taken before the 101: a full server refuses with an answer
+  // kubectl prints ("unable to upgrade connection: <body>"), never with a
+  // close after the switch. The token is already burnt.
+  SessionPermit permit;
+  if (options_.session_limiter != nullptr) {
+    permit = options_.session_limiter->tryAcquire();
+    if (!permit) {
+      const uint32_t max = options_.session_limiter->max();
+      CRISP_CONN_LOG(kStream, info, connection.id(), "{} refused: {} sessions live (the limit)",
+                     protocolName(upgraded.protocol), max);
+      metrics_->session_limit_hits.inc();
+      // No ": " in the text: client-go first tries to read an error body as
+      // a YAML or JSON Status, and "a: b" would parse as an empty one
+      // ("Error from server:" with nothing after it).
+      HttpResponse refusal =
+          goHttpError(503, absl::StrCat("too many streaming sessions (the limit is ", max,
+                                        ", stream.max_sessions); try again later"));
+      refusal.headers.emplace_back("Retry-After", kSessionLimitRetryAfterSeconds);
+      respond(connection, RequestResult::kTooManySessions, refusal.serialize());
+      return;
+    }
+  }
   Buffer head;
   head.add(response);
   connection.transport()->write(head);
   upgraded.transport = connection.releaseTransport();
+  if (permit) {
+    upgraded.transport = holdSessionPermit(std::move(upgraded.transport), std::move(permit));
+  }
   connections_.remove(connection);
   metrics_->connections_active.dec();
   metrics_->request(RequestResult::kUpgraded).inc();
@@ -201,6 +241,7 @@ void Http1Server::onHeadError(Http1Connection& connection, Http1Connection::Head
     case Http1Connection::HeadError::kTooLarge: {
       CRISP_CONN_LOG(kStream, info, connection.id(), "request head larger than {} bytes",
                      options_.connection.max_header_bytes);
+      metrics_->header_bytes_hits.inc();
       respond(connection, RequestResult::kHeaderTooLarge, goHeadError(431).serialize());
       return;
     }
@@ -212,6 +253,7 @@ void Http1Server::onHeadError(Http1Connection& connection, Http1Connection::Head
       CRISP_CONN_LOG(kStream, info, connection.id(), "no complete request head within {} ms",
                      options_.connection.header_timeout.count());
       metrics_->request(RequestResult::kHeaderTimeout).inc();
+      metrics_->header_timeout_hits.inc();
       connection.close();
       return;
     case Http1Connection::HeadError::kPeerClosed:

@@ -16,14 +16,19 @@
 //   WebSocket handshake failure     400, 403 or 405 as x/net/websocket answers
 //                                   (negotiation.h), token burnt
 //   WebSocket upgrade, no handler
-//   registered for WebSocket        raw 403 (kubectl falls back to SPDY), token burnt
+//   registered for WebSocket, or
+//   none that serves the offer      raw 403 (kubectl falls back to SPDY), token burnt
 //   SPDY upgrade, no SPDY handler   500, token burnt
 //   head larger than the limit      431
+//   stream.max_sessions sessions
+//   live already (SessionLimiter)   503 + Retry-After, before the 101, token burnt
 //   malformed head                  400
 //   no complete head in time        close without a response
 //
 // One Http1Server per worker dispatcher; create, use and destroy it on that
-// thread. Requests are counted in crisp_stream_requests_total{result}.
+// thread. Requests are counted in crisp_stream_requests_total{result}; the
+// limits reached (max_sessions, header_bytes, header_timeout) also in
+// crisp_stream_limit_hits_total{limit} (stream_limits.h).
 
 #include <array>
 #include <cstddef>
@@ -44,8 +49,14 @@ class Registry;
 
 namespace crisp::stream {
 
+class SessionLimiter;
+
 struct Http1ServerOptions {
   Http1ConnectionOptions connection;
+  // Live sessions across every worker; an upgrade beyond its maximum is
+  // refused with 503 before the 101. Borrowed, shared by the workers, must
+  // outlive every upgraded transport; null = no limit.
+  SessionLimiter* session_limiter = nullptr;
   // Where the metrics go; null = stats::registry(). Must outlive the server.
   stats::Registry* registry = nullptr;
 };
@@ -61,6 +72,7 @@ enum class RequestResult {
   kHeaderTimeout,
   kMethodNotAllowed,
   kInternalError,
+  kTooManySessions,
 };
 
 const char* requestResultName(RequestResult result);
@@ -76,7 +88,8 @@ class Http1Server : public Http1Connection::Callbacks {
 
   // Routes upgrades of `family` to `handler` (borrowed; null removes it). A
   // SPDY upgrade without a handler is answered 500, a WebSocket one with the
-  // bare 403 of "no subprotocol matched".
+  // bare 403 of "no subprotocol matched"; WebSocket clients are only offered
+  // the subprotocols whose protocol the handler serves().
   void setUpgradeHandler(ProtocolFamily family, UpgradeHandler* handler);
 
   // Serves an accepted, non-blocking socket; takes ownership of `fd`. Fits

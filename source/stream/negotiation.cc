@@ -216,9 +216,17 @@ Negotiation negotiateSpdy(const HttpRequest& request, session::Operation op) {
   return out;
 }
 
-Negotiation negotiateWebSocket(const HttpRequest& request, session::Operation op) {
+Negotiation negotiateWebSocket(const HttpRequest& request, session::Operation op,
+                               const ServedProtocols& served) {
+  std::vector<std::string> server_protocols;
+  for (const std::string& subprotocol : websocketServerProtocols(op)) {
+    const std::optional<Protocol> protocol = websocketProtocol(op, subprotocol);
+    if (protocol.has_value() && (!served || served(*protocol))) {
+      server_protocols.push_back(subprotocol);
+    }
+  }
   websocket::HandshakeResult handshake =
-      websocket::serverHandshake(request.method, request.headers, websocketServerProtocols(op));
+      websocket::serverHandshake(request.method, request.headers, server_protocols);
   Negotiation out;
   out.status = handshake.status;
   out.response = std::move(handshake.response);
@@ -347,9 +355,10 @@ bool isWebSocketRequest(const HttpRequest& request) {
   return false;
 }
 
-Negotiation negotiate(const HttpRequest& request, session::Operation op) {
+Negotiation negotiate(const HttpRequest& request, session::Operation op,
+                      const ServedProtocols& served) {
   if (isWebSocketRequest(request)) {
-    return negotiateWebSocket(request, op);
+    return negotiateWebSocket(request, op, served);
   }
   return negotiateSpdy(request, op);
 }

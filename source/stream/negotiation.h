@@ -11,10 +11,10 @@
 //   (codec/websocket/handshake.h): GET only (405), a key and version 13
 //   (400, with "Sec-WebSocket-Version: 13" for a wrong version); the first
 //   subprotocol of the client's Sec-WebSocket-Protocol list (lines and commas)
-//   the route accepts wins, none offered means "" (binary v1 framing, no
-//   subprotocol in the reply); no match -> the bare "HTTP/1.1 403
-//   Forbidden", after which kubectl falls back to SPDY. Else 101 with
-//   Sec-WebSocket-Accept and the chosen Sec-WebSocket-Protocol.
+//   the route accepts and a handler serves wins, none offered means ""
+//   (binary v1 framing, no subprotocol in the reply); no match -> the bare
+//   "HTTP/1.1 403 Forbidden", after which kubectl falls back to SPDY. Else
+//   101 with Sec-WebSocket-Accept and the chosen Sec-WebSocket-Protocol.
 // - SPDY: every X-Stream-Protocol-Version value, split on lines and commas
 //   and trimmed, in client order; the first one the server supports wins.
 //   No header -> 400; only empty values -> 400; no match -> 403 listing both
@@ -24,6 +24,7 @@
 // Header names are matched case-insensitively, Connection and Upgrade values
 // too. Error bodies read like Go's http.Error, since clients show them.
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -81,8 +82,14 @@ struct Negotiation {
   std::string response;
 };
 
+// Which negotiated protocols have a handler; an empty function means all.
+using ServedProtocols = std::function<bool(Protocol)>;
+
 // Decides how to answer `request` on a route of kind `op` (the token has
-// already been accepted).
-Negotiation negotiate(const HttpRequest& request, session::Operation op);
+// already been accepted). A WebSocket subprotocol whose protocol `served`
+// rejects is left out of the server list, as if the server did not know it:
+// the client's next offer is chosen, or the bare 403 when none is left.
+Negotiation negotiate(const HttpRequest& request, session::Operation op,
+                      const ServedProtocols& served = {});
 
 }  // namespace crisp::stream

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "source/common/logger.h"
+#include "source/stream/stream_limits.h"
 
 namespace crisp::stream {
 
@@ -53,6 +54,20 @@ void SpdyConnection::attachTransport() {
   if (read_paused_) {
     transport_->pauseReading(true);
   }
+}
+
+void SpdyConnection::updateReadPause() {
+  if (state_ != State::kOpen) {
+    return;
+  }
+  const size_t unread = transport_->queuedBytes() + control_.length();
+  if (!backlog_paused_ && unread > config_.max_unread_output_bytes) {
+    backlog_paused_ = true;
+    CRISP_CONN_LOG(kSpdy, debug, id_, "client leaves {} bytes unread; pausing reading", unread);
+  } else if (backlog_paused_ && unread <= config_.max_unread_output_bytes / 2) {
+    backlog_paused_ = false;
+  }
+  transport_->pauseReading(read_paused_ || backlog_paused_);
 }
 
 void SpdyConnection::start() {
@@ -143,9 +158,7 @@ void SpdyConnection::pauseReading(bool paused) {
   read_paused_ = paused;
   CRISP_CONN_LOG(kSpdy, trace, id_, "{} reading", paused ? "pausing" : "resuming");
   // While closing the transport is read regardless, to see the peer go away.
-  if (state_ == State::kOpen) {
-    transport_->pauseReading(paused);
-  }
+  updateReadPause();
 }
 
 // TransportCallbacks
@@ -161,6 +174,7 @@ void SpdyConnection::onTransportData(Buffer& data) {
   touchIdle();
   input_.move(data);
   decodeInput();
+  updateReadPause();
 }
 
 void SpdyConnection::onTransportEof() {
@@ -190,6 +204,7 @@ void SpdyConnection::onTransportDrained() {
   }
   pumpOutput();
   checkWatermarks();
+  updateReadPause();
   if (state_ == State::kClosing && queuedOutputBytes() == 0) {
     finishFlush();
   }
@@ -204,6 +219,9 @@ void SpdyConnection::decodeInput() {
   if (!status.ok() && state_ == State::kOpen) {
     CRISP_CONN_LOG(kSpdy, info, id_, "closing on a SPDY framing error: {}",
                    std::string(status.message()));
+    if (const auto limit = limitOfCodecError(status)) {
+      countLimitHit(*limit);
+    }
     input_.drain(input_.length());
     beginClose(spdy::GoAwayStatus::kProtocolError);
     callbacks_.onConnectionClosing(SpdyCloseReason::kProtocolError, std::string(status.message()));

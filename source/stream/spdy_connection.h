@@ -31,8 +31,9 @@
 //   both after the DATA already queued (nothing queued is dropped); flush;
 //   shut the write side down; wait for the peer's close up to
 //   linger_timeout; close. A codec error closes the same way with
-//   GOAWAY(PROTOCOL_ERROR). The peer closing its side, or a transport error,
-//   ends the connection at once.
+//   GOAWAY(PROTOCOL_ERROR); one that is a limit (codec_limits) is counted in
+//   crisp_stream_limit_hits_total (stream_limits.h). The peer closing its
+//   side, or a transport error, ends the connection at once.
 //
 // Threading: everything runs on the dispatcher's thread. Callbacks may call
 // back into the connection (send, reset, close, pauseReading). The owner must
@@ -70,6 +71,11 @@ struct SpdyConnectionConfig {
   // handed over while it holds less, so a control frame (PING reply,
   // RST_STREAM, SYN_REPLY) waits behind at most this much DATA.
   size_t transport_queue_bytes = 64 * 1024;
+  // Replies the client makes us queue (PING echoes, RST_STREAM, SYN_REPLY)
+  // and has not read: above this many bytes written but not taken by the
+  // peer, the socket is not read until half of it drained. A client that
+  // floods PINGs without reading is slowed down, never buffered for.
+  size_t max_unread_output_bytes = 256 * 1024;
   // Largest DATA payload per frame we send, so control frames and other
   // streams are never stuck behind one huge frame.
   size_t max_data_frame_bytes = 32 * 1024;
@@ -205,6 +211,9 @@ class SpdyConnection : private spdy::CodecCallbacks, private TransportCallbacks 
   // Hands queued frames to the transport, control frames first, while its
   // queue is under transport_queue_bytes.
   void pumpOutput();
+  // Pauses or resumes reading the transport: paused while the owner asked for
+  // it or while the client leaves too many of our frames unread.
+  void updateReadPause();
   void checkWatermarks();
   void touchIdle();
   void onIdleTimeout();
@@ -246,6 +255,7 @@ class SpdyConnection : private spdy::CodecCallbacks, private TransportCallbacks 
   uint32_t last_peer_stream_id_ = 0;
   bool peer_went_away_ = false;
   bool read_paused_ = false;
+  bool backlog_paused_ = false;
   bool peer_eof_ = false;
   bool above_high_watermark_ = false;
 

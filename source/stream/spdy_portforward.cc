@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 
 #include "source/common/logger.h"
+#include "source/stream/stream_limits.h"
 
 namespace crisp::stream {
 namespace {
@@ -213,6 +214,7 @@ bool SpdyPortForward::onStreamOpen(uint32_t stream_id, const spdy::HeaderList& h
     if (pairs_.size() >= config_.max_pairs) {
       CRISP_SESSION_LOG(kSession, info, connection_id_, session_id_,
                         "refusing stream {}: {} pairs open (the limit)", stream_id, pairs_.size());
+      countLimitHit(StreamLimit::kPortForwardPairs);
       return false;
     }
     auto owned = std::make_unique<Pair>(*this, request_id);
@@ -293,6 +295,7 @@ void SpdyPortForward::onPairCreationTimeout(Pair& pair) {
   const std::string text =
       session::streamTimeoutError(std::to_string(connection_id_), pair.request_id);
   CRISP_SESSION_LOG(kSession, info, connection_id_, session_id_, "{}", text);
+  session_metrics_.creation_timeouts.inc();
   if (pair.error_open) {
     connection_->sendData(pair.error_id, text, true);
     pair.error_open = false;
@@ -318,6 +321,7 @@ void SpdyPortForward::onStreamData(uint32_t stream_id, Buffer& data) {
       CRISP_SESSION_LOG(kSession, info, connection_id_, session_id_,
                         "request {}: more than {} bytes before the error stream; resetting",
                         pair->request_id, config_.max_early_data_bytes);
+      countLimitHit(StreamLimit::kPortForwardEarlyData);
       connection_->resetStream(pair->data_id, spdy::RstStatus::kFlowControlError);
       pair->data_open = false;
       endPair(*pair, true);

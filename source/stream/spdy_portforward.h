@@ -16,7 +16,8 @@
 //    already assigned" goes on the pair's error stream. A partner that does
 //    not arrive within stream_creation_timeout: the kubelet's "(conn=<id>,
 //    request=<id>) timed out waiting for streams" on the error stream (FIN),
-//    the lone data stream reset. A requestID may be used again as soon as its
+//    the lone data stream reset, counted in
+//    crisp_session_timeouts_total{kind="creation"}. A requestID may be used again as soon as its
 //    pair is complete.
 // 3. A complete pair: Runtime::connectPort(sandbox, data stream's port). Bytes
 //    the client sent on the data stream meanwhile are queued for the port.

@@ -93,6 +93,15 @@ class UpgradeHandler {
   // returns it must either call transport->setCallbacks() (and start() then
   // or later) or destroy the transport, which closes the connection.
   virtual void onUpgrade(event::Dispatcher& dispatcher, UpgradedConnection&& connection) = 0;
+
+  // Whether onUpgrade() serves `protocol`. The HTTP/1.1 front offers a
+  // WebSocket client only the subprotocols its handler serves, so a request
+  // for anything else gets the refusal that makes kubectl fall back (never a
+  // 101 followed by a close). Any thread; must not change while registered.
+  virtual bool serves(Protocol protocol) const {
+    (void)protocol;
+    return true;
+  }
 };
 
 }  // namespace crisp::stream

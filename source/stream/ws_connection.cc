@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "source/common/logger.h"
+#include "source/stream/stream_limits.h"
 
 namespace crisp::stream {
 namespace {
@@ -172,6 +173,9 @@ void WsConnection::onTransportData(Buffer& data) {
     }
     CRISP_CONN_LOG(kStream, info, id_, "closing on a WebSocket protocol error: {}",
                    std::string(status.message()));
+    if (const auto limit = limitOfCodecError(status)) {
+      countLimitHit(*limit);
+    }
     beginFlush();
     notifyClosing(WsCloseReason::kProtocolError, std::string(status.message()));
     return;

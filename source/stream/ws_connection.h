@@ -31,6 +31,8 @@
 //   bad close code, invalid UTF-8, ...) close with the codec's close code
 //   (1002, 1009, 1007) and the codec's reason as the close reason; the owner
 //   hears onConnectionClosing(kProtocolError, "<ws.reason>: <detail>").
+//   A message over max_message_bytes is also counted in
+//   crisp_stream_limit_hits_total{limit="frame_bytes"}.
 // - the client closing the transport without a close frame, or a transport
 //   error, ends the connection at once.
 //

@@ -506,6 +506,14 @@ void WsUpgradeHandler::onUpgrade(event::Dispatcher& dispatcher, UpgradedConnecti
   serve(dispatcher, std::move(setup));
 }
 
+bool WsUpgradeHandler::serves(Protocol protocol) const {
+  if (remoteCommandSubprotocol(protocol).has_value()) {
+    return true;
+  }
+  return protocolFamily(protocol) == ProtocolFamily::kWebSocket && port_forward_ != nullptr &&
+         port_forward_->serves(protocol);
+}
+
 size_t WsUpgradeHandler::activeSessions(event::Dispatcher& dispatcher) {
   return sessions_.count(dispatcher);
 }

@@ -218,6 +218,9 @@ class WsUpgradeHandler : public UpgradeHandler {
   ~WsUpgradeHandler() override;
 
   void onUpgrade(event::Dispatcher& dispatcher, UpgradedConnection&& connection) override;
+  // The exec/attach channel protocols, and the port-forward protocols that
+  // `port_forward` serves (none without it).
+  bool serves(Protocol protocol) const override;
 
   // Serves one connection whose transport and subprotocol are already known
   // (what onUpgrade() does after unpacking the upgrade). Returns false, with

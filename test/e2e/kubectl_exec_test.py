@@ -64,11 +64,13 @@ runtime:
 class Cluster:
     """crisp with its embedded runtime plus the development API server."""
 
-    def __init__(self, tmp):
+    def __init__(self, tmp, config_template=None):
+        """config_template: crisp's YAML with {dir} and {log_level} to fill in;
+        CRISP_CONFIG when None."""
         self.dir = tmp
         config = os.path.join(tmp, "crisp.yaml")
         with open(config, "w") as f:
-            f.write(CRISP_CONFIG.format(dir=tmp, log_level="info"))
+            f.write((config_template or CRISP_CONFIG).format(dir=tmp, log_level="info"))
         self.cri_socket = os.path.join(tmp, "crisp.sock")
         self.crisp = harness.Process("crisp", [ARGS.crisp, "--config", config], tmp).start()
         ready = self._wait_for_log(self.crisp, r"crisp ready: .* admin (\S+)")

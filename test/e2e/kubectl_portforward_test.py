@@ -7,8 +7,9 @@ server; crisp's embedded runtime connects to servers this test runs on
 a kubectl user sees: bytes through the local port, kubectl staying up or
 exiting, its messages.
 
-kubectl 1.27 speaks SPDY only; kubectl 1.33 first offers the SPDY-over-
-WebSocket tunnel and falls back to SPDY when the upgrade is refused.
+kubectl 1.27 speaks SPDY only; kubectl 1.33 uses the SPDY-over-WebSocket
+tunnel (kubectl_portforward_ws_test.py checks which protocol each kubectl
+version and setting ends up on).
 
 Usage: kubectl_portforward_test.py --crisp PATH --devapiserver PATH [unittest args]
 """
@@ -98,9 +99,11 @@ class Cluster:
                 return got
             time.sleep(0.05)
 
-    def port_forward(self, version, *ports):
-        """Starts `kubectl port-forward demo :P...`; returns (process, [local ports])."""
+    def port_forward(self, version, *ports, env=None):
+        """Starts `kubectl port-forward demo :P...`; returns (process, [local ports]).
+        env: extra environment variables (e.g. KUBECTL_PORT_FORWARD_WEBSOCKETS)."""
         full_env = {"PATH": "/usr/bin:/bin", "HOME": self.dir, "KUBECONFIG": self.kubeconfig}
+        full_env.update(env or {})
         name = "port-forward-%s-%d" % (version, time.monotonic_ns())
         proc = harness.Process(name, [harness.kubectl_path(version), "--kubeconfig",
                                       self.kubeconfig, "port-forward", "--address", "127.0.0.1",
@@ -375,7 +378,7 @@ class Kubectl127Test(PortForwardTests, unittest.TestCase):
 
 
 class Kubectl133Test(PortForwardTests, unittest.TestCase):
-    """The SPDY-over-WebSocket tunnel first, SPDY when it is refused."""
+    """The SPDY-over-WebSocket tunnel."""
     VERSION = NEWEST_KUBECTL
     SEQUENTIAL_CONNECTIONS = 1500
 

@@ -51,7 +51,10 @@ SPDY_LIBS=(-levent -lz "${ABSL_LIBS[@]}")
 sources_of() {
   case "$1" in
     spdy_codec) echo test/fuzz/spdy_codec_fuzz.cc "${SPDY_SRCS[@]}" ;;
-    spdy_header_block) echo test/fuzz/spdy_header_block_fuzz.cc "${SPDY_SRCS[@]}" ;;
+    spdy_header_block)
+      echo test/fuzz/spdy_header_block_fuzz.cc source/codec/spdy/header_block.cc \
+        source/codec/spdy/dictionary.cc
+      ;;
     config) echo test/fuzz/config_fuzz.cc source/config/config.cc source/config/host_port.cc ;;
     *) echo "unknown target: $1 (one of: ${TARGETS[*]})" >&2; exit 2 ;;
   esac
@@ -59,7 +62,8 @@ sources_of() {
 
 libs_of() {
   case "$1" in
-    spdy_codec | spdy_header_block) echo "${SPDY_LIBS[@]}" ;;
+    spdy_codec) echo "${SPDY_LIBS[@]}" ;;
+    spdy_header_block) echo -lz "${ABSL_LIBS[@]}" ;;
     config) echo -lyaml-cpp "${ABSL_LIBS[@]}" ;;
   esac
 }

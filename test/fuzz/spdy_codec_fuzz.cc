@@ -25,6 +25,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -135,8 +136,7 @@ class Recorder : public CodecCallbacks {
 
   std::vector<Event> events;
   // Called with each event as it is recorded (the round-trip check).
-  void (*observer)(void* context, const Event& event) = nullptr;
-  void* observer_context = nullptr;
+  std::function<void(const Event&)> observer;
 
   void onSynStream(uint32_t stream_id, uint32_t associated_id, uint8_t priority, uint8_t flags,
                    HeaderList&& headers) override {
@@ -215,8 +215,8 @@ class Recorder : public CodecCallbacks {
  private:
   void record(Event&& e) {
     events.push_back(std::move(e));
-    if (observer != nullptr) {
-      observer(observer_context, events.back());
+    if (observer) {
+      observer(events.back());
     }
   }
 
@@ -315,8 +315,6 @@ class RoundTrip {
                 unused_),
         receiver_(role, received_, roundTripLimits(limits)) {}
 
-  static void observe(void* self, const Event& e) { static_cast<RoundTrip*>(self)->check(e); }
-
   void check(const Event& e) {
     Buffer wire;
     encode(e, wire);
@@ -398,8 +396,7 @@ Outcome run(std::string_view wire, const std::vector<size_t>& chunks, Codec::Rol
             const Limits& limits, bool drain_half, RoundTrip* round_trip) {
   Recorder recorder(drain_half);
   if (round_trip != nullptr) {
-    recorder.observer = &RoundTrip::observe;
-    recorder.observer_context = round_trip;
+    recorder.observer = [round_trip](const Event& e) { round_trip->check(e); };
   }
   Codec codec(role, recorder, limits);
   Buffer input;

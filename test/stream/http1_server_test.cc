@@ -3,6 +3,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -105,6 +106,11 @@ class RecordingHandler : public UpgradeHandler {
     std::lock_guard<std::mutex> lock(mutex_);
     return upgrades_.size();
   }
+
+  bool serves(Protocol protocol) const override { return !served || served(protocol); }
+
+  // What serves() answers; everything when empty. Set before the server starts.
+  std::function<bool(Protocol)> served;
 
   // Closes the upgraded transports. On the loop thread.
   void clear() {
@@ -471,6 +477,38 @@ TEST_P(Http1ServerTest, WebSocketV5AndPortForwardTunnelAreServed) {
   EXPECT_EQ(ws_handler_.waitFor(2)->connection.protocol, Protocol::kWsPortForwardBinary);
   ::close(fd);
   EXPECT_EQ(requests("upgraded"), 3u);
+}
+
+// A handler that serves only some WebSocket protocols: an offer of nothing it
+// serves gets the bare 403 (so kubectl falls back to SPDY), never a 101 and a
+// close; a served offer later in the client's list is chosen.
+TEST_P(Http1ServerTest, WebSocketOffersOnlyWhatTheHandlerServes) {
+  stop();
+  ws_handler_.served = [](Protocol p) {
+    return protocolFamily(p) == ProtocolFamily::kWebSocket &&
+           p != Protocol::kWsPortForwardBinary && p != Protocol::kWsPortForwardV4 &&
+           p != Protocol::kWsPortForwardV4Base64;
+  };
+  start(defaultOptions(), &handler_, &ws_handler_);
+  std::string token = insert(portForwardRequest());
+  EXPECT_EQ(roundTrip(webSocketHead("/portforward/" + token, "v4.channel.k8s.io")),
+            "HTTP/1.1 403 Forbidden\r\n\r\n");
+  EXPECT_EQ(roundTrip(spdyHead("/portforward/" + token)), kNotFound);
+  token = insert(portForwardRequest());
+  EXPECT_EQ(roundTrip(webSocketHead("/portforward/" + token, "")),
+            "HTTP/1.1 403 Forbidden\r\n\r\n");
+  EXPECT_EQ(ws_handler_.count(), 0u);
+  EXPECT_EQ(requests("forbidden"), 2u);
+
+  const std::string expected = webSocket101("SPDY/3.1+portforward.k8s.io");
+  const int fd = upgrade(webSocketHead("/portforward/" + insert(portForwardRequest()),
+                                       "v4.channel.k8s.io, SPDY/3.1+portforward.k8s.io"),
+                         expected.size());
+  ASSERT_GE(fd, 0);
+  EXPECT_EQ(last_reply_, expected);
+  ASSERT_NE(ws_handler_.waitFor(0), nullptr);
+  EXPECT_EQ(ws_handler_.waitFor(0)->connection.protocol, Protocol::kWsSpdyTunnelPortForward);
+  ::close(fd);
 }
 
 // Handshake failures are answered as golang.org/x/net/websocket answers them,

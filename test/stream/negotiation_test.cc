@@ -330,6 +330,41 @@ TEST(NegotiationTest, WebSocketPortForwardSubprotocols) {
   }
 }
 
+// Subprotocols without a handler are not offered: the client's next choice
+// wins, and with nothing left the bare 403 makes kubectl fall back to SPDY
+// (a 101 followed by a close would not).
+TEST(NegotiationTest, WebSocketOffersOnlyServedProtocols) {
+  const ServedProtocols tunnel_only = [](Protocol p) {
+    return p == Protocol::kWsSpdyTunnelPortForward;
+  };
+  auto n = negotiate(webSocketRequest("v4.channel.k8s.io, SPDY/3.1+portforward.k8s.io"),
+                     Operation::kPortForward, tunnel_only);
+  ASSERT_EQ(n.outcome, Outcome::kWebSocket);
+  EXPECT_EQ(n.protocol, Protocol::kWsSpdyTunnelPortForward);
+  EXPECT_EQ(n.response, webSocket101("SPDY/3.1+portforward.k8s.io"));
+  for (const char* offer : {"v4.channel.k8s.io", "v4.base64.channel.k8s.io", ""}) {
+    n = negotiate(webSocketRequest(offer), Operation::kPortForward, tunnel_only);
+    EXPECT_EQ(n.outcome, Outcome::kRejected) << offer;
+    EXPECT_EQ(n.response, kWebSocketForbiddenResponse) << offer;
+    EXPECT_EQ(n.reason, "ws.handshake.no_subprotocol") << offer;
+  }
+  const ServedProtocols nothing = [](Protocol) { return false; };
+  n = negotiate(webSocketRequest("v5.channel.k8s.io"), Operation::kExec, nothing);
+  EXPECT_EQ(n.response, kWebSocketForbiddenResponse);
+  // The handshake's own checks come first, as before.
+  n = negotiate(webSocketRequest("v5.channel.k8s.io", "GET", "8"), Operation::kExec, nothing);
+  EXPECT_EQ(n.status, 400);
+  // SPDY is not filtered here.
+  n = negotiate(requestWith({{"Connection", "Upgrade"},
+                             {"Upgrade", "SPDY/3.1"},
+                             {"X-Stream-Protocol-Version", "v4.channel.k8s.io"}}),
+                Operation::kExec, nothing);
+  EXPECT_EQ(n.outcome, Outcome::kSpdy);
+  // An empty function serves everything.
+  n = negotiate(webSocketRequest("v4.base64.channel.k8s.io"), Operation::kPortForward, {});
+  EXPECT_EQ(n.protocol, Protocol::kWsPortForwardV4Base64);
+}
+
 // golang.org/x/net/websocket's answers, byte for byte.
 TEST(NegotiationTest, WebSocketFailuresAnswerAsXNetWebsocket) {
   auto n = negotiate(webSocketRequest("v9.channel.k8s.io"), Operation::kExec);

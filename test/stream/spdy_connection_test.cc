@@ -5,6 +5,7 @@
 #include <map>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -66,6 +67,7 @@ class SpdyConnectionTest : public ::testing::Test {
     int fds[2];
     ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
     client_ = std::make_unique<SpdyTestClient>(fds[0]);
+    client_fd_ = fds[0];
     const int server_fd = fds[1];
     loop_.run([&] {
       Buffer left;
@@ -109,6 +111,7 @@ class SpdyConnectionTest : public ::testing::Test {
     })) << client_->error();
   }
 
+  int client_fd_ = -1;
   LoopThread loop_;
   Recorder rec_;
   std::unique_ptr<SpdyConnection> conn_;
@@ -415,6 +418,41 @@ TEST_F(SpdyConnectionTest, PingReplyWaitsBehindAtMostTheTransportQueue) {
   // What was in the socket already, plus at most the transport's share.
   EXPECT_LE(before, written + config.transport_queue_bytes);
   EXPECT_EQ(loop_.run([&] { return conn_->queuedOutputBytes(); }), 0u);
+}
+
+TEST_F(SpdyConnectionTest, ClientThatFloodsPingsWithoutReadingIsNotBufferedFor) {
+  SpdyConnectionConfig config;
+  config.max_unread_output_bytes = 16 * 1024;
+  start(config);
+  // 1.2 MB of PINGs, written without blocking for as long as the socket takes
+  // them; the client reads nothing meanwhile.
+  Buffer pings;
+  for (uint32_t id = 1; id < 200000; id += 2) {
+    spdy::Codec::encodePing(pings, id);
+  }
+  const std::string bytes = pings.toString();
+  size_t sent = 0;
+  for (int idle_rounds = 0; sent < bytes.size() && idle_rounds < 20;) {
+    const ssize_t n = ::send(client_fd_, bytes.data() + sent, bytes.size() - sent, MSG_DONTWAIT);
+    if (n > 0) {
+      sent += static_cast<size_t>(n);
+      idle_rounds = 0;
+    } else {
+      ++idle_rounds;
+      std::this_thread::sleep_for(milliseconds(10));
+    }
+  }
+  // The server stopped reading once the replies it could not write passed the
+  // limit, so the client could not send everything and the replies crisp holds
+  // stay small.
+  EXPECT_LT(sent, bytes.size());
+  const size_t held = loop_.run([&] { return conn_->queuedOutputBytes(); });
+  EXPECT_LE(held, config.max_unread_output_bytes + 4096);
+  // Once the client reads, every PING the server took is answered.
+  const uint64_t received = loop_.run([&] { return conn_->pingsReceived(); });
+  EXPECT_GT(received, 0u);
+  EXPECT_TRUE(client_->waitFor([&] { return client_->count(Frame::Type::kPing) >= received; },
+                               milliseconds(10000)));
 }
 
 TEST_F(SpdyConnectionTest, PauseReadingHoldsInputUntilResumed) {

@@ -4,6 +4,7 @@
 //
 //   devapiserver --listen 127.0.0.1:0 --cri /tmp/crisp/crisp.sock
 //       --kubeconfig /tmp/dev.kubeconfig [--ready-file PATH] [--log-level debug]
+//       [--stream-ca CA.crt] [--stream-cert CLIENT.crt --stream-key CLIENT.key]
 //
 // Prints the bound address (host:port) on stdout once it accepts connections,
 // then writes the kubeconfig and the ready file (which holds the same address).
@@ -12,6 +13,7 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <memory>
 #include <string>
 
 #include "absl/strings/match.h"
@@ -27,6 +29,7 @@
 #include "tools/devapiserver/api_handler.h"
 #include "tools/devapiserver/cri_pod_source.h"
 #include "tools/devapiserver/http_server.h"
+#include "tools/devapiserver/tls_upstream.h"
 
 namespace crisp::devapi {
 namespace {
@@ -34,12 +37,17 @@ namespace {
 constexpr char kUsage[] =
     "usage: devapiserver --listen HOST:PORT --cri SOCKET [--kubeconfig PATH]\n"
     "                    [--ready-file PATH] [--cri-timeout-ms N] [--log-level LEVEL]\n"
+    "                    [--stream-ca FILE] [--stream-cert FILE --stream-key FILE]\n"
     "  --listen       loopback address to serve on, port 0 picks one (127.0.0.1:0)\n"
     "  --cri          crisp's CRI unix socket\n"
     "  --kubeconfig   write a kubeconfig for this server there\n"
     "  --ready-file   write the bound address there once serving\n"
     "  --cri-timeout-ms  limit for each CRI call (default 10000)\n"
-    "  --log-level    trace, debug, info (default), warn, error\n";
+    "  --log-level    trace, debug, info (default), warn, error\n"
+    "  --stream-ca    CA certificates (PEM) an https stream URL's server must chain to;\n"
+    "                 default: the system's trusted CAs\n"
+    "  --stream-cert, --stream-key  client certificate and key (PEM) shown to an https\n"
+    "                 stream server that asks for one\n";
 
 struct Flags {
   std::string listen = "127.0.0.1:0";
@@ -48,13 +56,17 @@ struct Flags {
   std::string ready_file;
   std::string log_level = "info";
   int cri_timeout_ms = 10000;
+  std::string stream_ca;
+  std::string stream_cert;
+  std::string stream_key;
 };
 
 bool parseFlags(int argc, char** argv, Flags* flags, std::string* error) {
   const std::map<std::string, std::string*> string_flags = {
-      {"--listen", &flags->listen},         {"--cri", &flags->cri},
-      {"--kubeconfig", &flags->kubeconfig}, {"--ready-file", &flags->ready_file},
-      {"--log-level", &flags->log_level},
+      {"--listen", &flags->listen},           {"--cri", &flags->cri},
+      {"--kubeconfig", &flags->kubeconfig},   {"--ready-file", &flags->ready_file},
+      {"--log-level", &flags->log_level},     {"--stream-ca", &flags->stream_ca},
+      {"--stream-cert", &flags->stream_cert}, {"--stream-key", &flags->stream_key},
   };
   std::string timeout_text;
   for (int i = 1; i < argc; ++i) {
@@ -91,6 +103,10 @@ bool parseFlags(int argc, char** argv, Flags* flags, std::string* error) {
   if (!timeout_text.empty() &&
       (!absl::SimpleAtoi(timeout_text, &flags->cri_timeout_ms) || flags->cri_timeout_ms <= 0)) {
     *error = absl::StrCat("bad --cri-timeout-ms ", timeout_text);
+    return false;
+  }
+  if (flags->stream_cert.empty() != flags->stream_key.empty()) {
+    *error = "--stream-cert and --stream-key go together";
     return false;
   }
   if (flags->cri.empty()) {
@@ -162,7 +178,15 @@ int run(int argc, char** argv) {
   // Peers that vanish must not kill the process; writes report EPIPE instead.
   signal(SIGPIPE, SIG_IGN);
 
-  HttpServer server(ProxyOptions{});
+  ProxyOptions proxy_options;
+  absl::StatusOr<std::shared_ptr<const TlsUpstreamContext>> tls = TlsUpstreamContext::create(
+      TlsUpstreamFiles{flags.stream_ca, flags.stream_cert, flags.stream_key});
+  if (!tls.ok()) {
+    std::cerr << "devapiserver: stream TLS: " << tls.status().message() << "\n";
+    return 1;
+  }
+  proxy_options.tls = std::move(tls).value();
+  HttpServer server(proxy_options);
   absl::StatusOr<std::string> bound = server.listen(flags.listen);
   if (!bound.ok()) {
     std::cerr << "devapiserver: " << bound.status().message() << "\n";

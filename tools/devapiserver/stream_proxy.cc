@@ -183,11 +183,18 @@ void proxyStream(int client_fd, const HttpRequest& request, std::string leftover
                                                         parsed.status().message())));
     return;
   }
-  if (parsed->scheme != "http") {
+  if (parsed->scheme == "https" && options.tls == nullptr) {
+    sendError(client.get(), statusResponse(502, "InternalError",
+                                           "the runtime returned an https streaming URL and no "
+                                           "TLS settings are configured for it"));
+    return;
+  }
+  if (parsed->scheme != "http" && parsed->scheme != "https") {
     sendError(client.get(),
               statusResponse(502, "InternalError",
                              absl::StrCat("the runtime returned a ", parsed->scheme,
-                                          " streaming URL; only http is supported here")));
+                                          " streaming URL; only http and https are supported "
+                                          "here")));
     return;
   }
 
@@ -203,15 +210,34 @@ void proxyStream(int client_fd, const HttpRequest& request, std::string leftover
   }
   const int up = upstream->get();
 
+  // https: TLS on the connection; everything below goes through it.
+  std::unique_ptr<TlsUpstream> tls;
+  if (parsed->scheme == "https") {
+    absl::StatusOr<std::unique_ptr<TlsUpstream>> session =
+        options.tls->connect(up, parsed->host, options.upstream_timeout);
+    if (!session.ok()) {
+      CRISP_CONN_LOG(kMain, warn, conn_id, "no TLS with the stream server: {}",
+                     std::string(session.status().message()));
+      sendError(client.get(), statusResponse(502, "InternalError",
+                                             absl::StrCat("error dialing the stream server: ",
+                                                          session.status().message())));
+      return;
+    }
+    tls = std::move(session).value();
+  }
+  const auto sendUp = [&](absl::string_view data) {
+    return tls ? tls->sendAll(data, options.upstream_timeout) : sendAll(up, data);
+  };
+
   // The request head, then whatever the client already sent after it.
-  if (absl::Status s = sendAll(up, upstreamRequestHead(request, *parsed)); !s.ok()) {
+  if (absl::Status s = sendUp(upstreamRequestHead(request, *parsed)); !s.ok()) {
     sendError(client.get(),
               statusResponse(502, "InternalError",
                              absl::StrCat("error writing to the stream server: ", s.message())));
     return;
   }
   if (!leftover.empty()) {
-    if (absl::Status s = sendAll(up, leftover); !s.ok()) {
+    if (absl::Status s = sendUp(leftover); !s.ok()) {
       return;
     }
   }
@@ -228,7 +254,9 @@ void proxyStream(int client_fd, const HttpRequest& request, std::string leftover
   bool upstream_eof = false;
   bool forwarded = false;  // some of the response already reached the client
   while (!(state.headers_done && state.status == 101) && !state.message_done) {
-    absl::StatusOr<std::string> chunk = recvSome(up, kHeadReadChunk, options.upstream_timeout);
+    absl::StatusOr<std::string> chunk =
+        tls ? tls->recvSome(kHeadReadChunk, options.upstream_timeout)
+            : recvSome(up, kHeadReadChunk, options.upstream_timeout);
     if (!chunk.ok()) {
       CRISP_CONN_LOG(kMain, warn, conn_id, "stream server did not answer: {}",
                      std::string(chunk.status().message()));
@@ -278,6 +306,16 @@ void proxyStream(int client_fd, const HttpRequest& request, std::string leftover
     return;
   }
   CRISP_CONN_LOG(kMain, debug, conn_id, "upgraded; copying both ways");
+  if (tls) {
+    uint64_t to_runtime = 0;
+    uint64_t to_client = 0;
+    const absl::Status ended = tls->relay(client.get(), &to_runtime, &to_client);
+    CRISP_CONN_LOG(kMain, debug, conn_id,
+                   "TLS stream ended ({}): {} bytes to the runtime, {} to the client",
+                   ended.ok() ? "both directions closed" : std::string(ended.message()),
+                   to_runtime, to_client);
+    return;
+  }
 
   // Both directions run until their source ends; a half-close is passed on
   // with shutdown(SHUT_WR) so the other direction keeps going.

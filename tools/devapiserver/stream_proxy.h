@@ -3,7 +3,7 @@
 // The kubelet's hop for exec, attach and port-forward: forwards the client's
 // not-yet-upgraded request to the runtime's streaming URL and, once the
 // runtime switched protocols, copies bytes both ways until both directions
-// ended. SPDY and WebSocket upgrades pass through unchanged; a refused
+// ended. An https:// URL is reached over TLS (ProxyOptions::tls). SPDY and WebSocket upgrades pass through unchanged; a refused
 // upgrade (for example 403 to a WebSocket offer) is relayed to the client and
 // the connection is closed, so the client can retry with a fresh request.
 //
@@ -13,18 +13,22 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
 #include "tools/devapiserver/http_message.h"
+#include "tools/devapiserver/tls_upstream.h"
 
 namespace crisp::devapi {
 
 struct ProxyOptions {
   // Limit for connecting to the runtime and for each read of its response head.
   std::chrono::milliseconds upstream_timeout{30000};
+  // For https:// streaming URLs (tls_upstream.h); null: they are refused.
+  std::shared_ptr<const TlsUpstreamContext> tls;
 };
 
 // The parts of an absolute http URL.

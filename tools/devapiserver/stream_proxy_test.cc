@@ -229,10 +229,14 @@ TEST(ProxyStreamTest, UnreachableRuntimeIsA502Status) {
   EXPECT_THAT(reply, HasSubstr("error dialing the stream server"));
 }
 
-TEST(ProxyStreamTest, HttpsAndMalformedUrlsAreRefused) {
+TEST(ProxyStreamTest, UnknownSchemesHttpsWithoutTlsAndMalformedUrlsAreRefused) {
   {
     ProxyRun run(spdyRequest(), "", "https://127.0.0.1:1/exec/x");
-    EXPECT_THAT(readToEof(run.fd()), HasSubstr("only http is supported"));
+    EXPECT_THAT(readToEof(run.fd()), HasSubstr("no TLS settings are configured"));
+  }
+  {
+    ProxyRun run(spdyRequest(), "", "ftp://127.0.0.1:1/exec/x");
+    EXPECT_THAT(readToEof(run.fd()), HasSubstr("only http and https are supported"));
   }
   {
     ProxyRun run(spdyRequest(), "", "not a url");
