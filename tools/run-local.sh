@@ -21,7 +21,9 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+# Ctrl-C reaches crisp and the development API server too; the script only
+# waits for them to stop and then cleans up.
+trap ':' INT TERM
 
 "$bin/source/exe/crisp" --check-config "$config" >/dev/null
 "$bin/source/exe/crisp" --config "$config" 2> >(tee "$work/crisp.log" >&2) &
@@ -60,4 +62,7 @@ Try, in another terminal:
 Any kubectl from /usr/lib/google-cloud-sdk/bin/ works the same way.
 Metrics: curl -s http://127.0.0.1:10351/metrics    Ctrl-C stops everything.
 TRY
-wait -n "${pids[@]}"
+status=0
+wait -n "${pids[@]}" || status=$?
+echo "stopping (first process ended with status $status)" >&2
+exit "$status"
