@@ -306,21 +306,12 @@ class KubectlExecTest(unittest.TestCase):
                 term = PtyKubectl(self.cluster, version, ["exec", "-it", "demo", "--", "sh"],
                                   rows=40, cols=100)
                 try:
-                    term.send("stty size\n")
-                    term.expect(rb"40 100")
+                    # kubectl sends the terminal size beside the first input,
+                    # not necessarily before it (kubelet behaves the same), so
+                    # each size is polled for rather than read once.
+                    self.assertEqual(wait_for_terminal_size(term, b"40 100"), b"40 100")
                     term.resize(50, 120)
-                    # kubectl sends the new size on its own; poll until it arrived.
-                    deadline = time.monotonic() + 10
-                    while True:
-                        # Each round starts after the shell's prompt, so the
-                        # answer read is the one to this round's question.
-                        term.expect(rb"demo\$ $")
-                        term.output = b""
-                        term.send("stty size\n")
-                        m = term.expect(rb"(\d+ \d+)\r\n")
-                        if m.group(1) == b"50 120" or time.monotonic() > deadline:
-                            break
-                    self.assertEqual(m.group(1), b"50 120")
+                    self.assertEqual(wait_for_terminal_size(term, b"50 120"), b"50 120")
                     term.send("exit 4\n")
                     self.assertEqual(term.wait(), 4)
                 finally:
@@ -531,6 +522,21 @@ def spdy_upgrade(url):
                     break
                 body += chunk
         return status, body
+
+
+def wait_for_terminal_size(term, want, timeout=10):
+    """Asks the shell in `term` for `stty size` until it answers `want` or
+    `timeout` seconds pass; returns the last answer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        # Each round starts after the shell's prompt, so the answer read is the
+        # one to this round's question.
+        term.expect(rb"demo\$ $")
+        term.output = b""
+        term.send("stty size\n")
+        answer = term.expect(rb"(\d+ \d+)\r\n").group(1)
+        if answer == want or time.monotonic() > deadline:
+            return answer
 
 
 def read_file(path):

@@ -126,21 +126,9 @@ class KubectlWebSocketTest(unittest.TestCase):
         term = base.PtyKubectl(self.cluster, WS_KUBECTL, ["exec", "-it", "demo", "--", "sh"],
                                rows=40, cols=100)
         try:
-            term.send("stty size\n")
-            term.expect(rb"40 100")
+            self.assertEqual(base.wait_for_terminal_size(term, b"40 100"), b"40 100")
             term.resize(50, 120)
-            # kubectl sends the new size on its own; poll until it arrived.
-            deadline = time.monotonic() + 10
-            while True:
-                term.output = b""
-                term.send("stty size\n")
-                # The terminal may echo the command before the shell's previous
-                # prompt arrives ("stty size\r\ndemo$ 50 120\r\n"): match the
-                # numbers alone.
-                m = term.expect(rb"(\d+ \d+)\r\n")
-                if m.group(1) == b"50 120" or time.monotonic() > deadline:
-                    break
-            self.assertEqual(m.group(1), b"50 120")
+            self.assertEqual(base.wait_for_terminal_size(term, b"50 120"), b"50 120")
             term.send("exit 4\n")
             self.assertEqual(term.wait(), 4)
         finally:

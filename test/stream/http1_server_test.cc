@@ -485,9 +485,8 @@ TEST_P(Http1ServerTest, WebSocketV5AndPortForwardTunnelAreServed) {
 TEST_P(Http1ServerTest, WebSocketOffersOnlyWhatTheHandlerServes) {
   stop();
   ws_handler_.served = [](Protocol p) {
-    return protocolFamily(p) == ProtocolFamily::kWebSocket &&
-           p != Protocol::kWsPortForwardBinary && p != Protocol::kWsPortForwardV4 &&
-           p != Protocol::kWsPortForwardV4Base64;
+    return protocolFamily(p) == ProtocolFamily::kWebSocket && p != Protocol::kWsPortForwardBinary &&
+           p != Protocol::kWsPortForwardV4 && p != Protocol::kWsPortForwardV4Base64;
   };
   start(defaultOptions(), &handler_, &ws_handler_);
   std::string token = insert(portForwardRequest());

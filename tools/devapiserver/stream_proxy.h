@@ -3,9 +3,10 @@
 // The kubelet's hop for exec, attach and port-forward: forwards the client's
 // not-yet-upgraded request to the runtime's streaming URL and, once the
 // runtime switched protocols, copies bytes both ways until both directions
-// ended. An https:// URL is reached over TLS (ProxyOptions::tls). SPDY and WebSocket upgrades pass through unchanged; a refused
-// upgrade (for example 403 to a WebSocket offer) is relayed to the client and
-// the connection is closed, so the client can retry with a fresh request.
+// ended. An https:// URL is reached over TLS (ProxyOptions::tls). SPDY and
+// WebSocket upgrades pass through unchanged; a refused upgrade (for example
+// 403 to a WebSocket offer) is relayed to the client and the connection is
+// closed, so the client can retry with a fresh request.
 //
 // Blocking code: proxyStream() runs on the connection's own thread and starts
 // one more thread for the runtime-to-client direction. Both end when their
