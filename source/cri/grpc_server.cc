@@ -591,7 +591,8 @@ namespace {
 // alive until the handler has the request, then the UnaryDone keeps it.
 class UnaryCall : public ServerCall::Callbacks, public std::enable_shared_from_this<UnaryCall> {
  public:
-  UnaryCall(std::unique_ptr<ServerCall> call, std::shared_ptr<GrpcServer::UnaryHandler> handler,
+  UnaryCall(std::unique_ptr<ServerCall> call,
+            std::shared_ptr<GrpcServer::CancellableUnaryHandler> handler,
             event::Dispatcher& dispatcher)
       : call_(std::move(call)), handler_(std::move(handler)), dispatcher_(dispatcher) {}
 
@@ -620,10 +621,15 @@ class UnaryCall : public ServerCall::Callbacks, public std::enable_shared_from_t
       ref->dispatcher().post(
           [ref, result = std::move(result)]() mutable { ref->call().complete(std::move(result)); });
     };
-    (*handler_)(std::move(*request_), std::move(done));
+    on_cancel_ = (*handler_)(std::move(*request_), std::move(done));
   }
 
   void onCancel(const absl::Status&) override {
+    // The handler's work is abandoned only while its answer is outstanding.
+    if (on_cancel_ && !completed_) {
+      std::function<void()> cancel = std::move(on_cancel_);
+      cancel();
+    }
     std::shared_ptr<UnaryCall> self = std::move(self_);
     // `self` may be the last reference: this object goes away on return.
   }
@@ -652,6 +658,8 @@ class UnaryCall : public ServerCall::Callbacks, public std::enable_shared_from_t
   }
 
   void complete(absl::StatusOr<std::string> result) {
+    completed_ = true;
+    on_cancel_ = nullptr;
     if (!call_->active()) {
       return;
     }
@@ -666,9 +674,11 @@ class UnaryCall : public ServerCall::Callbacks, public std::enable_shared_from_t
   }
 
   std::unique_ptr<ServerCall> call_;
-  std::shared_ptr<GrpcServer::UnaryHandler> handler_;
+  std::shared_ptr<GrpcServer::CancellableUnaryHandler> handler_;
   event::Dispatcher& dispatcher_;
   std::optional<std::string> request_;
+  std::function<void()> on_cancel_;
+  bool completed_ = false;
   std::shared_ptr<UnaryCall> self_;
 };
 
@@ -805,8 +815,17 @@ void GrpcServer::onAcceptReady() {
 }
 
 void GrpcServer::registerUnary(const std::string& path, UnaryHandler handler) {
+  registerCancellableUnary(path,
+                           [handler = std::move(handler)](std::string request, UnaryDone done) {
+                             handler(std::move(request), std::move(done));
+                             return std::function<void()>();
+                           });
+}
+
+void GrpcServer::registerCancellableUnary(const std::string& path,
+                                          CancellableUnaryHandler handler) {
   Route route;
-  route.unary = std::make_shared<UnaryHandler>(std::move(handler));
+  route.unary = std::make_shared<CancellableUnaryHandler>(std::move(handler));
   routes_[path] = std::move(route);
 }
 

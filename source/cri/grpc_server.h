@@ -170,6 +170,12 @@ class GrpcServer {
   // `done` may be called later and from any thread; calling it after the client
   // went away does nothing. Dropping it uncalled ends the call with INTERNAL.
   using UnaryHandler = std::function<void(std::string request, UnaryDone done)>;
+  // A unary method whose work can be abandoned: it returns what to run when the
+  // call ends before `done` was called (the client reset the stream, went away,
+  // or its deadline passed), e.g. killing the process it started. That function
+  // runs on the server's dispatcher thread, at most once; it may be empty.
+  using CancellableUnaryHandler =
+      std::function<std::function<void()>(std::string request, UnaryDone done)>;
 
   explicit GrpcServer(event::Dispatcher& dispatcher, GrpcServerOptions options = {});
   // Closes the listener and every connection; open calls see onCancel
@@ -193,6 +199,7 @@ class GrpcServer {
   // Routes `path` to a unary method. A unary call must carry exactly one
   // request message (else INTERNAL). Replaces an earlier route for the path.
   void registerUnary(const std::string& path, UnaryHandler handler);
+  void registerCancellableUnary(const std::string& path, CancellableUnaryHandler handler);
   // Routes `path` to `handler` (not owned; must outlive the server).
   void registerHandler(const std::string& path, CallHandler& handler);
   // Receives every call with no route; nullptr (the default) answers those
@@ -210,7 +217,7 @@ class GrpcServer {
   friend class internal::ServerConnection;
   struct Route {
     CallHandler* handler = nullptr;
-    std::shared_ptr<UnaryHandler> unary;
+    std::shared_ptr<CancellableUnaryHandler> unary;
   };
 
   void onAcceptReady();

@@ -5,11 +5,11 @@
 #include <optional>
 #include <utility>
 
-#include "source/common/buffer.h"
-#include "source/common/logger.h"
-
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+
+#include "source/common/buffer.h"
+#include "source/common/logger.h"
 
 namespace crisp::cri {
 namespace {
@@ -273,12 +273,16 @@ bool RuntimeServiceImpl::implements(std::string_view method_path) {
 }
 
 bool RuntimeServiceImpl::handle(const std::string& method_path, const std::string& request_bytes,
-                                event::Dispatcher& dispatcher, Done done) {
+                                event::Dispatcher& dispatcher, Done done,
+                                std::function<void()>* cancel) {
   if (!implements(method_path)) {
     return false;
   }
   if (dispatcher.isThreadSafe()) {
-    dispatch(method_path, request_bytes, dispatcher, std::move(done));
+    const uint64_t running = dispatch(method_path, request_bytes, dispatcher, std::move(done));
+    if (running != 0 && cancel != nullptr) {
+      *cancel = [this, running] { cancelExecSync(running); };
+    }
   } else {
     dispatcher.post([this, method_path, request_bytes, &dispatcher, done = std::move(done)] {
       dispatch(method_path, request_bytes, dispatcher, done);
@@ -287,49 +291,51 @@ bool RuntimeServiceImpl::handle(const std::string& method_path, const std::strin
   return true;
 }
 
-void RuntimeServiceImpl::dispatch(const std::string& method_path, const std::string& request_bytes,
-                                  event::Dispatcher& dispatcher, Done done) {
+uint64_t RuntimeServiceImpl::dispatch(const std::string& method_path,
+                                      const std::string& request_bytes,
+                                      event::Dispatcher& dispatcher, Done done) {
   using namespace ::runtime::v1;  // NOLINT(build/namespaces): message names only
   switch (*methodOf(method_path)) {
     case Method::kVersion:
       unary<VersionRequest, VersionResponse>(request_bytes, done,
                                              [this](const auto& r) { return version(r); });
-      return;
+      return 0;
     case Method::kStatus:
       unary<StatusRequest, StatusResponse>(request_bytes, done,
                                            [this](const auto& r) { return status(r); });
-      return;
+      return 0;
     case Method::kListContainers:
       unary<ListContainersRequest, ListContainersResponse>(
           request_bytes, done, [this](const auto& r) { return listContainers(r); });
-      return;
+      return 0;
     case Method::kContainerStatus:
       unary<ContainerStatusRequest, ContainerStatusResponse>(
           request_bytes, done, [this](const auto& r) { return containerStatus(r); });
-      return;
+      return 0;
     case Method::kExec:
       unary<ExecRequest, ExecResponse>(request_bytes, done,
                                        [this](const auto& r) { return exec(r); });
-      return;
+      return 0;
     case Method::kAttach:
       unary<AttachRequest, AttachResponse>(request_bytes, done,
                                            [this](const auto& r) { return attach(r); });
-      return;
+      return 0;
     case Method::kPortForward:
       unary<PortForwardRequest, PortForwardResponse>(
           request_bytes, done, [this](const auto& r) { return portForward(r); });
-      return;
+      return 0;
     case Method::kExecSync: {
       absl::StatusOr<ExecSyncRequest> request = decode<ExecSyncRequest>(request_bytes);
       if (!request.ok()) {
         done(request.status());
-        return;
+        return 0;
       }
-      execSync(dispatcher, *request,
-               [done](absl::StatusOr<ExecSyncResponse> response) { done(encode(response)); });
-      return;
+      return execSync(dispatcher, *request, [done](absl::StatusOr<ExecSyncResponse> response) {
+        done(encode(response));
+      });
     }
   }
+  return 0;
 }
 
 absl::StatusOr<::runtime::v1::VersionResponse> RuntimeServiceImpl::version(
@@ -527,26 +533,26 @@ absl::StatusOr<::runtime::v1::PortForwardResponse> RuntimeServiceImpl::portForwa
   return response;
 }
 
-void RuntimeServiceImpl::execSync(event::Dispatcher& dispatcher,
-                                  const ::runtime::v1::ExecSyncRequest& request,
-                                  ExecSyncDone done) {
+uint64_t RuntimeServiceImpl::execSync(event::Dispatcher& dispatcher,
+                                      const ::runtime::v1::ExecSyncRequest& request,
+                                      ExecSyncDone done) {
   if (request.container_id().empty()) {
     done(absl::InvalidArgumentError("missing required container_id"));
-    return;
+    return 0;
   }
   if (request.cmd().empty()) {
     done(absl::InvalidArgumentError("missing required cmd"));
-    return;
+    return 0;
   }
   if (request.timeout() < 0) {
     done(absl::InvalidArgumentError(
         absl::StrCat("invalid timeout ", request.timeout(), ": must not be negative")));
-    return;
+    return 0;
   }
   absl::StatusOr<session::ContainerInfo> container = runningContainer(request.container_id());
   if (!container.ok()) {
     done(container.status());
-    return;
+    return 0;
   }
   session::ExecSpec spec;
   spec.operation = session::Operation::kExec;
@@ -555,14 +561,40 @@ void RuntimeServiceImpl::execSync(event::Dispatcher& dispatcher,
   spec.stdout = true;
   spec.stderr = true;
 
+  const uint64_t id = next_call_id_.fetch_add(1, std::memory_order_relaxed);
   auto call = std::make_unique<ExecSyncCall>(*this, dispatcher, request.container_id(),
                                              request.timeout(), std::move(done));
   ExecSyncCall* raw = call.get();
   {
     std::lock_guard<std::mutex> lock(calls_mutex_);
+    call_ids_[raw] = id;
     calls_.emplace(raw, std::move(call));
   }
   raw->start(spec);
+  std::lock_guard<std::mutex> lock(calls_mutex_);
+  return calls_.count(raw) != 0 && call_ids_[raw] == id ? id : 0;
+}
+
+void RuntimeServiceImpl::cancelExecSync(uint64_t id) {
+  std::unique_ptr<ExecSyncCall> abandoned;
+  {
+    std::lock_guard<std::mutex> lock(calls_mutex_);
+    for (auto it = call_ids_.begin(); it != call_ids_.end(); ++it) {
+      if (it->second == id) {
+        auto call = calls_.find(it->first);
+        if (call != calls_.end()) {
+          abandoned = std::move(call->second);
+          calls_.erase(call);
+        }
+        call_ids_.erase(it);
+        break;
+      }
+    }
+  }
+  if (abandoned != nullptr) {
+    CRISP_LOG(kCri, debug, "ExecSync cancelled by its client; killing the command");
+  }
+  // Destroying the call ends its process group; its `done` is never called.
 }
 
 size_t RuntimeServiceImpl::execSyncInFlight() const {
@@ -579,6 +611,7 @@ std::unique_ptr<RuntimeServiceImpl::ExecSyncCall> RuntimeServiceImpl::releaseCal
   }
   std::unique_ptr<ExecSyncCall> owned = std::move(it->second);
   calls_.erase(it);
+  call_ids_.erase(call);
   return owned;
 }
 

@@ -28,6 +28,7 @@
 // any thread: it moves itself onto `dispatcher` when needed, and its `done`
 // always runs on that dispatcher's thread. The TokenCache is thread-safe.
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -37,12 +38,12 @@
 #include <string_view>
 #include <unordered_map>
 
+#include "absl/status/statusor.h"
+#include "api/runtime/v1/api.pb.h"
+
 #include "source/cache/token_cache.h"
 #include "source/common/dispatcher.h"
 #include "source/session/runtime.h"
-
-#include "absl/status/statusor.h"
-#include "api/runtime/v1/api.pb.h"
 
 namespace crisp::cri {
 
@@ -91,8 +92,14 @@ class RuntimeServiceImpl {
   // `dispatcher`'s thread; that can happen before handle() returns. Returns false,
   // without calling `done`, when crisp does not answer that method itself.
   // Undecodable bytes fail with INVALID_ARGUMENT.
+  //
+  // When `cancel` is given and the call does work that outlives handle() (an
+  // ExecSync still running), *cancel is set to a function that abandons it: the
+  // command's process group is killed and `done` is never called. Run it on
+  // `dispatcher`'s thread when the client goes away. It is set only when
+  // handle() runs on that thread; otherwise it stays empty.
   bool handle(const std::string& method_path, const std::string& request_bytes,
-              event::Dispatcher& dispatcher, Done done);
+              event::Dispatcher& dispatcher, Done done, std::function<void()>* cancel = nullptr);
 
   absl::StatusOr<::runtime::v1::VersionResponse> version(
       const ::runtime::v1::VersionRequest& request);
@@ -125,8 +132,14 @@ class RuntimeServiceImpl {
   // exceeded" (containerd fails the same way with the same code; the kubelet
   // replaces the text with its own "command ... timed out" error, and a probe
   // counts it as a timeout).
-  void execSync(event::Dispatcher& dispatcher, const ::runtime::v1::ExecSyncRequest& request,
-                ExecSyncDone done);
+  //
+  // Returns an id for cancelExecSync() while the command runs, 0 when the call
+  // already ended.
+  uint64_t execSync(event::Dispatcher& dispatcher, const ::runtime::v1::ExecSyncRequest& request,
+                    ExecSyncDone done);
+  // Abandons the ExecSync `id` if it still runs: kills its process group and
+  // drops its `done`. Call on the dispatcher's thread of that ExecSync.
+  void cancelExecSync(uint64_t id);
 
   // ExecSync calls started and not yet finished. Thread-safe.
   size_t execSyncInFlight() const;
@@ -138,8 +151,9 @@ class RuntimeServiceImpl {
   absl::StatusOr<session::ContainerInfo> runningContainer(const std::string& id);
   // Inserts `request` in the cache and returns the stream URL for it.
   absl::StatusOr<std::string> streamUrl(session::StreamRequest request);
-  void dispatch(const std::string& method_path, const std::string& request_bytes,
-                event::Dispatcher& dispatcher, Done done);
+  // Returns the id of an ExecSync still running, else 0.
+  uint64_t dispatch(const std::string& method_path, const std::string& request_bytes,
+                    event::Dispatcher& dispatcher, Done done);
   std::unique_ptr<ExecSyncCall> releaseCall(ExecSyncCall* call);
 
   session::Runtime& runtime_;
@@ -148,6 +162,9 @@ class RuntimeServiceImpl {
 
   mutable std::mutex calls_mutex_;
   std::unordered_map<ExecSyncCall*, std::unique_ptr<ExecSyncCall>> calls_;
+  // The id each running call was given (ids are never reused; addresses are).
+  std::unordered_map<ExecSyncCall*, uint64_t> call_ids_;
+  std::atomic<uint64_t> next_call_id_{1};
 };
 
 }  // namespace crisp::cri

@@ -240,10 +240,12 @@ class Server::Impl {
     if (embedded_) {
       service_ = std::make_unique<cri::RuntimeServiceImpl>(*embedded_, cache_, base_url_);
       for (const char* path : kEmbeddedMethods) {
-        grpc_->registerUnary(path, [this, path](std::string request,
-                                                cri::GrpcServer::UnaryDone done) {
-          service_->handle(path, request, control_, std::move(done));
-        });
+        grpc_->registerCancellableUnary(
+            path, [this, path](std::string request, cri::GrpcServer::UnaryDone done) {
+              std::function<void()> cancel;
+              service_->handle(path, request, control_, std::move(done), &cancel);
+              return cancel;
+            });
       }
       grpc_->setFallback(&unimplemented_);
     } else {

@@ -316,6 +316,41 @@ TEST_F(GrpcServerTest, DefaultLimitRejectsMessageOverSixteenMebibytes) {
   EXPECT_EQ(rec.status->code(), absl::StatusCode::kResourceExhausted);
 }
 
+TEST_F(GrpcServerTest, CancellableUnaryIsToldWhenTheClientResetsBeforeTheAnswer) {
+  int cancelled = 0;
+  GrpcServer::UnaryDone pending;
+  server_->registerCancellableUnary("/test.Slow/Call",
+                                    [&](std::string, GrpcServer::UnaryDone done) {
+                                      pending = std::move(done);
+                                      return std::function<void()>([&] { ++cancelled; });
+                                    });
+  CallRecorder rec;
+  auto call = client_->startCall("/test.Slow/Call", {}, std::nullopt, rec);
+  call->sendMessage("x");
+  call->halfClose();
+  ASSERT_TRUE(runUntil(dispatcher_, [&] { return static_cast<bool>(pending); }));
+  call->cancel();
+  ASSERT_TRUE(runUntil(dispatcher_, [&] { return cancelled == 1; }));
+  // A late answer is dropped; the cancel function ran once.
+  pending(std::string("late"));
+  testing::settle(dispatcher_);
+  EXPECT_EQ(cancelled, 1);
+}
+
+TEST_F(GrpcServerTest, CancellableUnaryThatAnsweredIsNotCancelled) {
+  int cancelled = 0;
+  server_->registerCancellableUnary("/test.Quick/Call",
+                                    [&](std::string request, GrpcServer::UnaryDone done) {
+                                      done("ok:" + request);
+                                      return std::function<void()>([&] { ++cancelled; });
+                                    });
+  CallRecorder rec = unary("/test.Quick/Call", "a");
+  EXPECT_EQ(rec.messages, std::vector<std::string>{"ok:a"});
+  client_.reset();
+  testing::settle(dispatcher_);
+  EXPECT_EQ(cancelled, 0);
+}
+
 TEST_F(GrpcServerTest, ClientResetIsSeenAsCancellation) {
   CallRecorder rec;
   auto call = client_->startCall("/test.Hang/Call", {}, std::nullopt, rec);

@@ -829,6 +829,46 @@ TEST_F(RuntimeServiceTest, ExecSyncRejectsBadRequestsWithoutStarting) {
   EXPECT_TRUE(runtime_.started.empty());
 }
 
+TEST(RuntimeServiceLifetimeTest, CancellingAnExecSyncKillsItsCommandAndDropsItsAnswer) {
+  FixedTimeSource time;
+  CountingRandomSource random;
+  cache::TokenCache cache({}, time, random);
+  FakeRuntime runtime;
+  runtime.containers = {makeContainer("c1", "c1", true, 1)};
+  event::Dispatcher dispatcher;
+  RuntimeServiceImpl service(runtime, cache, kBase);
+  bool called = false;
+  std::function<void()> cancel;
+  // No timeout: only the cancellation can end this command.
+  ASSERT_TRUE(service.handle(
+      "/runtime.v1.RuntimeService/ExecSync", execSyncRequest(0).SerializeAsString(), dispatcher,
+      [&](absl::StatusOr<std::string>) { called = true; }, &cancel));
+  ASSERT_TRUE(cancel);
+  ASSERT_NE(runtime.probe, nullptr);
+  EXPECT_FALSE(runtime.probe->destroyed);
+  EXPECT_EQ(service.execSyncInFlight(), 1u);
+  cancel();
+  EXPECT_TRUE(runtime.probe->destroyed);
+  EXPECT_EQ(service.execSyncInFlight(), 0u);
+  // Cancelling again, or after the end, is harmless.
+  cancel();
+  EXPECT_FALSE(called);
+}
+
+TEST(RuntimeServiceLifetimeTest, UnaryCallsNeedNoCancellation) {
+  FixedTimeSource time;
+  CountingRandomSource random;
+  cache::TokenCache cache({}, time, random);
+  FakeRuntime runtime;
+  event::Dispatcher dispatcher;
+  RuntimeServiceImpl service(runtime, cache, kBase);
+  std::function<void()> cancel;
+  ASSERT_TRUE(service.handle(
+      "/runtime.v1.RuntimeService/Version", "", dispatcher, [](absl::StatusOr<std::string>) {},
+      &cancel));
+  EXPECT_FALSE(cancel);
+}
+
 TEST(RuntimeServiceLifetimeTest, DestroyingServiceEndsRunningExecSync) {
   FixedTimeSource time;
   CountingRandomSource random;
