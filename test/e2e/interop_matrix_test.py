@@ -3,24 +3,31 @@ the environment toggles it reads, against one crisp behind the development API
 server.
 
 For each combination it runs what users do: exec echo (output byte for byte),
-exec with exit code 7, exec -i with piped stdin that reaches EOF, attach -i to a
-`cat` container, and port-forward of one HTTP request to a Python server
-started here. After each command it reads crisp's /metrics to see which
-protocol the session really negotiated (crisp_sessions_total{operation,
-protocol}) and compares it with EXPECTED below. The whole matrix (version and
-toggle x operation -> protocol, pass or fail) is printed to the test log.
+exec with exit code 7, exec -i with piped stdin that reaches EOF, exec -it in a
+pseudo-terminal (terminal size seen by the shell, exit code of `exit 4`),
+attach -i to a `cat` container, and port-forward to servers started here: one
+HTTP request, 64 MiB echoed byte-exact through one connection, 20 connections
+held open at once, and a refused target port followed by another request.
+After each command it reads crisp's /metrics to see which protocol the session
+really negotiated (crisp_sessions_total{operation, protocol}) and compares it
+with EXPECTED below. The whole matrix (version and toggle x operation ->
+protocol, pass or fail) is printed to the test log and, when the variable
+CRISP_INTEROP_TABLE names a file, written there as Markdown.
 
 Usage: interop_matrix_test.py --crisp PATH --devapiserver PATH [unittest args]
 """
 
 import argparse
+import hashlib
 import http.server
 import os
 import re
 import select
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import unittest
 import urllib.request
@@ -87,9 +94,25 @@ OPERATIONS = [
     ("exec-echo", "exec"),
     ("exec-exit7", "exec"),
     ("exec-stdin", "exec"),
+    ("exec-tty", "exec"),
     ("attach", "attach"),
-    ("port-forward", "portforward"),
+    ("pf-http", "portforward"),
+    ("pf-64MiB", "portforward"),
+    ("pf-20conns", "portforward"),
+    ("pf-refused", "portforward"),
 ]
+
+BIG = 64 << 20
+CONCURRENT = 20
+
+# What kubectl does after a forwarded connection whose target port refused:
+# crisp writes the kubelet's error text on that connection's error stream, and
+# kubectl (SPDY, and SPDY inside the WebSocket tunnel alike) prints it and
+# ends the whole session ("lost connection to pod"), so the forward serves no
+# following request. True = the session ends, per version and pf toggle.
+def refused_ends_session(version, toggle):
+    del version, toggle
+    return True
 
 HELLO = b"hello from the pod\n"
 
@@ -126,26 +149,34 @@ class InteropMatrixTest(unittest.TestCase):
         cls.cluster = base.Cluster(cls.tmp.path)
         cls.http = pf.start_server(http.server.ThreadingHTTPServer(("127.0.0.1", 0),
                                                                    pf.HelloHandler))
+        cls.echo = pf.start_server(pf.ThreadingServer(("127.0.0.1", 0), pf.EchoHandler))
         # (version, toggle label, operation) -> (protocol seen, passed)
         cls.results = {}
 
     @classmethod
     def tearDownClass(cls):
         print_matrix(cls.results)
+        path = os.environ.get("CRISP_INTEROP_TABLE")
+        if path:
+            with open(path, "w") as f:
+                f.write(markdown_matrix(cls.results))
         cls.http.shutdown()
+        cls.echo.shutdown()
         code = cls.cluster.stop()
         cls.tmp.cleanup()
         assert code == 0, "crisp exited with %s" % code
 
-    # One operation: runs it, then checks what the session negotiated.
+    # One operation: runs it, then checks what the session negotiated. `run`
+    # may return a short note on what it saw, shown beside the result.
     def check(self, version, toggle, operation, expected, run):
         session_op = dict(OPERATIONS)[operation]
         before = sessions_by_protocol(self.cluster)
         seen = "?"
         passed = False
+        note = ""
         try:
             with self.subTest(kubectl=version, toggle=toggle, op=operation):
-                run()
+                note = run() or ""
                 after = self.wait_for_new_session(before)
                 grown = new_sessions(before, after)
                 seen = ",".join(p for (op, p) in grown if op == session_op) or "none"
@@ -154,7 +185,7 @@ class InteropMatrixTest(unittest.TestCase):
                                  (version, toggle, operation, grown, expected))
                 passed = True
         finally:
-            self.results[(version, toggle, operation)] = (seen, passed)
+            self.results[(version, toggle, operation)] = (seen, passed, note)
             # Nothing of this operation is left for the next one.
             self.cluster.wait_for_metric("crisp_sessions_active", 0)
 
@@ -187,6 +218,16 @@ class InteropMatrixTest(unittest.TestCase):
         self.assertEqual((r.returncode, r.stdout), (3, "a\nb\n"), str(r))
         self.assertLess(time.monotonic() - start, 10, "stdin's end did not reach cat")
 
+    def exec_tty(self, version, env):
+        term = base.PtyKubectl(EnvCluster(self.cluster, env), version,
+                               ["exec", "-it", "demo", "--", "sh"], rows=33, cols=91)
+        try:
+            self.assertEqual(base.wait_for_terminal_size(term, b"33 91"), b"33 91")
+            term.send("exit 4\n")
+            self.assertEqual(term.wait(), 4)
+        finally:
+            term.kill()
+
     def attach(self, version, env):
         full_env = self.cluster.kubectl_env()
         full_env.update(env)
@@ -211,6 +252,96 @@ class InteropMatrixTest(unittest.TestCase):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
 
+    def forward(self, version, env, *ports):
+        return pf.Cluster.port_forward(self.cluster, version, *ports, env=env)
+
+    def pf_big(self, version, env):
+        proc, (local,) = self.forward(version, env, self.echo.server_address[1])
+        try:
+            data = os.urandom(BIG)
+            with socket.create_connection(("127.0.0.1", local), timeout=pf.IO_TIMEOUT) as s:
+                sender = threading.Thread(target=lambda: (s.sendall(data),
+                                                          s.shutdown(socket.SHUT_WR)))
+                sender.start()
+                got = hashlib.sha256()
+                size = 0
+                while True:
+                    chunk = s.recv(1 << 20)
+                    if not chunk:
+                        break
+                    got.update(chunk)
+                    size += len(chunk)
+                sender.join()
+            self.assertEqual(size, BIG)
+            self.assertEqual(got.digest(), hashlib.sha256(data).digest())
+            self.assertTrue(proc.running(), proc.logs())
+        finally:
+            proc.stop()
+
+    def pf_concurrent(self, version, env):
+        proc, (local,) = self.forward(version, env, self.echo.server_address[1])
+        conns = []
+        try:
+            for _ in range(CONCURRENT):
+                conns.append(socket.create_connection(("127.0.0.1", local),
+                                                      timeout=pf.IO_TIMEOUT))
+            for i, s in enumerate(conns):
+                s.sendall(b"connection %d\n" % i)
+            for i, s in enumerate(conns):
+                want = b"connection %d\n" % i
+                got = b""
+                while len(got) < len(want):
+                    chunk = s.recv(100)
+                    self.assertTrue(chunk, "connection %d closed after %r" % (i, got))
+                    got += chunk
+                self.assertEqual(got, want)
+            # Every one of them is open in crisp at the same time.
+            self.assertEqual(self.cluster.metric("crisp_portforward_connections_active"),
+                             CONCURRENT)
+            self.assertTrue(proc.running(), proc.logs())
+        finally:
+            for s in conns:
+                s.close()
+            proc.stop()
+
+    def pf_refused(self, version, env, ends_session):
+        port = pf.closed_port()
+        proc, (refused, local) = self.forward(version, env, port,
+                                              self.echo.server_address[1])
+        try:
+            with socket.create_connection(("127.0.0.1", refused), timeout=pf.IO_TIMEOUT) as s:
+                try:
+                    self.assertEqual(s.recv(100), b"")
+                except ConnectionResetError:
+                    pass
+            if ends_session:
+                deadline = time.monotonic() + 10
+                while proc.running() and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                self.assertFalse(proc.running(), "kubectl kept running\n" + proc.logs())
+            stderr = pf.read_text(proc.stderr_path).replace('\\"', '"')
+            self.assertIn("error forwarding port %d to pod demo" % port, stderr)
+            self.assertIn("127.0.0.1:%d: connection refused" % port, stderr)
+            if ends_session:
+                self.assertIn("lost connection to pod", stderr)
+                with self.assertRaises(OSError):
+                    socket.create_connection(("127.0.0.1", local), timeout=pf.IO_TIMEOUT)
+                return "kubectl exits"
+            with socket.create_connection(("127.0.0.1", local), timeout=pf.IO_TIMEOUT) as s:
+                s.sendall(b"after refused\n")
+                s.shutdown(socket.SHUT_WR)
+                got = b""
+                while True:
+                    chunk = s.recv(100)
+                    if not chunk:
+                        break
+                    got += chunk
+            self.assertEqual(got, b"after refused\n")
+            self.assertTrue(proc.running(), proc.logs())
+            return "keeps serving"
+        finally:
+            proc.stop()
+
     def port_forward(self, version, env):
         proc, (local,) = pf.Cluster.port_forward(self.cluster, version,
                                                  self.http.server_address[1], env=env)
@@ -233,38 +364,110 @@ class InteropMatrixTest(unittest.TestCase):
                 for operation, run in (("exec-echo", self.exec_echo),
                                        ("exec-exit7", self.exec_exit7),
                                        ("exec-stdin", self.exec_stdin),
+                                       ("exec-tty", self.exec_tty),
                                        ("attach", self.attach)):
                     self.check(version, label, operation, rc_expected[toggle],
                                lambda: run(version, env))
             for toggle in pf_toggles(version):
                 env = {} if toggle is None else {PF_TOGGLE: toggle}
-                self.check(version, toggle_label("pf", toggle), "port-forward",
-                           pf_expected[toggle], lambda: self.port_forward(version, env))
+                label = toggle_label("pf", toggle)
+                ends = refused_ends_session(version, toggle)
+                for operation, run in (("pf-http", self.port_forward),
+                                       ("pf-64MiB", self.pf_big),
+                                       ("pf-20conns", self.pf_concurrent),
+                                       ("pf-refused",
+                                        lambda v, e: self.pf_refused(v, e, ends))):
+                    self.check(version, label, operation, pf_expected[toggle],
+                               lambda: run(version, env))
+
+
+class EnvCluster:
+    """A Cluster whose kubectl environment has extra variables (for PtyKubectl)."""
+
+    def __init__(self, cluster, env):
+        self.cluster = cluster
+        self.env = env
+
+    def kubectl_argv(self, version, *args):
+        return self.cluster.kubectl_argv(version, *args)
+
+    def kubectl_env(self):
+        full = self.cluster.kubectl_env()
+        full.update(self.env)
+        return full
 
 
 def print_matrix(results):
-    """One line per version and toggle, one column per operation:
-    the protocol seen and OK/FAIL ("." where the combination does not apply)."""
+    """The matrix, as the Markdown document below, on the test log."""
+    sys.stderr.write("\n" + markdown_matrix(results) + "\n")
+    sys.stderr.flush()
+
+
+def result_rows(results):
     rows = []
-    for (version, toggle, operation) in results:
+    for (version, toggle, _) in results:
         if (version, toggle) not in rows:
             rows.append((version, toggle))
+    return rows
+
+
+def markdown_matrix(results):
+    """The matrix as a Markdown document: exec/attach rows and port-forward rows
+    in two tables, since each reads its own toggle."""
+    lines = [
+        "Generated by `//test/e2e:interop_matrix_test`; do not edit by hand.  ",
+        "Regenerate: `bazel test --spawn_strategy=standalone "
+        "--test_env=CRISP_INTEROP_TABLE=$PWD/docs/interop.md //test/e2e:interop_matrix_test`",
+        "",
+        "# kubectl interop matrix",
+        "",
+        "Every installed kubectl against crisp behind the development API server. "
+        "Each cell: the protocol crisp's /metrics counted for the session "
+        "(crisp_sessions_total), then OK or FAIL. \"-\" in the toggle column means "
+        "the variable is unset (the version's default); kubectl 1.27 and 1.28 read "
+        "neither toggle, 1.29 only %s." % RC_TOGGLE,
+        "",
+        "Operations: exec-echo (output byte for byte), exec-exit7 (exit code), "
+        "exec-stdin (piped stdin reaches EOF), exec-tty (`exec -it sh` in a pty: "
+        "`stty size` matches, `exit 4` gives 4), attach (`attach -i` to a `cat` "
+        "container), pf-http (one HTTP request), pf-64MiB (64 MiB echoed through "
+        "one forwarded connection, sha256 compared), pf-20conns (20 connections "
+        "open at once, each echoed, 20 active in crisp), pf-refused (a second "
+        "forwarded port with nothing listening: kubectl prints the refusal; the "
+        "note says whether the forward then serves a following request or "
+        "kubectl exits).",
+        "",
+        "A refused target port ends the whole port-forward with every kubectl "
+        "listed, over SPDY and over the WebSocket tunnel alike: crisp writes the "
+        "kubelet's error text on that connection's error stream, kubectl prints "
+        "it, then exits with \"lost connection to pod\" (as it does behind a "
+        "kubelet). None of these clients keeps serving the other forwarded ports "
+        "after a refused one; the pf-refused cells assert exactly that.",
+        "",
+    ]
     names = [op for op, _ in OPERATIONS]
-    width = max([len(SPDY_V4) + 5, len(WS_TUNNEL) + 5] + [len(n) for n in names])
-    lines = ["", "interop matrix (protocol negotiated with crisp; OK / FAIL):",
-             "%-7s %-10s " % ("kubectl", "toggle") + " ".join("%-*s" % (width, n)
-                                                              for n in names)]
-    for version, toggle in rows:
-        cells = []
-        for name in names:
-            if (version, toggle, name) in results:
-                seen, passed = results[(version, toggle, name)]
-                cells.append("%-*s" % (width, "%s %s" % (seen, "OK" if passed else "FAIL")))
-            else:
-                cells.append("%-*s" % (width, "."))
-        lines.append("%-7s %-10s " % (version, toggle) + " ".join(cells))
-    sys.stderr.write("\n".join(lines) + "\n\n")
-    sys.stderr.flush()
+    rows = result_rows(results)
+    for title, ops, short in (("exec and attach (%s)" % RC_TOGGLE, names[:5], "rc"),
+                              ("port-forward (%s)" % PF_TOGGLE, names[5:], "pf")):
+        lines += ["## " + title, "",
+                  "| kubectl | toggle | " + " | ".join(ops) + " |",
+                  "|---|---|" + "---|" * len(ops)]
+        for version, toggle in rows:
+            if not (toggle == "-" or toggle.startswith(short + "=")):
+                continue
+            if not any((version, toggle, op) in results for op in ops):
+                continue
+            cells = []
+            for op in ops:
+                if (version, toggle, op) in results:
+                    seen, passed, note = results[(version, toggle, op)]
+                    cells.append("`%s` %s%s" % (seen, "OK" if passed else "**FAIL**",
+                                                " (%s)" % note if note else ""))
+                else:
+                    cells.append(".")
+            lines.append("| %s | %s | %s |" % (version, toggle, " | ".join(cells)))
+        lines.append("")
+    return "\n".join(lines)
 
 
 def main():
