@@ -5,6 +5,8 @@
 #include <cstring>
 #include <exception>
 #include <map>
+#include <sstream>
+#include <string>
 #include <string_view>
 #include <utility>
 
@@ -20,6 +22,7 @@
 #include <unistd.h>
 
 #include "yaml-cpp/depthguard.h"
+#include "yaml-cpp/eventhandler.h"
 #include "yaml-cpp/yaml.h"
 
 namespace crisp::config {
@@ -695,10 +698,10 @@ void readConfig(Loader& loader, const YAML::Node& root, Config& config) {
   }
 
   if (const Field* stream_field = top.get("stream")) {
-    Mapping stream(loader, stream_field->value, stream_field->path, stream_field->key_line,
-                   {"listen", "advertise", "workers", "stream_creation_timeout",
-                    "stream_idle_timeout", "max_header_bytes", "header_timeout", "max_sessions",
-                    "max_frame_bytes", "tls"});
+    Mapping stream(
+        loader, stream_field->value, stream_field->path, stream_field->key_line,
+        {"listen", "advertise", "workers", "stream_creation_timeout", "stream_idle_timeout",
+         "max_header_bytes", "header_timeout", "max_sessions", "max_frame_bytes", "tls"});
     if (const Field* listen = stream.get("listen")) {
       if (std::optional<HostPort> address = readListen(loader, *listen)) {
         config.stream.listen = *address;
@@ -756,6 +759,34 @@ void readConfig(Loader& loader, const YAML::Node& root, Config& config) {
   }
 }
 
+// Where the first `most` documents of `text` start. Documents are counted with
+// yaml-cpp's event parser and a cap: its LoadAll() never ends on some inputs
+// (a flow mapping followed by a comma yields empty documents forever).
+std::vector<YAML::Mark> documentStarts(const std::string& text, size_t most) {
+  class StartRecorder : public YAML::EventHandler {
+   public:
+    std::vector<YAML::Mark> starts;
+    void OnDocumentStart(const YAML::Mark& mark) override { starts.push_back(mark); }
+    void OnDocumentEnd() override {}
+    void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+    void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+    void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                  const std::string&) override {}
+    void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                         YAML::EmitterStyle::value) override {}
+    void OnSequenceEnd() override {}
+    void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                    YAML::EmitterStyle::value) override {}
+    void OnMapEnd() override {}
+  };
+  std::istringstream in(text);
+  YAML::Parser parser(in);
+  StartRecorder recorder;
+  while (recorder.starts.size() < most && parser.HandleNextDocument(recorder)) {
+  }
+  return recorder.starts;
+}
+
 }  // namespace
 
 absl::StatusOr<Config> loadString(const std::string& text, const std::string& name) {
@@ -764,12 +795,12 @@ absl::StatusOr<Config> loadString(const std::string& text, const std::string& na
   config.source = name;
   // yaml-cpp reports problems by throwing; nothing it throws leaves this function.
   try {
-    std::vector<YAML::Node> documents = YAML::LoadAll(text);
-    if (documents.size() > 1) {
-      loader.error(lineOf(documents[1], 1), "",
+    const std::vector<YAML::Mark> starts = documentStarts(text, 2);
+    if (starts.size() > 1) {
+      loader.error(starts[1].line >= 0 ? starts[1].line + 1 : 1, "",
                    "a config file holds one YAML document; a second one starts here");
     } else {
-      readConfig(loader, documents.empty() ? YAML::Node() : documents.front(), config);
+      readConfig(loader, YAML::Load(text), config);
     }
   } catch (const YAML::DeepRecursion& e) {
     // yaml-cpp's own text for this one is "bad file".

@@ -440,7 +440,7 @@ INSTANTIATE_TEST_SUITE_P(
         ErrorCase{"OnlyComments", "# nothing here\n\n",
                   "t.yaml:1: cri: required section is missing"},
         ErrorCase{"TwoDocuments", withMinimal("---\ncri:\n  listen: /tmp/b.sock\n"),
-                  "t.yaml:4: a config file holds one YAML document; a second one starts here"},
+                  "t.yaml:3: a config file holds one YAML document; a second one starts here"},
         ErrorCase{"EveryProblemIsListed",
                   withMinimal("cache:\n  shards: 0\n  ttl: 0s\nlog:\n  level: loud\n"),
                   "t.yaml:4: cache.shards: expected an integer from 1 to 1024, got \"0\"\n"
@@ -553,4 +553,18 @@ TEST(ConfigTest, ShippedUpstreamExampleLoads) {
 }
 
 }  // namespace
+TEST(ConfigTest, TrailingCommaAfterAFlowMappingIsOneClearErrorNotARunaway) {
+  // yaml-cpp's LoadAll() allocates without end on this text (found by fuzzing).
+  auto c = loadString("{cri: {listen: /tmp/crisp.sock}},\n", "t.yaml");
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(c.status().message().find("t.yaml:"), absl::string_view::npos) << c.status();
+}
+
+TEST(ConfigTest, SecondDocumentIsNamedByItsLine) {
+  auto c = loadString("cri:\n  listen: /tmp/a.sock\n---\ncri:\n  listen: /tmp/b.sock\n", "t.yaml");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("t.yaml:3: "), absl::string_view::npos) << c.status();
+}
+
 }  // namespace crisp::config
