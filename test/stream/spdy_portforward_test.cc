@@ -22,6 +22,7 @@
 #include "source/stream/raw_socket_transport.h"
 
 #include "test/runtime/embedded/port_servers.h"
+#include "test/stream/port_probe.h"
 #include "test/stream/spdy_test_client.h"
 
 namespace crisp::stream {
@@ -71,66 +72,7 @@ std::string randomBytes(size_t n, uint32_t seed) {
   return s;
 }
 
-// The pod connections the session makes, seen from outside: the embedded
-// runtime does the work, this records queue depths and pauses.
-class ProbeRuntime : public session::Runtime {
- public:
-  explicit ProbeRuntime(session::Runtime& inner) : inner_(inner) {}
-
-  std::vector<session::ContainerInfo> listContainers() const override {
-    return inner_.listContainers();
-  }
-  absl::StatusOr<session::ContainerInfo> container(const std::string& id) const override {
-    return inner_.container(id);
-  }
-  absl::StatusOr<std::unique_ptr<session::ExecProcess>> startExec(
-      event::Dispatcher&, const session::ExecSpec&, std::optional<session::TerminalSize>,
-      session::ExecCallbacks&) override {
-    return absl::UnimplementedError("port-forward tests run no commands");
-  }
-  absl::StatusOr<std::unique_ptr<session::PortConnection>> connectPort(
-      event::Dispatcher& dispatcher, const std::string& pod_sandbox_id, uint16_t port,
-      session::PortCallbacks& callbacks) override {
-    ++connects;
-    auto inner = inner_.connectPort(dispatcher, pod_sandbox_id, port, callbacks);
-    if (!inner.ok()) {
-      return inner.status();
-    }
-    return std::unique_ptr<session::PortConnection>(
-        std::make_unique<Probe>(*this, std::move(inner).value()));
-  }
-
-  std::atomic<int> connects{0};
-  std::atomic<size_t> max_queued{0};
-  std::atomic<int> pauses{0};
-  std::atomic<int> resumes{0};
-
- private:
-  class Probe : public session::PortConnection {
-   public:
-    Probe(ProbeRuntime& owner, std::unique_ptr<session::PortConnection> inner)
-        : owner_(owner), inner_(std::move(inner)) {}
-    void write(Buffer& data) override {
-      inner_->write(data);
-      size_t seen = owner_.max_queued.load();
-      while (inner_->queuedBytes() > seen &&
-             !owner_.max_queued.compare_exchange_weak(seen, inner_->queuedBytes())) {
-      }
-    }
-    size_t queuedBytes() const override { return inner_->queuedBytes(); }
-    void shutdownWrite() override { inner_->shutdownWrite(); }
-    void pauseReading(bool paused) override {
-      ++(paused ? owner_.pauses : owner_.resumes);
-      inner_->pauseReading(paused);
-    }
-
-   private:
-    ProbeRuntime& owner_;
-    std::unique_ptr<session::PortConnection> inner_;
-  };
-
-  session::Runtime& inner_;
-};
+using ProbeRuntime = testing::PortProbeRuntime;
 
 struct PairIds {
   uint32_t error = 0;
