@@ -66,17 +66,40 @@ const char* describeType(const YAML::Node& node) {
   }
 }
 
+// `text` with control characters and bytes outside ASCII written as \n, \t or
+// \xNN, everything else as it is.
+std::string printable(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (const char c : text) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (byte == '\n') {
+      out += "\\n";
+    } else if (byte == '\t') {
+      out += "\\t";
+    } else if (byte < 0x20 || byte >= 0x7f) {
+      absl::StrAppend(&out, "\\x", absl::Hex(byte, absl::kZeroPad2));
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
 // Collects every problem of one file, each with its location.
 class Loader {
  public:
   explicit Loader(std::string name) : name_(std::move(name)) {}
 
+  // Keys and values from the file reach messages as they were written; control
+  // characters and bytes outside printable ASCII are shown escaped (\n, \x1b),
+  // so every problem stays on one line of its own and a terminal shows it as is.
   void error(int line, const std::string& path, const std::string& message) {
     std::string text = absl::StrCat(name_, ":", line, ": ");
     if (!path.empty()) {
-      absl::StrAppend(&text, path, ": ");
+      absl::StrAppend(&text, printable(path), ": ");
     }
-    absl::StrAppend(&text, message);
+    absl::StrAppend(&text, printable(message));
     errors_.emplace_back(line, std::move(text));
   }
 

@@ -4,6 +4,8 @@
 #include <fstream>
 #include <string>
 
+#include "absl/strings/str_split.h"
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -565,6 +567,18 @@ TEST(ConfigTest, SecondDocumentIsNamedByItsLine) {
   auto c = loadString("cri:\n  listen: /tmp/a.sock\n---\ncri:\n  listen: /tmp/b.sock\n", "t.yaml");
   ASSERT_FALSE(c.ok());
   EXPECT_NE(c.status().message().find("t.yaml:3: "), absl::string_view::npos) << c.status();
+}
+
+TEST(ConfigTest, ControlCharactersInKeysAndValuesAreEscapedInMessages) {
+  // Each problem stays one line: a newline written in a quoted key or value is
+  // shown as \n, other control bytes as \xNN (found by fuzzing).
+  auto c = loadString("\"cri\\nstream\": 1\n", "t.yaml");
+  ASSERT_FALSE(c.ok());
+  const std::string message(c.status().message());
+  EXPECT_NE(message.find("cri\\nstream"), std::string::npos) << message;
+  for (const absl::string_view line : absl::StrSplit(message, '\n')) {
+    EXPECT_EQ(line.rfind("t.yaml:", 0), 0u) << line;
+  }
 }
 
 }  // namespace crisp::config
