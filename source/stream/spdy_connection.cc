@@ -222,6 +222,7 @@ void SpdyConnection::decodeInput() {
     if (const auto limit = limitOfCodecError(status)) {
       countLimitHit(*limit);
     }
+    countProtocolError(status);
     input_.drain(input_.length());
     beginClose(spdy::GoAwayStatus::kProtocolError);
     callbacks_.onConnectionClosing(SpdyCloseReason::kProtocolError, std::string(status.message()));
@@ -380,6 +381,7 @@ void SpdyConnection::onSynStream(uint32_t stream_id, uint32_t /*associated_id*/,
       stream_id <= last_peer_stream_id_) {
     CRISP_CONN_LOG(kSpdy, debug, id_, "refusing stream {}: ids must be odd and increasing",
                    stream_id);
+    countProtocolError("spdy.bad_stream_id");
     spdy::Codec::encodeRstStream(frame, stream_id, spdy::RstStatus::kProtocolError);
     queueControl(frame);
     pumpOutput();

@@ -182,6 +182,7 @@ bool SpdyPortForward::onStreamOpen(uint32_t stream_id, const spdy::HeaderList& h
   if (!port.ok()) {
     CRISP_SESSION_LOG(kSession, debug, connection_id_, session_id_, "refusing stream {}: {}",
                       stream_id, std::string(port.status().message()));
+    countProtocolError("spdy.portforward.bad_port");
     return false;
   }
   const std::string* type_value = spdy::findHeader(headers, "streamtype");
@@ -193,6 +194,7 @@ bool SpdyPortForward::onStreamOpen(uint32_t stream_id, const spdy::HeaderList& h
                       type_value == nullptr || type_value->empty()
                           ? std::string("\"streamType\" header is required")
                           : absl::StrCat("invalid stream type \"", *type_value, "\""));
+    countProtocolError("spdy.portforward.bad_stream_type");
     return false;
   }
   const std::string* request_value = spdy::findHeader(headers, "requestid");
@@ -232,6 +234,7 @@ bool SpdyPortForward::onStreamOpen(uint32_t stream_id, const spdy::HeaderList& h
     const std::string text = session::duplicateStreamError(request_id, *type);
     CRISP_SESSION_LOG(kSession, debug, connection_id_, session_id_, "refusing stream {}: {}",
                       stream_id, text);
+    countProtocolError("spdy.portforward.duplicate_stream");
     if (pair->error_open) {
       connection_->sendData(pair->error_id, text, false);
     }

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "source/common/logger.h"
+#include "source/stream/stream_limits.h"
 
 namespace crisp::stream {
 namespace {
@@ -125,6 +126,7 @@ bool SpdyRemoteCommand::onStreamOpen(uint32_t stream_id, const spdy::HeaderList&
     CRISP_SESSION_LOG(kSession, debug, connection_id_, session_id_,
                       "unexpected stream type \"{}\" on stream {}",
                       value != nullptr ? *value : std::string(), stream_id);
+    countProtocolError("spdy.remotecommand.unknown_stream_type");
     return true;
   }
   if (state_ != State::kWaitingForStreams || !expected_.contains(*type) ||
@@ -134,6 +136,7 @@ bool SpdyRemoteCommand::onStreamOpen(uint32_t stream_id, const spdy::HeaderList&
                       state_ != State::kWaitingForStreams ? "the session has started"
                       : received_.contains(*type)         ? "duplicate"
                                                           : "not requested");
+    countProtocolError("spdy.remotecommand.unexpected_stream");
     return true;
   }
   stream_ids_[static_cast<size_t>(*type)] = stream_id;

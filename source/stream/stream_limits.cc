@@ -63,6 +63,34 @@ stats::Counter& limitHitCounter(StreamLimit limit, stats::Registry* registry) {
       .counter({streamLimitName(limit)});
 }
 
+std::string_view protocolErrorReason(std::string_view message) {
+  const size_t end = message.find(':');
+  const std::string_view name = message.substr(0, end);
+  // A name: lowercase words joined by dots, at least one dot; anything else
+  // is not one of ours and must not become a label value.
+  const bool valid = !name.empty() && name.size() <= 64 &&
+                     name.find('.') != std::string_view::npos && name.front() != '.' &&
+                     name.back() != '.' && std::all_of(name.begin(), name.end(), [](char c) {
+                       return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
+                              c == '.';
+                     });
+  return valid ? name : std::string_view("other");
+}
+
+stats::Counter& protocolErrorCounter(std::string_view reason, stats::Registry* registry) {
+  stats::Registry& r = registry != nullptr ? *registry : stats::registry();
+  return r
+      .family("crisp_stream_protocol_errors_total",
+              "Client protocol violations seen by the stream server, by the stable name of the "
+              "error (ws.invalid_utf8, spdy.bad_header_block, ws.channel.bad_base64, ...).",
+              stats::Kind::kCounter, {"reason"})
+      .counter({std::string(reason)});
+}
+
+void countProtocolError(std::string_view message, stats::Registry* registry) {
+  protocolErrorCounter(protocolErrorReason(message), registry).inc();
+}
+
 std::optional<StreamLimit> limitOfCodecError(const absl::Status& status) {
   const std::string_view message(status.message().data(), status.message().size());
   if (startsWith(message, "spdy.frame_too_large") || startsWith(message, "ws.message_too_big")) {

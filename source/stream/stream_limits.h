@@ -13,6 +13,8 @@
 //   gives the slot back, without knowing about it, when it closes or frees
 //   that transport.
 // - spdyLimits(): the SPDY decoder limits for stream.max_frame_bytes.
+// - countProtocolError(): crisp_stream_protocol_errors_total{reason}, every
+//   client protocol violation by the stable name its error starts with.
 //
 //   SessionLimiter limiter(config.stream.max_sessions);   // shared by all workers
 //   SessionPermit permit = limiter.tryAcquire();
@@ -22,6 +24,7 @@
 #include <atomic>
 #include <cstdint>
 #include <optional>
+#include <string_view>
 
 #include "absl/status/status.h"
 
@@ -75,6 +78,28 @@ inline void countLimitHit(StreamLimit limit, stats::Registry* registry = nullptr
 // header_block_bytes for spdy.header_block_too_large; nullopt for protocol
 // violations that are not limits.
 std::optional<StreamLimit> limitOfCodecError(const absl::Status& status);
+
+// Counts one client protocol violation in
+// crisp_stream_protocol_errors_total{reason} of `registry` (null:
+// stats::registry()). Most end the connection or the session (a malformed
+// frame, invalid UTF-8 in a text message, a bad channel message); a few are
+// only ignored, as kubelet ignores them (a message for an unknown channel).
+// `message` is the error text; its reason is protocolErrorReason(message).
+// Looks the child up under a lock: for rare events only.
+void countProtocolError(std::string_view message, stats::Registry* registry = nullptr);
+// The counter of one reason (a name protocolErrorReason() returns).
+stats::Counter& protocolErrorCounter(std::string_view reason, stats::Registry* registry = nullptr);
+inline void countProtocolError(const absl::Status& status, stats::Registry* registry = nullptr) {
+  countProtocolError(std::string_view(status.message().data(), status.message().size()), registry);
+}
+
+// The stable dotted name an error message starts with, up to the first ':'
+// ("ws.invalid_utf8: payload is not valid UTF-8" -> "ws.invalid_utf8", or the
+// whole message when it is just a name), or
+// "other" when the message starts with none. The names are literals of the
+// codecs and adapters, so the label takes a fixed set of values whatever a
+// client sends.
+std::string_view protocolErrorReason(std::string_view message);
 
 // Default of stream.max_frame_bytes: 16 MiB, the WebSocket message limit.
 inline constexpr uint32_t kDefaultMaxFrameBytes = 16 * 1024 * 1024;

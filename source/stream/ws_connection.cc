@@ -176,6 +176,7 @@ void WsConnection::onTransportData(Buffer& data) {
     if (const auto limit = limitOfCodecError(status)) {
       countLimitHit(*limit);
     }
+    countProtocolError(status);
     beginFlush();
     notifyClosing(WsCloseReason::kProtocolError, std::string(status.message()));
     return;

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 
 #include "source/common/logger.h"
+#include "source/stream/stream_limits.h"
 
 namespace crisp::stream {
 namespace {
@@ -282,6 +283,7 @@ void WsPortForward::onMessage(MessageType type, Buffer& payload) {
     const std::string reason(decoded.status().message());
     CRISP_SESSION_LOG(kSession, info, connection_id_, session_id_, "bad channel message: {}",
                       reason);
+    countProtocolError(reason);
     state_ = State::kFinished;
     abandonAll();
     connection_->close(websocket::kCloseProtocolError,
@@ -296,10 +298,12 @@ void WsPortForward::onMessage(MessageType type, Buffer& payload) {
     case websocket::InboundMessage::Kind::kUnknownChannel:
       CRISP_SESSION_LOG(kSession, trace, connection_id_, session_id_,
                         "ignoring a message on unknown channel {}", message.channel);
+      countProtocolError("ws.channel.unknown_channel");
       return;
     case websocket::InboundMessage::Kind::kMalformed:
       CRISP_SESSION_LOG(kSession, debug, connection_id_, session_id_,
                         "dropping a message on channel {}: {}", message.channel, message.error);
+      countProtocolError(message.error);
       return;
     case websocket::InboundMessage::Kind::kData:
       break;

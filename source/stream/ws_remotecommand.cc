@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 
 #include "source/common/logger.h"
+#include "source/stream/stream_limits.h"
 
 namespace crisp::stream {
 namespace {
@@ -168,6 +169,7 @@ void WsRemoteCommand::onMessage(MessageType type, Buffer& payload) {
     const std::string reason(decoded.status().message());
     CRISP_SESSION_LOG(kSession, info, connection_id_, session_id_, "bad channel message: {}",
                       reason);
+    countProtocolError(reason);
     abandon(reason, websocket::kCloseProtocolError);
     return;
   }
@@ -178,10 +180,12 @@ void WsRemoteCommand::onMessage(MessageType type, Buffer& payload) {
     case websocket::InboundMessage::Kind::kUnknownChannel:
       CRISP_SESSION_LOG(kSession, trace, connection_id_, session_id_,
                         "ignoring a message on unknown channel {}", message.channel);
+      countProtocolError("ws.channel.unknown_channel");
       return;
     case websocket::InboundMessage::Kind::kMalformed:
       CRISP_SESSION_LOG(kSession, debug, connection_id_, session_id_,
                         "dropping a message on channel {}: {}", message.channel, message.error);
+      countProtocolError(message.error);
       return;
     case websocket::InboundMessage::Kind::kStreamClose:
       if (message.channel == websocket::kChannelStdin) {

@@ -227,5 +227,33 @@ TEST(StreamLimitsTest, HitsAreCountedPerLimitLabel) {
   EXPECT_STREQ(streamLimitName(StreamLimit::kPortForwardEarlyData), "portforward_early_data");
 }
 
+// The reason label is the error's leading name; text that does not start
+// with a name (a client's bytes echoed in a message, say) never becomes a
+// label value.
+TEST(StreamLimitsTest, ProtocolErrorReasonIsTheLeadingNameOrOther) {
+  EXPECT_EQ(protocolErrorReason("ws.invalid_utf8: payload is not valid UTF-8"), "ws.invalid_utf8");
+  EXPECT_EQ(protocolErrorReason("ws.channel.bad_base64: truncated"), "ws.channel.bad_base64");
+  EXPECT_EQ(protocolErrorReason("spdy.bad_stream_id"), "spdy.bad_stream_id");
+  EXPECT_EQ(protocolErrorReason(""), "other");
+  EXPECT_EQ(protocolErrorReason("no name here: x"), "other");
+  EXPECT_EQ(protocolErrorReason("nodots: x"), "other");
+  EXPECT_EQ(protocolErrorReason("Ws.Upper: x"), "other");
+  EXPECT_EQ(protocolErrorReason(".ws.lead: x"), "other");
+  EXPECT_EQ(protocolErrorReason("ws.trail.: x"), "other");
+  EXPECT_EQ(protocolErrorReason("ws.\xff: x"), "other");
+  EXPECT_EQ(protocolErrorReason("ws." + std::string(100, 'a') + ": x"), "other");
+
+  stats::Registry registry;
+  countProtocolError("ws.invalid_utf8: a", &registry);
+  countProtocolError(absl::InvalidArgumentError("ws.invalid_utf8: b"), &registry);
+  countProtocolError("garbage \"} 1\n", &registry);
+  EXPECT_EQ(protocolErrorCounter("ws.invalid_utf8", &registry).value(), 2u);
+  EXPECT_EQ(protocolErrorCounter("other", &registry).value(), 1u);
+  const std::string text = registry.renderPrometheus();
+  EXPECT_NE(text.find("crisp_stream_protocol_errors_total{reason=\"ws.invalid_utf8\"} 2"),
+            std::string::npos)
+      << text;
+}
+
 }  // namespace
 }  // namespace crisp::stream

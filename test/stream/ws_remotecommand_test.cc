@@ -18,6 +18,7 @@
 
 #include "source/codec/websocket/base64.h"
 #include "source/stream/raw_socket_transport.h"
+#include "source/stream/stream_limits.h"
 
 #include "test/stream/spdy_test_client.h"
 #include "test/stream/ws_test_client.h"
@@ -592,11 +593,14 @@ TEST_F(WsRemoteCommandTest, Base64ProtocolsUseTextFramesBothWays) {
     });
     // The exact bytes of a client's text message: '0' then base64("hi\x00\xff").
     ASSERT_TRUE(client.send(MessageType::kText, "0aGkA/w=="));
-    // A message whose base64 does not decode is dropped; the session goes on.
+    // A message whose base64 does not decode is dropped and counted; the
+    // session goes on.
+    const uint64_t bad_base64 = protocolErrorCounter("ws.channel.bad_base64").value();
     ASSERT_TRUE(client.send(MessageType::kText, "0a!b="));
     ASSERT_TRUE(client.sendChannel(0, "second"));
     ASSERT_TRUE(client.waitFor(
         [&] { return client.channelData(1) == std::string("hi\x00\xff", 4) + "second"; }));
+    EXPECT_EQ(protocolErrorCounter("ws.channel.bad_base64").value(), bad_base64 + 1);
     loop.run([&] {
       runtime.exitAll(ExitStatus::success());
       return 0;
@@ -822,10 +826,13 @@ TEST_F(WsRemoteCommandTest, MessagesOnUnusedChannelsAreIgnored) {
   ASSERT_TRUE(client_->sendChannel(1, "x"));
   ASSERT_TRUE(client_->sendChannel(2, "y"));
   ASSERT_TRUE(client_->sendChannel(3, "z"));
+  const uint64_t unknown = protocolErrorCounter("ws.channel.unknown_channel").value();
   ASSERT_TRUE(client_->sendChannel(7, "w"));
   ASSERT_TRUE(client_->send(MessageType::kBinary, ""));
   ASSERT_TRUE(client_->ping("p"));
   ASSERT_TRUE(client_->waitFor([&] { return client_->count(Event::Kind::kPong) == 1; }));
+  // Only the unknown channel is a violation; it is counted, not fatal.
+  EXPECT_EQ(protocolErrorCounter("ws.channel.unknown_channel").value(), unknown + 1);
   EXPECT_EQ(runtime_.snapshot().stdin_bytes, 0u);
   exitAll(ExitStatus::success());
   EXPECT_EQ(statusAfterClose(), kSuccessJson);

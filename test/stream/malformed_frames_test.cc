@@ -1,10 +1,20 @@
-// stream.max_frame_bytes at the connection level: a SPDY frame or a WebSocket
-// message of exactly the limit is served, one byte more closes the
-// connection with the codec's error (GOAWAY PROTOCOL_ERROR, close 1009) and
-// is counted in crisp_stream_limit_hits_total{limit="frame_bytes"}.
+// Malformed and oversized input at the connection level, SPDY/3.1 and
+// WebSocket (RFC 6455), each sent whole and byte by byte:
+//
+// - stream.max_frame_bytes: a SPDY frame or a WebSocket message of exactly
+//   the limit is served, one byte more closes the connection with the
+//   codec's error (GOAWAY PROTOCOL_ERROR, close 1009) and is counted in
+//   crisp_stream_limit_hits_total{limit="frame_bytes"}.
+// - every other framing violation closes the connection the way its
+//   protocol asks (GOAWAY PROTOCOL_ERROR; a close frame with the RFC 6455
+//   code and the error's name as the reason) and is counted under that name
+//   in crisp_stream_protocol_errors_total{reason}.
+// - what the protocols allow (masked fragments with a ping between them, a
+//   UTF-8 sequence split across fragments) is delivered, not refused.
 
 #include <cstdint>
 #include <map>
+#include <ostream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -31,10 +41,65 @@ using testing::WsTestClient;
 using Frame = SpdyTestClient::Frame;
 
 constexpr uint32_t kLimit = 64 * 1024;
-constexpr uint8_t kOpBinary = 0x2;
 constexpr uint8_t kOpContinuation = 0x0;
+constexpr uint8_t kOpText = 0x1;
+constexpr uint8_t kOpBinary = 0x2;
+constexpr uint8_t kOpClose = 0x8;
+constexpr uint8_t kOpPing = 0x9;
 
 uint64_t frameLimitHits() { return limitHitCounter(StreamLimit::kFrameBytes).value(); }
+uint64_t protocolErrors(const std::string& reason) {
+  return protocolErrorCounter(reason).value();
+}
+
+// One malformed input: its bytes and the name it is refused and counted under.
+struct MalformedCase {
+  std::string name;  // test name
+  std::string bytes;
+  std::string reason;
+  uint16_t ws_close_code = 0;  // WebSocket only
+  // WebSocket: the close frame names the reason. wslay writes the 1007 close
+  // for invalid UTF-8 itself, without one.
+  bool reason_on_wire = true;
+};
+
+// Runs every case twice: the bytes in one write, then one byte per write.
+struct MalformedParam {
+  MalformedCase c;
+  bool byte_by_byte = false;
+};
+
+std::ostream& operator<<(std::ostream& os, const MalformedParam& p) {
+  return os << p.c.name << (p.byte_by_byte ? "/byte_by_byte" : "/whole");
+}
+
+std::vector<MalformedParam> bothWays(const std::vector<MalformedCase>& cases) {
+  std::vector<MalformedParam> out;
+  for (const auto& c : cases) {
+    out.push_back({c, false});
+    out.push_back({c, true});
+  }
+  return out;
+}
+
+std::string paramName(const ::testing::TestParamInfo<MalformedParam>& info) {
+  return info.param.c.name + (info.param.byte_by_byte ? "_ByteByByte" : "_Whole");
+}
+
+// Sends `bytes` in one write or one byte per write. Stops early when the
+// server closed before all of them were written: it had seen enough.
+template <typename Client>
+void sendMalformed(Client& client, const std::string& bytes, bool byte_by_byte) {
+  if (!byte_by_byte) {
+    client.raw(bytes);
+    return;
+  }
+  for (char c : bytes) {
+    if (!client.raw(std::string(1, c))) {
+      return;
+    }
+  }
+}
 
 // A SPDY control frame header: version 3, `type`, no flags, `length`.
 std::string controlHeader(uint16_t type, uint32_t length) {
@@ -196,6 +261,67 @@ TEST_F(SpdyFrameLimitTest, DefaultLimitTakesTheLargestDataFrameTheWireAllows) {
   EXPECT_EQ(frameLimitHits(), before);
 }
 
+// A 32-bit big-endian word.
+std::string word(uint32_t v) {
+  return std::string{static_cast<char>(v >> 24), static_cast<char>((v >> 16) & 0xFF),
+                     static_cast<char>((v >> 8) & 0xFF), static_cast<char>(v & 0xFF)};
+}
+
+class SpdyMalformedTest : public SpdyFrameLimitTest,
+                          public ::testing::WithParamInterface<MalformedParam> {};
+
+TEST_P(SpdyMalformedTest, ClosesWithGoAwayAndCountsTheReason) {
+  const MalformedParam& p = GetParam();
+  const uint64_t before = protocolErrors(p.c.reason);
+  start(kLimit);
+  ASSERT_TRUE(sync(1));
+  sendMalformed(*client_, p.c.bytes, p.byte_by_byte);
+  ASSERT_TRUE(client_->waitForEof());
+  EXPECT_EQ(client_->goAwayStatus(), spdy::GoAwayStatus::kProtocolError);
+  EXPECT_EQ(loop_.run([&] { return owner_.closing; }),
+            std::vector<SpdyCloseReason>{SpdyCloseReason::kProtocolError});
+  const std::string detail = loop_.run([&] { return owner_.closing_detail; });
+  EXPECT_EQ(detail.rfind(p.c.reason + ":", 0), 0u) << detail;
+  EXPECT_EQ(protocolErrors(p.c.reason), before + 1);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Frames, SpdyMalformedTest,
+    ::testing::ValuesIn(bothWays({
+        // A PING of SPDY/2.
+        {"Version2", std::string("\x80\x02\x00\x06\x00\x00\x00\x04", 8) + word(1),
+         "spdy.unsupported_version"},
+        {"PingOfFiveBytes", controlHeader(6, 5) + word(1) + "x", "spdy.bad_frame_length"},
+        {"SettingsCountMismatch", controlHeader(4, 12) + word(2) + word(0) + word(0),
+         "spdy.bad_frame_length"},
+        // SYN_STREAM for stream 1 whose header block is not zlib at all.
+        {"HeaderBlockNotZlib",
+         controlHeader(1, 18) + word(1) + word(0) + std::string(2, '\0') + "garbage!",
+         "spdy.bad_header_block"},
+        {"DataOnStreamZero", dataHeader(0, 1) + "x", "spdy.invalid_stream_id"},
+        {"RstStreamZero", controlHeader(3, 8) + word(0) + word(1), "spdy.invalid_stream_id"},
+    })),
+    paramName);
+
+// A stream id the client may not use (even: server-initiated) is a stream
+// error, not a connection error: the stream is reset, the connection goes on,
+// and the violation is counted.
+TEST_F(SpdyFrameLimitTest, EvenStreamIdIsResetAndCounted) {
+  const uint64_t before = protocolErrors("spdy.bad_stream_id");
+  start(kLimit);
+  ASSERT_TRUE(client_->synStream(2, {{"streamtype", "stdin"}}));
+  ASSERT_TRUE(sync(1));
+  EXPECT_TRUE(client_->stream(2).reset);
+  EXPECT_EQ(client_->stream(2).rst_status, spdy::RstStatus::kProtocolError);
+  EXPECT_FALSE(client_->goAwayReceived());
+  EXPECT_EQ(protocolErrors("spdy.bad_stream_id"), before + 1);
+  // The connection still takes streams.
+  const uint32_t id = client_->openStream("stdin");
+  ASSERT_TRUE(client_->data(id, "after"));
+  ASSERT_TRUE(sync(3));
+  EXPECT_EQ(loop_.run([&] { return owner_.received[id]; }), "after");
+}
+
 // The WebSocket connection's owner: keeps the messages and the close reason.
 class WsOwner : public WsConnectionCallbacks {
  public:
@@ -282,11 +408,13 @@ TEST_F(WsFrameLimitTest, MessageOfExactlyTheLimitIsDelivered) {
 
 TEST_F(WsFrameLimitTest, MessageOneBytePastTheLimitClosesWith1009AndIsCounted) {
   const uint64_t before = frameLimitHits();
+  const uint64_t errors_before = protocolErrors("ws.message_too_big");
   start(kLimit);
   ASSERT_TRUE(client_->send(websocket::MessageType::kBinary, std::string(kLimit + 1, 'm')));
   expectClosedWith1009();
   EXPECT_TRUE(loop_.run([&] { return owner_.sizes.empty(); }));
   EXPECT_EQ(frameLimitHits(), before + 1);
+  EXPECT_EQ(protocolErrors("ws.message_too_big"), errors_before + 1);
 }
 
 TEST_F(WsFrameLimitTest, FragmentsAddingUpToOnePastTheLimitCloseWith1009) {
@@ -296,6 +424,84 @@ TEST_F(WsFrameLimitTest, FragmentsAddingUpToOnePastTheLimitCloseWith1009) {
   ASSERT_TRUE(client_->raw(rawFrame(kOpContinuation, std::string(kLimit + 1 - 40000, 'b'))));
   expectClosedWith1009();
   EXPECT_EQ(frameLimitHits(), before + 1);
+}
+
+
+class WsMalformedTest : public WsFrameLimitTest,
+                        public ::testing::WithParamInterface<MalformedParam> {};
+
+TEST_P(WsMalformedTest, ClosesWithTheRfcCodeAndCountsTheReason) {
+  const MalformedParam& p = GetParam();
+  const uint64_t before = protocolErrors(p.c.reason);
+  start(kLimit);
+  sendMalformed(*client_, p.c.bytes, p.byte_by_byte);
+  ASSERT_TRUE(client_->waitFor([&] { return client_->closeReceived(); }));
+  EXPECT_EQ(client_->closeCode(), p.c.ws_close_code);
+  EXPECT_EQ(client_->closeReason(), p.c.reason_on_wire ? p.c.reason : "");
+  EXPECT_EQ(loop_.run([&] { return owner_.closing; }),
+            std::vector<WsCloseReason>{WsCloseReason::kProtocolError});
+  EXPECT_EQ(loop_.run([&] { return owner_.closing_detail; }).rfind(p.c.reason + ":", 0), 0u);
+  EXPECT_TRUE(loop_.run([&] { return owner_.sizes.empty(); }));
+  EXPECT_EQ(protocolErrors(p.c.reason), before + 1);
+  // The close handshake ends with the connection closed, not left open.
+  client_->close(websocket::kCloseNormal);
+  EXPECT_TRUE(client_->waitForEof());
+}
+
+std::string withRsv1(std::string frame) {
+  frame[0] = static_cast<char>(frame[0] | 0x40);
+  return frame;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Frames, WsMalformedTest,
+    ::testing::ValuesIn(bothWays({
+        {"UnmaskedClientFrame", rawFrame(kOpBinary, "abc", false), "ws.unmasked_client_frame",
+         websocket::kCloseProtocolError},
+        {"ReservedBit", withRsv1(rawFrame(kOpBinary, "abc")), "ws.reserved_bits",
+         websocket::kCloseProtocolError},
+        {"UnknownOpcode", rawFrame(0x3, "abc"), "ws.unknown_opcode",
+         websocket::kCloseProtocolError},
+        {"FragmentedPing", rawFrame(kOpPing, "p", true, false), "ws.fragmented_control_frame",
+         websocket::kCloseProtocolError},
+        {"PingOf126Bytes", rawFrame(kOpPing, std::string(126, 'p')), "ws.control_frame_too_long",
+         websocket::kCloseProtocolError},
+        {"ContinuationFirst", rawFrame(kOpContinuation, "x"), "ws.unexpected_continuation",
+         websocket::kCloseProtocolError},
+        {"NewMessageInsideFragmented",
+         rawFrame(kOpBinary, "a", true, false) + rawFrame(kOpBinary, "b"),
+         "ws.expected_continuation", websocket::kCloseProtocolError},
+        {"NonMinimalLength", rawFrame(kOpBinary, "hello", true, true, 5), "ws.non_minimal_length",
+         websocket::kCloseProtocolError},
+        {"InvalidUtf8Text", rawFrame(kOpText, "\xc3\x28"), "ws.invalid_utf8",
+         websocket::kCloseInvalidPayload, false},
+        {"InvalidUtf8AcrossFragments",
+         rawFrame(kOpText, "ok\xe2\x82", true, false) + rawFrame(kOpContinuation, "\x28"),
+         "ws.invalid_utf8", websocket::kCloseInvalidPayload, false},
+        {"OneByteClosePayload", rawFrame(kOpClose, "\x03"), "ws.bad_close_payload",
+         websocket::kCloseProtocolError},
+        {"CloseCode1005", rawFrame(kOpClose, "\x03\xed"), "ws.bad_close_code",
+         websocket::kCloseProtocolError},
+    })),
+    paramName);
+
+// What RFC 6455 allows is served: a masked message in three fragments with a
+// ping between them arrives whole (the ping is answered), and a text message
+// whose UTF-8 sequence is split across fragments is valid.
+TEST_F(WsFrameLimitTest, FragmentsWithAPingBetweenAndSplitUtf8AreDelivered) {
+  const uint64_t before = protocolErrors("ws.invalid_utf8");
+  start(kLimit);
+  ASSERT_TRUE(client_->raw(rawFrame(kOpBinary, "one ", true, false) + rawFrame(kOpPing, "p") +
+                           rawFrame(kOpContinuation, "two ", true, false) +
+                           rawFrame(kOpContinuation, "three")));
+  ASSERT_TRUE(client_->raw(rawFrame(kOpText, "caf\xc3", true, false) +
+                           rawFrame(kOpContinuation, "\xa9")));
+  ASSERT_TRUE(delivered(2));
+  EXPECT_EQ(loop_.run([&] { return owner_.sizes; }), (std::vector<size_t>{13, 5}));
+  ASSERT_TRUE(
+      client_->waitFor([&] { return client_->count(WsTestClient::Event::Kind::kPong) == 1; }));
+  EXPECT_FALSE(client_->closeReceived());
+  EXPECT_EQ(protocolErrors("ws.invalid_utf8"), before);
 }
 
 }  // namespace
