@@ -514,6 +514,7 @@ void SpdyConnection::onPing(uint32_t ping_id) {
   if (!spdy::isPeerInitiated(spdy::Codec::Role::kServer, ping_id)) {
     return;  // a reply to a ping of ours; we send none
   }
+  clientPingCounter("spdy").inc();
   Buffer frame;
   spdy::Codec::encodePing(frame, ping_id);
   queueControl(frame);

@@ -87,6 +87,14 @@ stats::Counter& protocolErrorCounter(std::string_view reason, stats::Registry* r
       .counter({std::string(reason)});
 }
 
+stats::Counter& clientPingCounter(std::string_view protocol) {
+  return stats::registry()
+      .family("crisp_stream_pings_total",
+              "Keepalive pings received from clients, by protocol (spdy, websocket).",
+              stats::Kind::kCounter, {"protocol"})
+      .counter({std::string(protocol)});
+}
+
 void countProtocolError(std::string_view message, stats::Registry* registry) {
   protocolErrorCounter(protocolErrorReason(message), registry).inc();
 }

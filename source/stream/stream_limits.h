@@ -89,6 +89,12 @@ std::optional<StreamLimit> limitOfCodecError(const absl::Status& status);
 void countProtocolError(std::string_view message, stats::Registry* registry = nullptr);
 // The counter of one reason (a name protocolErrorReason() returns).
 stats::Counter& protocolErrorCounter(std::string_view reason, stats::Registry* registry = nullptr);
+
+// crisp_stream_pings_total{protocol}: keepalive pings received from clients,
+// by protocol ("spdy", "websocket"). Each is answered ahead of the data
+// already queued, so a client that pings during a bulk transfer does not
+// time out behind it. Looks the child up under a lock: pings are rare.
+stats::Counter& clientPingCounter(std::string_view protocol);
 inline void countProtocolError(const absl::Status& status, stats::Registry* registry = nullptr) {
   countProtocolError(std::string_view(status.message().data(), status.message().size()), registry);
 }

@@ -256,6 +256,7 @@ void WsConnection::onMessage(MessageType type, Buffer& payload) {
 
 void WsConnection::onPing(std::string_view /*payload*/) {
   ++pings_received_;
+  clientPingCounter("websocket").inc();
   if (state_ == State::kOpen) {
     touchIdle();
   }
