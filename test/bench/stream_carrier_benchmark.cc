@@ -6,6 +6,8 @@
 //   plain HTTP/1.1     the reference: TCP, Upgrade: websocket
 //   HTTP/1.1 + TLS     TLS 1.3, ALPN http/1.1, Upgrade: websocket
 //   HTTP/2 + TLS       TLS 1.3, ALPN h2, extended CONNECT (RFC 8441)
+//   HTTP/2             prior knowledge on TCP, extended CONNECT (what HTTP/2
+//                      costs without TLS)
 //
 // For each: throughput (the stdout of `head -c N /dev/zero`, MiB/s from the
 // request to the end of the stream) and setup latency (a new connection,
@@ -172,7 +174,7 @@ class Http1WsClient : private websocket::CodecCallbacks {
   uint64_t stdout_bytes_ = 0;
 };
 
-enum class Carrier { kHttp1, kHttp1Tls, kHttp2Tls };
+enum class Carrier { kHttp1, kHttp1Tls, kHttp2Tls, kHttp2 };
 
 const char* carrierName(Carrier c) {
   switch (c) {
@@ -182,6 +184,8 @@ const char* carrierName(Carrier c) {
       return "HTTP/1.1+TLS";
     case Carrier::kHttp2Tls:
       return "HTTP/2+TLS";
+    case Carrier::kHttp2:
+      return "HTTP/2";
   }
   return "?";
 }
@@ -207,9 +211,9 @@ double session(testing::InProcessCrisp& crisp, Carrier carrier, const std::vecto
   const StreamUrl url = testing::parseStreamUrl(*url_text);
   const uint64_t want = std::max<uint64_t>(stdout_target, 1);
   const Clock::time_point start = Clock::now();
-  if (carrier == Carrier::kHttp2Tls) {
+  if (carrier == Carrier::kHttp2Tls || carrier == Carrier::kHttp2) {
     testing::H2ClientOptions options;
-    options.tls = true;
+    options.tls = carrier == Carrier::kHttp2Tls;
     options.keep_messages = false;
     options.stream_window = 16 << 20;
     options.connection_window = 64 << 20;
@@ -275,12 +279,16 @@ int run(int argc, char** argv) {
     die("crisp did not start: " + plain.status().ToString() + " " + tls.status().ToString());
   }
   // Warm up every path once (process start-up, TLS and allocator caches).
-  for (Carrier c : {Carrier::kHttp1, Carrier::kHttp1Tls, Carrier::kHttp2Tls}) {
-    session(c == Carrier::kHttp1 ? plain : tls, c, {"echo", "x"}, 0);
+  const auto server = [&](Carrier c) -> testing::InProcessCrisp& {
+    return c == Carrier::kHttp1 || c == Carrier::kHttp2 ? plain : tls;
+  };
+  for (Carrier c : {Carrier::kHttp1, Carrier::kHttp1Tls, Carrier::kHttp2Tls, Carrier::kHttp2}) {
+    session(server(c), c, {"echo", "x"}, 0);
   }
   const Figures reference = measure(plain, Carrier::kHttp1, mib, runs);
   const Figures http1_tls = measure(tls, Carrier::kHttp1Tls, mib, runs);
   const Figures http2_tls = measure(tls, Carrier::kHttp2Tls, mib, runs);
+  const Figures http2 = measure(server(Carrier::kHttp2), Carrier::kHttp2, mib, runs);
 
   std::printf(
       "exec stdout of %llu MiB; setup = connect + negotiate to first stdout byte, median "
@@ -289,7 +297,7 @@ int run(int argc, char** argv) {
   std::printf("%-14s %12s %10s %14s %10s\n", "carrier", "MiB/s", "ratio", "setup (us)", "ratio");
   for (const auto& [carrier, f] :
        {std::pair{Carrier::kHttp1, reference}, std::pair{Carrier::kHttp1Tls, http1_tls},
-        std::pair{Carrier::kHttp2Tls, http2_tls}}) {
+        std::pair{Carrier::kHttp2Tls, http2_tls}, std::pair{Carrier::kHttp2, http2}}) {
     std::printf("%-14s %12.1f %10.2f %14.0f %10.2f\n", carrierName(carrier), f.mib_per_s,
                 f.mib_per_s / reference.mib_per_s, f.setup_median_us,
                 f.setup_median_us / reference.setup_median_us);
