@@ -724,7 +724,8 @@ void readConfig(Loader& loader, const YAML::Node& root, Config& config) {
     Mapping stream(
         loader, stream_field->value, stream_field->path, stream_field->key_line,
         {"listen", "advertise", "workers", "stream_creation_timeout", "stream_idle_timeout",
-         "max_header_bytes", "header_timeout", "max_sessions", "max_frame_bytes", "tls"});
+         "max_header_bytes", "header_timeout", "max_sessions", "max_frame_bytes", "tls",
+         "max_concurrent_streams"});
     if (const Field* listen = stream.get("listen")) {
       if (std::optional<HostPort> address = readListen(loader, *listen)) {
         config.stream.listen = *address;
@@ -741,6 +742,8 @@ void readConfig(Loader& loader, const YAML::Node& root, Config& config) {
                  config.stream.header_timeout);
     readUint(loader, stream, "max_sessions", 1, 1000000, config.stream.max_sessions);
     readUint(loader, stream, "max_frame_bytes", 4096, 256u << 20, config.stream.max_frame_bytes);
+    readUint(loader, stream, "max_concurrent_streams", 1, 10000,
+             config.stream.max_concurrent_streams);
     if (const Field* tls = stream.get("tls")) {
       readTls(loader, *tls, config.stream);
     }

@@ -51,6 +51,8 @@ struct StreamConfig {
   // Largest SPDY frame payload (DATA at most 16 MiB - 1, the wire limit;
   // control frames at most 64 KiB) and WebSocket message accepted.
   uint32_t max_frame_bytes = 16 * 1024 * 1024;
+  // Streams open at once on one HTTP/2 connection (SETTINGS_MAX_CONCURRENT_STREAMS).
+  uint32_t max_concurrent_streams = 250;
 };
 
 struct CacheConfig {

@@ -129,4 +129,20 @@ absl::StatusOr<HostPort> parseHostPort(std::string_view text) {
   return result;
 }
 
+HostPort dialableAddress(const HostPort& bound) {
+  HostPort out = bound;
+  if (bound.kind == HostKind::kIpv4) {
+    in_addr v4{};
+    if (inet_pton(AF_INET, bound.host.c_str(), &v4) == 1 && v4.s_addr == htonl(INADDR_ANY)) {
+      out.host = "127.0.0.1";
+    }
+  } else if (bound.kind == HostKind::kIpv6) {
+    in6_addr v6{};
+    if (inet_pton(AF_INET6, bound.host.c_str(), &v6) == 1 && IN6_IS_ADDR_UNSPECIFIED(&v6)) {
+      out.host = "::1";
+    }
+  }
+  return out;
+}
+
 }  // namespace crisp::config

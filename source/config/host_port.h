@@ -37,4 +37,10 @@ struct HostPort {
 // INVALID_ARGUMENT with a short reason (no location: the caller adds it).
 absl::StatusOr<HostPort> parseHostPort(std::string_view text);
 
+// The address a client on this host dials to reach a listener bound to
+// `bound`: the loopback address of the same family (127.0.0.1, ::1) for an
+// unspecified one (0.0.0.0, ::), which accepts on every address but names
+// none; `bound` itself otherwise. For URLs built without stream.advertise.
+HostPort dialableAddress(const HostPort& bound);
+
 }  // namespace crisp::config

@@ -17,6 +17,7 @@
 #include "source/common/dispatcher.h"
 #include "source/common/logger.h"
 #include "source/common/time.h"
+#include "source/config/host_port.h"
 #include "source/cri/grpc_server.h"
 #include "source/cri/passthrough.h"
 #include "source/cri/runtime_service.h"
@@ -173,9 +174,22 @@ class Server::Impl {
     }
     stream_socket_ = std::move(socket).value();
     stream_address_ = stream_socket_->address();
-    base_url_ = config_.stream.advertise.empty()
-                    ? absl::StrCat(tls_ ? "https://" : "http://", stream_address_, "/")
-                    : config_.stream.advertise;
+    if (config_.stream.advertise.empty()) {
+      // A wildcard listener names no address a client can use: the URLs
+      // name loopback, which the kubelet on this node reaches.
+      absl::StatusOr<config::HostPort> bound = config::parseHostPort(stream_address_);
+      const std::string host =
+          bound.ok() ? config::dialableAddress(*bound).toString() : stream_address_;
+      if (host != stream_address_) {
+        CRISP_LOG(kMain, warn,
+                  "stream.listen {} names every address; URLs handed out use {} (set "
+                  "stream.advertise for another)",
+                  stream_address_, host);
+      }
+      base_url_ = absl::StrCat(tls_ ? "https://" : "http://", host, "/");
+    } else {
+      base_url_ = config_.stream.advertise;
+    }
     if (base_url_.back() != '/') {
       base_url_ += '/';
     }
@@ -214,6 +228,9 @@ class Server::Impl {
     http_options.connection.max_header_bytes = config_.stream.max_header_bytes;
     http_options.connection.header_timeout = config_.stream.header_timeout;
     http_options.session_limiter = &session_limiter_;
+    http_options.http2.max_concurrent_streams = config_.stream.max_concurrent_streams;
+    http_options.http2.max_header_list_bytes = config_.stream.max_header_bytes;
+    http_options.http2.idle_timeout = config_.stream.header_timeout;
     for (uint32_t i = 0; i < config_.stream.workers; ++i) {
       auto worker = std::make_unique<Worker>();
       worker->http = std::make_unique<stream::Http1Server>(worker->dispatcher, cache_, http_options);

@@ -25,6 +25,22 @@
 //   malformed head                  400
 //   no complete head in time        close without a response
 //
+// HTTP/2 on the same port (HttpVersionSniffer decides, http2_connection.h
+// serves): ALPN "h2" under TLS, or the prior-knowledge preface on plain TCP.
+// Each stream is one request, routed the same way:
+//
+//   unknown path                    404 (Go's http.NotFound)
+//   CONNECT without :protocol       400 (crisp is no proxy)
+//   token route, method not CONNECT 405 with "allow: CONNECT": SPDY needs an
+//                                   HTTP/1.1 upgrade; token left alone
+//   extended CONNECT                token burnt as above (404 when unknown),
+//                                   then negotiateExtendedConnect(): 400 for a
+//                                   :protocol other than websocket or a bad
+//                                   version, 403 for no subprotocol in common,
+//                                   503 at stream.max_sessions, else 200 and
+//                                   the stream's transport goes to the
+//                                   WebSocket handler
+//
 // One Http1Server per worker dispatcher; create, use and destroy it on that
 // thread. Requests are counted in crisp_stream_requests_total{result}; the
 // limits reached (max_sessions, header_bytes, header_timeout) also in
@@ -33,11 +49,16 @@
 #include <array>
 #include <cstddef>
 #include <memory>
+#include <optional>
 #include <string>
+#include <unordered_map>
 
 #include "source/cache/token_cache.h"
 #include "source/common/dispatcher.h"
 #include "source/stream/http1_connection.h"
+#include "source/stream/http2_connection.h"
+#include "source/stream/http_version_sniffer.h"
+#include "source/stream/stream_limits.h"
 #include "source/stream/transport.h"
 #include "source/stream/upgrade.h"
 
@@ -49,10 +70,10 @@ class Registry;
 
 namespace crisp::stream {
 
-class SessionLimiter;
-
 struct Http1ServerOptions {
   Http1ConnectionOptions connection;
+  // HTTP/2 connections; their registry is `registry` below.
+  Http2ConnectionOptions http2;
   // Live sessions across every worker; an upgrade beyond its maximum is
   // refused with 503 before the 101. Borrowed, shared by the workers, must
   // outlive every upgraded transport; null = no limit.
@@ -77,7 +98,7 @@ enum class RequestResult {
 
 const char* requestResultName(RequestResult result);
 
-class Http1Server : public Http1Connection::Callbacks {
+class Http1Server : public Http1Connection::Callbacks, public Http2Connection::Callbacks {
  public:
   // `tokens` is shared by every worker and must outlive the server.
   Http1Server(event::Dispatcher& dispatcher, cache::TokenCache& tokens, Http1ServerOptions options);
@@ -101,6 +122,8 @@ class Http1Server : public Http1Connection::Callbacks {
 
   // Connections still reading their head or writing an error.
   size_t connectionCount() const { return connections_.size(); }
+  // Open HTTP/2 connections.
+  size_t http2ConnectionCount() const { return http2_connections_.size(); }
 
  private:
   struct Metrics;
@@ -109,6 +132,21 @@ class Http1Server : public Http1Connection::Callbacks {
   void onRequestHead(Http1Connection& connection, HttpRequest&& request) override;
   void onHeadError(Http1Connection& connection, Http1Connection::HeadError error) override;
   void onClosed(Http1Connection& connection) override;
+
+  // Http2Connection::Callbacks
+  void onStreamRequest(Http2Connection& connection, int32_t stream_id,
+                       Http2Request&& request) override;
+  void onStreamRefused(Http2Connection& connection, const char* reason) override;
+  void onClosed(Http2Connection& connection) override;
+
+  void onSniffed(HttpVersionSniffer& sniffer, HttpVersionSniffer::Result result, uint64_t id);
+  void respond(Http2Connection& connection, int32_t stream_id, RequestResult result,
+               const HttpResponse& response);
+  // A slot of the session limiter (an empty permit without a limiter), or
+  // nullopt when the server is full (counted).
+  std::optional<SessionPermit> acquireSession(uint64_t connection_id, Protocol protocol);
+  // The 503 of a full server.
+  HttpResponse tooManySessions() const;
 
   void respond(Http1Connection& connection, RequestResult result, std::string response);
   // Queues `response` (the 101) and gives the transport to the handler of
@@ -122,6 +160,8 @@ class Http1Server : public Http1Connection::Callbacks {
   std::unique_ptr<Metrics> metrics_;
   std::array<UpgradeHandler*, 2> handlers_{};
   Http1ConnectionSet connections_;
+  std::unordered_map<HttpVersionSniffer*, std::unique_ptr<HttpVersionSniffer>> sniffers_;
+  std::unordered_map<Http2Connection*, std::unique_ptr<Http2Connection>> http2_connections_;
 };
 
 }  // namespace crisp::stream

@@ -216,8 +216,9 @@ Negotiation negotiateSpdy(const HttpRequest& request, session::Operation op) {
   return out;
 }
 
-Negotiation negotiateWebSocket(const HttpRequest& request, session::Operation op,
-                               const ServedProtocols& served) {
+// The WebSocket subprotocols of `op` whose protocol `served` accepts.
+std::vector<std::string> servedWebsocketProtocols(session::Operation op,
+                                                  const ServedProtocols& served) {
   std::vector<std::string> server_protocols;
   for (const std::string& subprotocol : websocketServerProtocols(op)) {
     const std::optional<Protocol> protocol = websocketProtocol(op, subprotocol);
@@ -225,6 +226,12 @@ Negotiation negotiateWebSocket(const HttpRequest& request, session::Operation op
       server_protocols.push_back(subprotocol);
     }
   }
+  return server_protocols;
+}
+
+Negotiation negotiateWebSocket(const HttpRequest& request, session::Operation op,
+                               const ServedProtocols& served) {
+  const std::vector<std::string> server_protocols = servedWebsocketProtocols(op, served);
   websocket::HandshakeResult handshake =
       websocket::serverHandshake(request.method, request.headers, server_protocols);
   Negotiation out;
@@ -361,6 +368,47 @@ Negotiation negotiate(const HttpRequest& request, session::Operation op,
     return negotiateWebSocket(request, op, served);
   }
   return negotiateSpdy(request, op);
+}
+
+ExtendedConnectNegotiation negotiateExtendedConnect(std::string_view protocol,
+                                                    const HttpRequest& request,
+                                                    session::Operation op,
+                                                    const ServedProtocols& served) {
+  websocket::ExtendedConnectResult handshake = websocket::extendedConnectHandshake(
+      protocol, request.headers, servedWebsocketProtocols(op, served));
+  ExtendedConnectNegotiation out;
+  out.status = handshake.status;
+  out.reason = std::move(handshake.reason);
+  for (auto& field : handshake.headers) {
+    if (field.first != ":status") {
+      out.headers.push_back(std::move(field));
+    }
+  }
+  if (!handshake.accepted) {
+    if (out.reason == "ws.handshake.bad_protocol") {
+      out.body = absl::StrCat("unable to upgrade: :protocol ", goQuote(protocol),
+                              " is not served; only websocket is\n");
+    } else if (out.reason == "ws.handshake.bad_version") {
+      out.body = "missing or bad WebSocket Version\n";
+    } else {
+      out.body =
+          absl::StrCat("unable to upgrade: no WebSocket subprotocol in common; server accepts ",
+                       goList(servedWebsocketProtocols(op, served)), "\n");
+    }
+    return out;
+  }
+  const std::optional<Protocol> chosen = websocketProtocol(op, handshake.subprotocol);
+  if (!chosen.has_value()) {
+    // The handshake only picks from the server list, which maps completely.
+    out.status = 500;
+    out.reason = "ws.handshake.internal";
+    out.headers.clear();
+    return out;
+  }
+  out.accepted = true;
+  out.protocol = *chosen;
+  out.subprotocol = std::move(handshake.subprotocol);
+  return out;
 }
 
 }  // namespace crisp::stream

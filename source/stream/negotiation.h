@@ -82,6 +82,26 @@ struct Negotiation {
   std::string response;
 };
 
+// The answer to an RFC 8441 extended CONNECT on a route of kind `op` (the
+// token has already been accepted): the same subprotocol choice as the
+// HTTP/1.1 WebSocket handshake, answered with 200 and the chosen
+// sec-websocket-protocol; a :protocol other than websocket or a
+// sec-websocket-version other than 13 is a 400, no acceptable subprotocol a
+// 403. SPDY has no HTTP/2 mapping.
+struct ExtendedConnectNegotiation {
+  bool accepted = false;
+  Protocol protocol = Protocol::kWsChannel;
+  std::string subprotocol;
+  int status = 0;
+  // The refusal's stable reason (ws.handshake.bad_protocol, ...); empty when
+  // accepted.
+  std::string reason;
+  // Response fields other than :status, lower-case names.
+  std::vector<std::pair<std::string, std::string>> headers;
+  // The refusal's body, in the words of the HTTP/1.1 handshake's answers.
+  std::string body;
+};
+
 // Which negotiated protocols have a handler; an empty function means all.
 using ServedProtocols = std::function<bool(Protocol)>;
 
@@ -91,5 +111,12 @@ using ServedProtocols = std::function<bool(Protocol)>;
 // the client's next offer is chosen, or the bare 403 when none is left.
 Negotiation negotiate(const HttpRequest& request, session::Operation op,
                       const ServedProtocols& served = {});
+
+// Decides an extended CONNECT with :protocol `protocol` and `request`'s fields
+// on a route of kind `op`, offering only what `served` accepts (as above).
+ExtendedConnectNegotiation negotiateExtendedConnect(std::string_view protocol,
+                                                    const HttpRequest& request,
+                                                    session::Operation op,
+                                                    const ServedProtocols& served = {});
 
 }  // namespace crisp::stream

@@ -34,6 +34,7 @@ class PermitTransport : public Transport {
   }
   const std::string& peerAddress() const override { return inner_->peerAddress(); }
   std::string peerIdentity() const override { return inner_->peerIdentity(); }
+  std::string alpnProtocol() const override { return inner_->alpnProtocol(); }
 
  private:
   TransportPtr inner_;

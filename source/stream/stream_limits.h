@@ -36,7 +36,8 @@ namespace crisp::stream {
 
 // Every limit a client can hit, with its `limit` label:
 //   max_sessions        stream.max_sessions: upgrade refused with 503 before the 101
-//   header_bytes        stream.max_header_bytes: request head refused with 431
+//   header_bytes        stream.max_header_bytes: request head (HTTP/1.1) or
+//                       header list (HTTP/2) refused with 431
 //   header_timeout      stream.header_timeout: no complete head in time, closed
 //   frame_bytes         stream.max_frame_bytes: a SPDY frame or WebSocket message
 //                       over the limit, connection closed (GOAWAY PROTOCOL_ERROR
@@ -47,14 +48,18 @@ namespace crisp::stream {
 //                       connection, stream refused (RST_STREAM CANCEL)
 //   portforward_early_data  more than 1 MiB on a port-forward data stream
 //                       before its error stream, stream reset
-#define CRISP_STREAM_LIMITS(X)               \
-  X(kMaxSessions, "max_sessions")            \
-  X(kHeaderBytes, "header_bytes")            \
-  X(kHeaderTimeout, "header_timeout")        \
-  X(kFrameBytes, "frame_bytes")              \
-  X(kHeaderBlockBytes, "header_block_bytes") \
-  X(kPortForwardPairs, "portforward_pairs")  \
-  X(kPortForwardEarlyData, "portforward_early_data")
+//   http2_streams       stream.max_concurrent_streams: a HEADERS frame beyond
+//                       the streams open on one HTTP/2 connection, refused
+//                       (REFUSED_STREAM, or GOAWAY once SETTINGS were acked)
+#define CRISP_STREAM_LIMITS(X)                       \
+  X(kMaxSessions, "max_sessions")                    \
+  X(kHeaderBytes, "header_bytes")                    \
+  X(kHeaderTimeout, "header_timeout")                \
+  X(kFrameBytes, "frame_bytes")                      \
+  X(kHeaderBlockBytes, "header_block_bytes")         \
+  X(kPortForwardPairs, "portforward_pairs")          \
+  X(kPortForwardEarlyData, "portforward_early_data") \
+  X(kHttp2Streams, "http2_streams")
 
 enum class StreamLimit {
 #define CRISP_STREAM_LIMIT_ENUM(name, label) name,

@@ -21,9 +21,9 @@
 namespace crisp::stream {
 namespace {
 
-// The ALPN protocols served, in order of preference. The one place to add
-// "h2" when HTTP/2 is served.
-constexpr std::string_view kAlpnProtocols[] = {"http/1.1"};
+// The ALPN protocols served, in order of preference: a client offering both
+// gets HTTP/2, as from Go's servers.
+constexpr std::string_view kAlpnProtocols[] = {"h2", "http/1.1"};
 
 // PEM files larger than this are not certificates or keys.
 constexpr size_t kMaxPemBytes = 1 << 20;

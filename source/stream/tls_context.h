@@ -20,10 +20,11 @@
 // - With a client CA file, every client must present a certificate that
 //   chains to one of its CAs; the handshake fails otherwise. Without one, no
 //   client certificate is asked for.
-// - ALPN: the protocols served are chosen in one place, selectAlpnProtocol().
-//   Only "http/1.1" today; a client that offers ALPN without it gets the
-//   no_application_protocol alert (RFC 7301, 3.2). A client that sends no ALPN
-//   is served HTTP/1.1.
+// - ALPN: the protocols served are chosen in one place, selectAlpnProtocol():
+//   "h2" first, then "http/1.1"; a client that offers ALPN with neither gets
+//   the no_application_protocol alert (RFC 7301, 3.2). A client that sends no
+//   ALPN is served by the preface it sends (HTTP/1.1, or HTTP/2 with prior
+//   knowledge).
 //
 // Reloading: the files are read again into a new SSL_CTX; only when the whole
 // set loads (certificate chain, key matching it, CA file) does it replace the

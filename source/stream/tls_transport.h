@@ -87,10 +87,9 @@ class TlsTransport : public Transport {
   void close() override;
   const std::string& peerAddress() const override { return peer_address_; }
   std::string peerIdentity() const override { return peer_identity_; }
+  std::string alpnProtocol() const override { return alpn_; }
 
   bool handshakeComplete() const { return handshake_done_; }
-  // The ALPN protocol chosen, empty when none was.
-  const std::string& alpnProtocol() const { return alpn_; }
   // "TLSv1.3" or "TLSv1.2" after the handshake, empty before.
   const std::string& protocolVersion() const { return version_; }
   // The socket, -1 once closed. For socket options and tests; do not close it.

@@ -87,6 +87,9 @@ class Transport {
   // certificate, its subject; for logs and audit records.
   virtual const std::string& peerAddress() const = 0;
   virtual std::string peerIdentity() const { return {}; }
+  // The protocol the client chose by ALPN in a TLS handshake ("h2",
+  // "http/1.1"); empty without TLS, without ALPN, or before the handshake.
+  virtual std::string alpnProtocol() const { return {}; }
 };
 
 using TransportPtr = std::unique_ptr<Transport>;

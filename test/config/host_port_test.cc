@@ -77,5 +77,18 @@ TEST(HostPortTest, RejectsMalformedAddresses) {
   }
 }
 
+TEST(DialableAddressTest, UnspecifiedBecomesLoopbackOfTheSameFamily) {
+  const auto dialable = [](std::string_view text) {
+    return dialableAddress(*parseHostPort(text)).toString();
+  };
+  EXPECT_EQ(dialable("0.0.0.0:10350"), "127.0.0.1:10350");
+  EXPECT_EQ(dialable("[::]:10350"), "[::1]:10350");
+  EXPECT_EQ(dialable("[0:0::0]:443"), "[::1]:443");
+  EXPECT_EQ(dialable("[::1]:80"), "[::1]:80");
+  EXPECT_EQ(dialable("[2001:db8::7]:80"), "[2001:db8::7]:80");
+  EXPECT_EQ(dialable("10.1.2.3:80"), "10.1.2.3:80");
+  EXPECT_EQ(dialable("node.example:80"), "node.example:80");
+}
+
 }  // namespace
 }  // namespace crisp::config

@@ -76,10 +76,12 @@ class TlsContextTest : public ::testing::Test {
   testing::TestCertificate second_;
 };
 
-TEST(SelectAlpnTest, ServesHttp11Only) {
-  EXPECT_EQ(selectAlpnProtocol(alpnWire({"h2", "http/1.1"})), "http/1.1");
+TEST(SelectAlpnTest, PrefersH2ThenHttp11) {
+  EXPECT_EQ(selectAlpnProtocol(alpnWire({"h2", "http/1.1"})), "h2");
+  EXPECT_EQ(selectAlpnProtocol(alpnWire({"http/1.1", "h2"})), "h2");
   EXPECT_EQ(selectAlpnProtocol(alpnWire({"http/1.1"})), "http/1.1");
-  EXPECT_EQ(selectAlpnProtocol(alpnWire({"h2"})), std::nullopt);
+  EXPECT_EQ(selectAlpnProtocol(alpnWire({"h2"})), "h2");
+  EXPECT_EQ(selectAlpnProtocol(alpnWire({"h2c", "spdy/3.1"})), std::nullopt);
   EXPECT_EQ(selectAlpnProtocol(alpnWire({"http/1.0", "spdy/3.1"})), std::nullopt);
   EXPECT_EQ(selectAlpnProtocol(""), std::nullopt);
   // A length byte running past the end.

@@ -231,7 +231,7 @@ testing::TestCertificate* TlsTransportTest::foreign_client_ = nullptr;
 
 TEST_F(TlsTransportTest, HandshakeWithoutClientCertificateCarriesBytesBothWays) {
   TlsClientOptions options = verifyingClient();
-  options.alpn = {"h2", "http/1.1"};
+  options.alpn = {"spdy/3.1", "http/1.1"};
   auto client = connect(context(false), options);
   ASSERT_EQ(client->handshake(), "");
   EXPECT_EQ(client->version(), "TLSv1.3");
@@ -263,9 +263,9 @@ TEST_F(TlsTransportTest, ClientWithoutAlpnIsServed) {
   EXPECT_EQ(loop_.run([&] { return transport_->alpnProtocol(); }), "");
 }
 
-TEST_F(TlsTransportTest, AlpnOfferWithoutHttp11IsRefused) {
+TEST_F(TlsTransportTest, AlpnOfferWithNothingServedIsRefused) {
   TlsClientOptions options = verifyingClient();
-  options.alpn = {"h2"};
+  options.alpn = {"h2c", "spdy/3.1"};
   auto client = connect(context(false), options);
   EXPECT_THAT(client->handshake(), HasSubstr("no application protocol"));
   EXPECT_THAT(serverError(), StartsWith("TLS handshake: "));
