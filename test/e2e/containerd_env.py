@@ -125,6 +125,11 @@ required_plugins = ["io.containerd.grpc.v1.cri"]
 """
 
 
+# How containerd reports that runc itself failed to create a container (no
+# permission for namespaces, mounts or cgroups): the machine, not the code.
+RUNC_REFUSED = "OCI runtime create failed"
+
+
 class ContainerdUnavailable(Exception):
     """containerd cannot run on this machine (missing packages that cannot be
     installed, or runc cannot create a container here). Tests skip with this
@@ -281,6 +286,9 @@ class Containerd:
         """Installs what is missing, writes the config, starts containerd,
         imports the images and checks that a container can run. Raises
         ContainerdUnavailable or ContainerdError."""
+        if os.geteuid() != 0:
+            raise ContainerdUnavailable("containerd and runc need root (running as uid %d)" %
+                                        os.geteuid())
         ensure_installed(self.log)
         for sub in ("root", "state", "runc", "cni/bin", "cni/conf", "certs.d", "logs"):
             os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
@@ -355,8 +363,16 @@ class Containerd:
     def run_pod(self, name, containers, socket_path=None):
         """A host-network pod `name` with `containers`: a list of
         (container name, command list, {"tty": bool, "stdin": bool}). Every
-        container is started. Returns a Pod; stop() removes it."""
-        sandbox = self.cri("runp", *self.pod_flags(), name, socket_path=socket_path)
+        container is started. Returns a Pod; stop() removes it. Raises
+        ContainerdUnavailable when runc cannot create the pod's first
+        container on this machine."""
+        try:
+            sandbox = self.cri("runp", *self.pod_flags(), name, socket_path=socket_path)
+        except ContainerdError as e:
+            if RUNC_REFUSED in str(e) and socket_path is None:
+                raise ContainerdUnavailable("runc cannot create a container here: %s" %
+                                            str(e).splitlines()[0])
+            raise
         pod = Pod(name, sandbox, {})
         self.pods.append(pod)
         for cname, command, opts in containers:
@@ -463,12 +479,12 @@ def cleanup(directory, process=None):
     sock = os.path.join(directory, "containerd.sock")
     runc_root = os.path.join(directory, "runc", NAMESPACE)
     if os.path.isdir(runc_root):
-        r = subprocess.run(["runc", "--root", runc_root, "list", "--format", "json"],
+        r = subprocess.run(["/usr/sbin/runc", "--root", runc_root, "list", "--format", "json"],
                            capture_output=True, text=True, timeout=30)
         for c in json.loads(r.stdout or "null") or []:
             if c.get("pid"):
                 _kill(int(c["pid"]), signal.SIGKILL)
-            subprocess.run(["runc", "--root", runc_root, "delete", "--force", c["id"]],
+            subprocess.run(["/usr/sbin/runc", "--root", runc_root, "delete", "--force", c["id"]],
                            capture_output=True, timeout=30)
     shims = _pids_with("-address " + sock)
     for pid in shims:

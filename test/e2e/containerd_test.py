@@ -86,6 +86,16 @@ def crisp_config(mode, upstream):
     return CRISP_CONFIG.format(upstream=upstream, extra=extra)
 
 
+def skip(reason):
+    """Skips the tests, with the reason on stderr and in Bazel's test warnings."""
+    print("SKIPPED: " + reason, file=sys.stderr)
+    warnings = os.environ.get("TEST_WARNINGS_OUTPUT_FILE")
+    if warnings:
+        with open(warnings, "a") as f:
+            f.write(reason + "\n")
+    raise unittest.SkipTest(reason)
+
+
 class Environment:
     """containerd with the pod, crisp and the development API server."""
 
@@ -101,16 +111,15 @@ class Environment:
         """Raises unittest.SkipTest when containerd cannot run here."""
         try:
             self.containerd.start()
-        except containerd_env.ContainerdUnavailable as e:
-            print("SKIPPED: containerd cannot run on this machine: %s" % e, file=sys.stderr)
-            raise unittest.SkipTest("containerd cannot run on this machine: %s" % e)
-        try:
             self.web_port = containerd_env.free_port()
             web = ("web", ["httpd", "-f", "-p", "127.0.0.1:%d" % self.web_port, "-h",
                            "/var/www"], {})
             self.pod = self.containerd.run_pod(POD, CONTAINERS + [web])
             self.cluster = exec_base.Cluster(
                 self.tmp, crisp_config(ARGS.mode, self.containerd.socket))
+        except containerd_env.ContainerdUnavailable as e:
+            self.stop()
+            skip("containerd cannot run on this machine: %s" % e)
         except BaseException:
             self.stop()
             raise
