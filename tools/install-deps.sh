@@ -9,6 +9,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev libevent-dev libwslay-dev
   libhttp-parser-dev zlib1g-dev libprotobuf-dev protobuf-compiler libspdlog-dev
   kubectl openssl curl python3 procps util-linux
+  containerd runc busybox-static
 )
 
 missing=()

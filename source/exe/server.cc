@@ -83,6 +83,10 @@ constexpr const char* kEmbeddedMethods[] = {
 
 // How often the TLS files are checked for changes (see docs/configuration.md).
 constexpr std::chrono::seconds kTlsFileCheckInterval{5};
+// On SIGTERM: how long the stream workers keep running so that the sessions
+// they end can write their status and close; and how often they look.
+constexpr std::chrono::seconds kShutdownFlushTime{2};
+constexpr std::chrono::milliseconds kShutdownPollInterval{10};
 
 // One stream server worker: a loop of its own, accepting from the shared socket.
 struct Worker {
@@ -90,6 +94,8 @@ struct Worker {
   std::unique_ptr<stream::Http1Server> http;
   std::unique_ptr<stream::Listener> listener;
   std::thread thread;
+  // Re-checks, while crisp stops, whether the worker's sessions are gone.
+  event::TimerPtr drain_timer;
 };
 
 }  // namespace
@@ -139,6 +145,33 @@ class Server::Impl {
     }
     worker.listener.reset();
     worker.http.reset();
+  }
+
+  // Ends the worker's sessions (a running command's with a status its client
+  // shows), then keeps the loop running until their connections have written
+  // what they queued and closed, for at most kShutdownFlushTime. Runs on the
+  // worker's thread.
+  void drainAndExit(Worker& worker) {
+    tearDown(worker);
+    const auto deadline = std::chrono::steady_clock::now() + kShutdownFlushTime;
+    worker.drain_timer = std::make_unique<event::Timer>(worker.dispatcher, [this, &worker,
+                                                                            deadline] {
+      if (sessionsOn(worker.dispatcher) == 0 || std::chrono::steady_clock::now() >= deadline) {
+        worker.dispatcher.exit();
+        return;
+      }
+      worker.drain_timer->enable(kShutdownPollInterval);
+    });
+    worker.drain_timer->enable(std::chrono::milliseconds(0));
+  }
+
+  size_t sessionsOn(event::Dispatcher& dispatcher) {
+    size_t n = 0;
+    n += spdy_ ? spdy_->activeSessions(dispatcher) : 0;
+    n += port_forward_ ? port_forward_->activeSessions(dispatcher) : 0;
+    n += ws_ ? ws_->activeSessions(dispatcher) : 0;
+    n += ws_port_forward_ ? ws_port_forward_->activeSessions(dispatcher) : 0;
+    return n;
   }
 
   absl::Status init() {
@@ -331,10 +364,7 @@ class Server::Impl {
     }
     for (auto& worker : workers_) {
       Worker* w = worker.get();
-      w->dispatcher.post([this, w] {
-        tearDown(*w);
-        w->dispatcher.exit();
-      });
+      w->dispatcher.post([this, w] { drainAndExit(*w); });
       w->thread.join();
     }
   }

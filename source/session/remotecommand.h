@@ -100,6 +100,10 @@ StreamSet expectedStreams(RemoteCommandVersion v, const ExecSpec& spec);
 // brackets, unquoted).
 std::string nonZeroExitMessage(const ExecSpec& spec, const ExitStatus& status);
 
+// Why a session whose command runs ends when crisp stops: the message of the
+// status written on its error stream, which kubectl shows.
+inline constexpr char kServerStoppingMessage[] = "crisp is shutting down";
+
 // The bytes to write on the error stream when the session ends with `status`,
 // or "" when nothing is to be written (v1-v3 success).
 //

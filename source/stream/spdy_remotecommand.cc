@@ -106,7 +106,15 @@ void SpdyRemoteCommand::start() {
   connection_->start();
 }
 
-void SpdyRemoteCommand::close() { abandon("closed by the server"); }
+void SpdyRemoteCommand::close() {
+  // A started command gets a status saying why it ended: without one, a
+  // client reads the closed streams as a clean exit (code 0).
+  if (state_ == State::kStarting || state_ == State::kRunning) {
+    finish(ExitStatus::error(session::kServerStoppingMessage));
+    return;
+  }
+  abandon("closed by the server");
+}
 
 std::optional<StreamType> SpdyRemoteCommand::typeOf(uint32_t stream_id) const {
   for (size_t i = 0; i < stream_ids_.size(); ++i) {

@@ -142,7 +142,16 @@ void WsRemoteCommand::start() {
   start_timer_->enable(std::chrono::milliseconds(0));
 }
 
-void WsRemoteCommand::close() { abandon("closed by the server", websocket::kCloseGoingAway); }
+void WsRemoteCommand::close() {
+  // A started command gets a status saying why it ended, which the client
+  // shows, rather than a bare close. The close after it is a normal one:
+  // kubectl reports any other close code instead of the status.
+  if (state_ == State::kStarting || state_ == State::kRunning) {
+    finish(ExitStatus::error(session::kServerStoppingMessage));
+    return;
+  }
+  abandon("closed by the server", websocket::kCloseGoingAway);
+}
 
 void WsRemoteCommand::sendReadySignal() {
   // The kubelet writes an empty payload on the first stream it has, so the

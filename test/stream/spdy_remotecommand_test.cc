@@ -1054,13 +1054,18 @@ TEST_F(SpdyRemoteCommandTest, UpgradeHandlerCloseAllEndsRunningSessions) {
     handler.onUpgrade(loop_.dispatcher(), std::move(up));
     return 0;
   });
-  openStreams(false, true, false, false);
+  const StreamIds ids = openStreams(false, true, false, false);
   ASSERT_TRUE(runtime_.waitUntil([](const Record& r) { return r.live == 1; }));
   loop_.run([&] {
     handler.closeAll(loop_.dispatcher());
     return 0;
   });
   EXPECT_TRUE(runtime_.waitUntil([](const Record& r) { return r.live == 0; }));
+  // The running command's client is told why it ended, before the GOAWAY.
+  const std::string status = statusOn(ids.error);
+  EXPECT_NE(status.find("error executing command in container: crisp is shutting down"),
+            std::string::npos)
+      << status;
   ASSERT_TRUE(client_->waitForEof());
   EXPECT_EQ(client_->goAwayStatus(), spdy::GoAwayStatus::kOk);
   client_->closeSocket();

@@ -1145,7 +1145,13 @@ TEST_F(WsRemoteCommandTest, HandlerServesAndCloseAllEndsSessions) {
   });
   EXPECT_TRUE(runtime_.waitUntil([](const Record& r) { return r.live == 0; }));
   ASSERT_TRUE(client_->waitForEof());
-  EXPECT_EQ(client_->closeCode(), websocket::kCloseGoingAway);
+  // The running command's client is told why it ended, then the connection
+  // closes normally (kubectl shows the status only after a normal close).
+  EXPECT_EQ(client_->closeCode(), websocket::kCloseNormal);
+  const std::string status = client_->channelData(websocket::kChannelError);
+  EXPECT_NE(status.find("error executing command in container: crisp is shutting down"),
+            std::string::npos)
+      << status;
   EXPECT_TRUE(loop_.waitUntil([&] { return handler.activeSessions(loop_.dispatcher()) == 0; }));
   loop_.stop();
 }

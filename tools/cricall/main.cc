@@ -7,6 +7,18 @@
 //   cricall --socket S portforward SANDBOX [PORT...]
 //   cricall --socket S raw METHOD_PATH      (empty request; prints the response size)
 //
+// Pods and containers on a real runtime (host network, no network plugin needed):
+//   cricall --socket S runp [POD_FLAGS] POD                 prints the sandbox id
+//   cricall --socket S create [POD_FLAGS] [--tty] [--stdin] SANDBOX POD NAME IMAGE -- CMD...
+//                                                            prints the container id
+//   cricall --socket S start|rm CONTAINER
+//   cricall --socket S stop CONTAINER [GRACE_SECONDS]
+//   cricall --socket S stopp|rmp SANDBOX
+//   cricall --socket S status CONTAINER     prints "<STATE> <started_at_ns> <exit_code>"
+// POD_FLAGS: --log-dir DIR (container logs go to DIR/NAME.log), --cgroup-parent PATH.
+// create must be given the same POD and POD_FLAGS as runp: the runtime reads the
+// pod's settings from both calls.
+//
 // version prints "<runtime_name> <runtime_version> <runtime_api_version>"; exec,
 // attach and portforward print the stream URL. A failed call prints
 // "<CODE>: <message>" on stderr and exits 1; bad arguments exit 2.
@@ -31,10 +43,19 @@ constexpr char kUsage[] =
     "CMD...\n"
     "       cricall --socket PATH attach [--tty] [--stdin] [--no-stdout] [--stderr] CONTAINER\n"
     "       cricall --socket PATH portforward SANDBOX [PORT...]\n"
-    "       cricall --socket PATH raw METHOD_PATH\n";
+    "       cricall --socket PATH raw METHOD_PATH\n"
+    "       cricall --socket PATH runp [--log-dir DIR] [--cgroup-parent PATH] POD\n"
+    "       cricall --socket PATH create [--log-dir DIR] [--cgroup-parent PATH] [--tty] "
+    "[--stdin] SANDBOX POD NAME IMAGE -- CMD...\n"
+    "       cricall --socket PATH start|rm|status CONTAINER\n"
+    "       cricall --socket PATH stop CONTAINER [GRACE_SECONDS]\n"
+    "       cricall --socket PATH stopp|rmp SANDBOX\n";
 
 constexpr char kRuntimeService[] = "/runtime.v1.RuntimeService/";
 constexpr std::chrono::seconds kTimeout{10};
+// Creating a pod or container on a real runtime mounts a root filesystem and
+// starts a shim; stopping one may wait for its grace period.
+constexpr std::chrono::seconds kLifecycleTimeout{60};
 
 int usage() {
   std::fputs(kUsage, stderr);
@@ -49,9 +70,10 @@ int fail(const absl::Status& status) {
 
 // Calls `method` with `request` and parses the answer into `response`.
 int call(const std::string& socket, const std::string& method,
-         const google::protobuf::Message& request, google::protobuf::Message& response) {
+         const google::protobuf::Message& request, google::protobuf::Message& response,
+         std::chrono::milliseconds timeout = kTimeout) {
   auto bytes = crisp::cri::unaryCallBlocking(socket, kRuntimeService + method,
-                                             request.SerializeAsString(), kTimeout);
+                                             request.SerializeAsString(), timeout);
   if (!bytes.ok()) {
     return fail(bytes.status());
   }
@@ -85,6 +107,101 @@ bool parseStreamFlags(const std::vector<std::string>& args, size_t& i, StreamFla
     }
   }
   return true;
+}
+
+struct PodFlags {
+  std::string log_dir;
+  std::string cgroup_parent;
+};
+
+// Consumes --log-dir, --cgroup-parent, and for create --tty and --stdin, from
+// args[i...]; returns false on an unknown flag or a missing value.
+bool parsePodFlags(const std::vector<std::string>& args, size_t& i, PodFlags& pod,
+                   StreamFlags* container) {
+  for (; i < args.size() && args[i].rfind("--", 0) == 0 && args[i] != "--"; ++i) {
+    if ((args[i] == "--log-dir" || args[i] == "--cgroup-parent") && i + 1 < args.size()) {
+      (args[i] == "--log-dir" ? pod.log_dir : pod.cgroup_parent) = args[i + 1];
+      ++i;
+    } else if (container != nullptr && args[i] == "--tty") {
+      container->tty = true;
+    } else if (container != nullptr && args[i] == "--stdin") {
+      container->stdin = true;
+    } else {
+      return false;
+    }
+  }
+  return true;
+}
+
+// Host network (no network plugin), a PID namespace per container, IPC shared
+// in the pod: what the kubelet sends for a hostNetwork pod.
+void setNamespaces(runtime::v1::NamespaceOption& ns) {
+  ns.set_network(runtime::v1::NODE);
+  ns.set_pid(runtime::v1::CONTAINER);
+  ns.set_ipc(runtime::v1::POD);
+}
+
+// The pod's configuration, identical for RunPodSandbox and CreateContainer.
+runtime::v1::PodSandboxConfig podConfig(const std::string& name, const PodFlags& flags) {
+  runtime::v1::PodSandboxConfig config;
+  config.mutable_metadata()->set_name(name);
+  config.mutable_metadata()->set_uid("cricall-" + name);
+  config.mutable_metadata()->set_namespace_("default");
+  config.set_log_directory(flags.log_dir);
+  config.mutable_labels()->insert({"io.kubernetes.pod.name", name});
+  auto* linux = config.mutable_linux();
+  linux->set_cgroup_parent(flags.cgroup_parent);
+  setNamespaces(*linux->mutable_security_context()->mutable_namespace_options());
+  return config;
+}
+
+// start, stop, rm, stopp, rmp: one id, an empty answer.
+int lifecycle(const std::string& socket, const std::string& verb,
+              const std::vector<std::string>& args, size_t i) {
+  if (i >= args.size()) {
+    return usage();
+  }
+  const std::string id = args[i++];
+  if (verb == "stop") {
+    runtime::v1::StopContainerRequest request;
+    request.set_container_id(id);
+    if (i < args.size()) {
+      char* end = nullptr;
+      const long grace = std::strtol(args[i].c_str(), &end, 10);
+      if (args[i].empty() || *end != '\0' || grace < 0 || grace > 3600 || i + 1 != args.size()) {
+        return usage();
+      }
+      request.set_timeout(grace);
+    }
+    runtime::v1::StopContainerResponse response;
+    return call(socket, "StopContainer", request, response,
+                kLifecycleTimeout + std::chrono::seconds(request.timeout()));
+  }
+  if (i != args.size()) {
+    return usage();
+  }
+  if (verb == "start") {
+    runtime::v1::StartContainerRequest request;
+    request.set_container_id(id);
+    runtime::v1::StartContainerResponse response;
+    return call(socket, "StartContainer", request, response, kLifecycleTimeout);
+  }
+  if (verb == "rm") {
+    runtime::v1::RemoveContainerRequest request;
+    request.set_container_id(id);
+    runtime::v1::RemoveContainerResponse response;
+    return call(socket, "RemoveContainer", request, response, kLifecycleTimeout);
+  }
+  if (verb == "stopp") {
+    runtime::v1::StopPodSandboxRequest request;
+    request.set_pod_sandbox_id(id);
+    runtime::v1::StopPodSandboxResponse response;
+    return call(socket, "StopPodSandbox", request, response, kLifecycleTimeout);
+  }
+  runtime::v1::RemovePodSandboxRequest request;
+  request.set_pod_sandbox_id(id);
+  runtime::v1::RemovePodSandboxResponse response;
+  return call(socket, "RemovePodSandbox", request, response, kLifecycleTimeout);
 }
 
 }  // namespace
@@ -165,6 +282,68 @@ int main(int argc, char** argv) {
       return rc;
     }
     std::printf("%s\n", response.url().c_str());
+    return 0;
+  }
+
+  if (verb == "runp") {
+    PodFlags pod;
+    if (!parsePodFlags(args, i, pod, nullptr) || i + 1 != args.size()) {
+      return usage();
+    }
+    runtime::v1::RunPodSandboxRequest request;
+    *request.mutable_config() = podConfig(args[i], pod);
+    runtime::v1::RunPodSandboxResponse response;
+    if (int rc = call(socket, "RunPodSandbox", request, response, kLifecycleTimeout); rc != 0) {
+      return rc;
+    }
+    std::printf("%s\n", response.pod_sandbox_id().c_str());
+    return 0;
+  }
+
+  if (verb == "create") {
+    PodFlags pod;
+    StreamFlags flags;
+    if (!parsePodFlags(args, i, pod, &flags) || i + 5 >= args.size() || args[i + 4] != "--") {
+      return usage();
+    }
+    runtime::v1::CreateContainerRequest request;
+    request.set_pod_sandbox_id(args[i]);
+    *request.mutable_sandbox_config() = podConfig(args[i + 1], pod);
+    auto* config = request.mutable_config();
+    const std::string& name = args[i + 2];
+    config->mutable_metadata()->set_name(name);
+    config->mutable_image()->set_image(args[i + 3]);
+    for (i += 5; i < args.size(); ++i) {
+      config->add_command(args[i]);
+    }
+    if (!pod.log_dir.empty()) {
+      config->set_log_path(name + ".log");
+    }
+    config->set_tty(flags.tty);
+    config->set_stdin(flags.stdin);
+    setNamespaces(*config->mutable_linux()->mutable_security_context()->mutable_namespace_options());
+    runtime::v1::CreateContainerResponse response;
+    if (int rc = call(socket, "CreateContainer", request, response, kLifecycleTimeout); rc != 0) {
+      return rc;
+    }
+    std::printf("%s\n", response.container_id().c_str());
+    return 0;
+  }
+
+  if (verb == "start" || verb == "stop" || verb == "rm" || verb == "stopp" || verb == "rmp") {
+    return lifecycle(socket, verb, args, i);
+  }
+
+  if (verb == "status" && i + 1 == args.size()) {
+    runtime::v1::ContainerStatusRequest request;
+    request.set_container_id(args[i]);
+    runtime::v1::ContainerStatusResponse response;
+    if (int rc = call(socket, "ContainerStatus", request, response); rc != 0) {
+      return rc;
+    }
+    const auto& status = response.status();
+    std::printf("%s %lld %d\n", runtime::v1::ContainerState_Name(status.state()).c_str(),
+                static_cast<long long>(status.started_at()), status.exit_code());
     return 0;
   }
 

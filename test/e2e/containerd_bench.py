@@ -1,0 +1,210 @@
+"""Streaming figures with real kubectl: containerd's own stream server as the
+reference, and crisp's stream server beside it in the same run.
+
+Rows:
+- containerd: crisp passes Exec/Attach/PortForward through, kubectl streams
+  to containerd's stream server (via the development API server), into runc
+  containers of a private containerd (containerd_env.py). The reference.
+- crisp-bridged: crisp serves the stream and bridges it to containerd; runs
+  when containerd_test.BRIDGED_CONFIG is set.
+- crisp-embedded: crisp's own stream server and embedded runtime (processes on
+  the host), the same kubectl and API server path.
+
+Figures: kubectl exec stdout throughput (`head -c N /dev/zero`, read from a
+pipe), port-forward throughput (HTTP GET of N zero bytes from busybox httpd
+on 127.0.0.1 in the host-network pod), exec setup latency (`kubectl exec --
+true`, median and 90th percentile), and CPU seconds per GiB of exec output
+spent by containerd and its shims (from /proc/PID/stat), or by crisp.
+
+Usage: containerd_bench.py --crisp PATH --devapiserver PATH --cricall PATH
+                           [--bytes N] [--latency-runs N] [--kubectl 1.27,1.33]
+"""
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import containerd_env  # noqa: E402
+import containerd_test as cells  # noqa: E402
+import harness  # noqa: E402
+import kubectl_exec_test as exec_base  # noqa: E402
+import kubectl_portforward_test as pf  # noqa: E402
+
+ARGS = None
+MIB = 1 << 20
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids):
+    """User plus system CPU seconds of `pids` so far (children not included)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / CLOCK_TICKS
+
+
+class Row:
+    """One stream server under measurement: a cluster (crisp + development
+    API server), the processes whose CPU is charged to it, and the names of
+    the exec target and the port-forward pod."""
+
+    def __init__(self, name, cluster, cpu_pids, exec_target, pf_pod, web_port):
+        self.name = name
+        self.cluster = cluster
+        self.cpu_pids = cpu_pids
+        self.exec_target = exec_target
+        self.pf_pod = pf_pod
+        self.web_port = web_port
+
+    def exec_throughput(self, version, n):
+        argv = self.cluster.kubectl_argv(version, "exec", self.exec_target, "--", "head", "-c",
+                                         str(n), "/dev/zero")
+        pids = self.cpu_pids()
+        cpu0 = cpu_seconds(pids)
+        start = time.monotonic()
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=self.cluster.kubectl_env(), start_new_session=True)
+        got = 0
+        while True:
+            chunk = proc.stdout.read1(4 * MIB)
+            if not chunk:
+                break
+            got += len(chunk)
+        err = proc.stderr.read()
+        code = proc.wait(timeout=600)
+        elapsed = time.monotonic() - start
+        cpu = cpu_seconds(pids) - cpu0
+        if (code, got) != (0, n):
+            raise RuntimeError("%s: exec got %d of %d bytes, exit %d: %s" %
+                               (self.name, got, n, code, err.decode(errors="replace")))
+        return got / MIB / elapsed, cpu / (n / (1 << 30))
+
+    def port_forward_throughput(self, version, n):
+        proc = harness.Process("bench-pf-%d" % time.monotonic_ns(), self.cluster.kubectl_argv(
+            version, "port-forward", "--address", "127.0.0.1", "pod/" + self.pf_pod,
+            ":%d" % self.web_port), self.cluster.dir, env=self.cluster.kubectl_env()).start()
+        try:
+            m = pf.wait_for_line(proc.stdout_path, r"Forwarding from 127\.0\.0\.1:(\d+) -> ", proc)
+            url = "http://127.0.0.1:%s/cgi-bin/zero?%d" % (m.group(1), n)
+            start = time.monotonic()
+            got = 0
+            with urllib.request.urlopen(url, timeout=600) as r:
+                while True:
+                    chunk = r.read(4 * MIB)
+                    if not chunk:
+                        break
+                    got += len(chunk)
+            elapsed = time.monotonic() - start
+        finally:
+            proc.stop()
+        if got != n:
+            raise RuntimeError("%s: port-forward got %d of %d bytes" % (self.name, got, n))
+        return got / MIB / elapsed
+
+    def exec_latency(self, version, runs):
+        times = []
+        for _ in range(runs):
+            start = time.monotonic()
+            r = self.cluster.kubectl(version, "exec", self.exec_target, "--", "true")
+            times.append(time.monotonic() - start)
+            if r.returncode != 0:
+                raise RuntimeError("%s: %s" % (self.name, r))
+        times.sort()
+        return statistics.median(times) * 1000, times[int(0.9 * (len(times) - 1))] * 1000
+
+
+def report(label, unit, rows, values, higher_is_better=True):
+    """One line: the reference (first row) and every other row as a ratio."""
+    ref = values[0]
+    parts = ["%s %.1f %s" % (rows[0].name, ref, unit)]
+    for row, v in zip(rows[1:], values[1:]):
+        ratio = v / ref if ref else float("nan")
+        parts.append("%s %.1f %s (%.2fx)" % (row.name, v, unit, ratio))
+    print("%-44s %s" % (label, " | ".join(parts)), flush=True)
+
+
+def main():
+    global ARGS
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--crisp", required=True)
+    parser.add_argument("--devapiserver", required=True)
+    parser.add_argument("--cricall", required=True)
+    parser.add_argument("--bytes", type=int, default=1 << 30, help="bytes per transfer")
+    parser.add_argument("--latency-runs", type=int, default=20)
+    parser.add_argument("--kubectl", default="1.27,1.33", help="kubectl versions, comma-separated")
+    ARGS = parser.parse_args()
+    for name in ("crisp", "devapiserver", "cricall"):
+        setattr(ARGS, name, os.path.abspath(getattr(ARGS, name)))
+    ARGS.mode = "direct"
+    cells.ARGS = exec_base.ARGS = pf.ARGS = ARGS
+    versions = ARGS.kubectl.split(",")
+
+    with harness.TempDir(prefix="crisp-bench-") as tmp:
+        env = cells.Environment(os.path.join(tmp.path, "direct"))
+        os.makedirs(env.tmp)
+        env.start()
+        clusters = [env.cluster]
+        try:
+            ctd = env.containerd
+            sock = ctd.socket
+
+            def containerd_pids():
+                return [ctd.process.pid] + containerd_env._pids_with("-address " + sock)
+
+            def crisp_pid(cluster):
+                return lambda: [cluster.crisp.pid]
+
+            rows = [Row("containerd", env.cluster, containerd_pids, "work", "web", env.web_port)]
+            if cells.BRIDGED_CONFIG is not None:
+                bdir = os.path.join(tmp.path, "bridged")
+                os.makedirs(bdir)
+                bridged = exec_base.Cluster(bdir, cells.crisp_config("bridged", sock))
+                clusters.append(bridged)
+                rows.append(Row("crisp-bridged", bridged,
+                                lambda: containerd_pids() + [bridged.crisp.pid], "work", "web",
+                                env.web_port))
+            edir = os.path.join(tmp.path, "embedded")
+            os.makedirs(edir)
+            embedded = exec_base.Cluster(edir, exec_base.CRISP_CONFIG.replace("id: echoer",
+                                                                              "id: work"))
+            clusters.append(embedded)
+            # Port-forward on the embedded runtime reaches 127.0.0.1 on the
+            # host, where the pod's httpd listens (host network).
+            rows.append(Row("crisp-embedded", embedded, crisp_pid(embedded), "work", "demo",
+                            env.web_port))
+
+            size = "%d MiB" % (ARGS.bytes // MIB)
+            print("snapshotter %s; %s per transfer; the first row is the reference" %
+                  (ctd.snapshotter, size), flush=True)
+            for version in versions:
+                results = [row.exec_throughput(version, ARGS.bytes) for row in rows]
+                report("exec stdout %s, kubectl %s" % (size, version), "MiB/s", rows,
+                       [r[0] for r in results])
+                report("  CPU s/GiB (runtime+shims | crisp)", "s", rows, [r[1] for r in results])
+            for version in versions:
+                report("port-forward %s, kubectl %s" % (size, version), "MiB/s", rows,
+                       [row.port_forward_throughput(version, ARGS.bytes) for row in rows])
+            for version in versions:
+                lat = [row.exec_latency(version, ARGS.latency_runs) for row in rows]
+                report("exec setup median of %d, kubectl %s" % (ARGS.latency_runs, version),
+                       "ms", rows, [x[0] for x in lat])
+                report("exec setup p90, kubectl %s" % version, "ms", rows, [x[1] for x in lat])
+        finally:
+            for cluster in clusters[1:]:
+                cluster.stop()
+            env.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
