@@ -205,7 +205,8 @@ class SpdySession : public UpgradingSession, private spdy::CodecCallbacks {
 
   // Sends zeros on `send_stream_` while the socket's queue is short.
   void pump() {
-    if (send_stream_ == 0 || send_done_ || done_) {
+    // A stdin without bytes to send stays open (an idle interactive session).
+    if (send_stream_ == 0 || send_done_ || done_ || options_.send_bytes == 0) {
       return;
     }
     while (queued() < kSendQueueBytes && bytes_sent_ < options_.send_bytes) {
@@ -397,7 +398,7 @@ class WsSession : public UpgradingSession, private websocket::CodecCallbacks {
   }
 
   void pump() {
-    if (!send_ || send_done_ || done_ || !codec_) {
+    if (!send_ || send_done_ || done_ || !codec_ || options_.send_bytes == 0) {
       return;
     }
     while (queued() < kSendQueueBytes && bytes_sent_ < options_.send_bytes) {
