@@ -50,6 +50,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -136,8 +137,6 @@ class Cri {
   }
 
   size_t inFlight() const { return pending_.size(); }
-  // Called after each call's answer was handled.
-  std::function<void()> on_call_done;
 
  private:
   struct Pending : cri::ClientCall::Callbacks {
@@ -161,9 +160,6 @@ class Cri {
       if (it != owner->pending_.end()) {
         owner->dispatcher_.deferredDelete(std::move(it->second));
         owner->pending_.erase(it);
-      }
-      if (owner->on_call_done) {
-        owner->on_call_done();
       }
     }
   };
@@ -337,9 +333,19 @@ class Runner : public SessionObserver {
   std::function<void(Session&)> on_first_byte;
   std::function<void(Session&)> on_done;
   size_t ready_count = 0;
+  // Sessions added one after the other (setup-latency) end the loop themselves.
+  bool exit_when_all_done = true;
+
+  // Sessions that are open or already over.
+  size_t settled() const { return ready_count + done_before_ready_; }
+  std::function<void()> on_progress;
 
   void onSessionReady(Session& s) override {
     ++ready_count;
+    ready_.insert(&s);
+    if (on_progress) {
+      on_progress();
+    }
     if (on_ready) {
       on_ready(s);
     }
@@ -351,10 +357,16 @@ class Runner : public SessionObserver {
   }
   void onSessionDone(Session& s) override {
     ++done_count_;
+    if (ready_.count(&s) == 0) {
+      ++done_before_ready_;
+    }
+    if (on_progress) {
+      on_progress();
+    }
     if (on_done) {
       on_done(s);
     }
-    if (done_count_ == sessions_.size()) {
+    if (exit_when_all_done && done_count_ == sessions_.size()) {
       dispatcher_.exit();
     }
   }
@@ -372,6 +384,8 @@ class Runner : public SessionObserver {
   event::Timer timeout_timer_;
   bool timed_out_ = false;
   size_t done_count_ = 0;
+  size_t done_before_ready_ = 0;
+  std::set<Session*> ready_;
   std::vector<std::unique_ptr<Session>> sessions_;
   std::vector<std::string> failures_;
 };
@@ -586,6 +600,7 @@ int setupLatency(const Args& args) {
     startSessionVia(runner.cri(), "Exec", execRequest(args.str("container"), cmd, false), s,
                     [&runner, &s](const std::string& why) { runner.failEarly(s, why); });
   };
+  runner.exit_when_all_done = false;
   runner.on_first_byte = [&](Session& s) {
     crisp_s.push_back(secondsBetween(starts[s.tag], s.firstByteAt()));
   };
@@ -610,19 +625,21 @@ int setupLatency(const Args& args) {
   return failures == 0 && !runner.timedOut() ? 0 : 1;
 }
 
-// Starts the runner's sessions with at most `parallel` CRI calls in flight;
-// each answer lets the next one go.
+// Starts the runner's sessions with at most `parallel` of them being set up
+// at a time (CRI call made, streams not all open yet): a token is good for a
+// minute only, so a client must not ask for many more than the server can
+// take up.
 void startMany(Runner& runner, const std::string& container, const std::vector<std::string>& cmd,
                bool stdin, size_t parallel) {
   auto next = std::make_shared<size_t>(0);
   auto launch = [&runner, container, cmd, stdin, parallel, next] {
-    while (*next < runner.sessions().size() && runner.cri().inFlight() < parallel) {
+    while (*next < runner.sessions().size() && *next - runner.settled() < parallel) {
       Session& s = *runner.sessions()[(*next)++];
       startSessionVia(runner.cri(), "Exec", execRequest(container, cmd, stdin), s,
                       [&runner, &s](const std::string& why) { runner.failEarly(s, why); });
     }
   };
-  runner.cri().on_call_done = [&runner, launch] { runner.dispatcher().post(launch); };
+  runner.on_progress = [&runner, launch] { runner.dispatcher().post(launch); };
   runner.dispatcher().post(launch);
 }
 
