@@ -140,6 +140,46 @@ class Codec::Impl {
     return queueAndFlush(wslay_event_queue_msg(ctx_, &msg));
   }
 
+  // A server's data frames are not masked, so the frame is just a header in
+  // front of the payload: it is written here, and the payload moved behind
+  // it, rather than copied into wslay's queue and out again. wslay's own
+  // queue is always empty between calls (flush() sends everything), so the
+  // order of frames is kept.
+  bool canFrameDirectly() const { return options_.role == Role::kServer; }
+
+  absl::Status sendUnmasked(MessageType type, Buffer& payload) {
+    // The same refusal wslay_event_queue_msg() gives once a close is queued
+    // (ours, or the reply to the peer's).
+    if (!wslay_event_get_write_enabled(ctx_) || wslay_event_get_close_sent(ctx_) ||
+        wslay_event_get_close_received(ctx_)) {
+      return absl::FailedPreconditionError("ws.closed: a close frame was already sent");
+    }
+    if (absl::Status status = flush(); !status.ok()) {
+      return status;
+    }
+    const uint64_t len = payload.length();
+    uint8_t header[10];
+    size_t header_len = 2;
+    header[0] = static_cast<uint8_t>(0x80 | static_cast<uint8_t>(type));
+    if (len < 126) {
+      header[1] = static_cast<uint8_t>(len);
+    } else if (len <= 0xFFFF) {
+      header[1] = 126;
+      header[2] = static_cast<uint8_t>(len >> 8);
+      header[3] = static_cast<uint8_t>(len);
+      header_len = 4;
+    } else {
+      header[1] = 127;
+      for (int i = 0; i < 8; ++i) {
+        header[2 + i] = static_cast<uint8_t>(len >> (56 - 8 * i));
+      }
+      header_len = 10;
+    }
+    output_.add(header, header_len);
+    output_.move(payload);
+    return absl::OkStatus();
+  }
+
   absl::Status sendPing(std::string_view payload) {
     if (!error_.ok()) {
       return error_;
@@ -520,6 +560,9 @@ absl::Status Codec::sendMessage(MessageType type, std::string_view payload) {
 absl::Status Codec::sendMessage(MessageType type, Buffer& payload) {
   if (!impl_->error().ok()) {
     return impl_->error();
+  }
+  if (impl_->canFrameDirectly()) {
+    return impl_->sendUnmasked(type, payload);
   }
   const size_t len = payload.length();
   const uint8_t* data = len == 0 ? nullptr : payload.linearize(len);

@@ -2,6 +2,7 @@
 
 #include <cerrno>
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <termios.h>
@@ -12,6 +13,7 @@ namespace crisp::runtime {
 namespace {
 
 constexpr int kReadChunk = 64 * 1024;
+constexpr int kBulkPipeBytes = 1024 * 1024;
 // The last read after the drain timed out takes at most this much.
 constexpr size_t kFinalDrainLimit = 1024 * 1024;
 
@@ -52,7 +54,17 @@ class PidfdReaper {
 // write(2) on a pipe whose reader is gone raises SIGPIPE, which would kill
 // crisp unless it ignores the signal. Block it for the write and take back a
 // SIGPIPE that the write raised for this thread.
-int writeWithoutSigpipe(Buffer& data, int fd) {
+// crisp ignores SIGPIPE for the whole process; then the two sigmask calls
+// around every write are pure cost. Asked once per flush, not per write.
+bool sigpipeIgnored() {
+  struct sigaction current {};
+  return ::sigaction(SIGPIPE, nullptr, &current) == 0 && current.sa_handler == SIG_IGN;
+}
+
+int writeWithoutSigpipe(Buffer& data, int fd, bool sigpipe_ignored) {
+  if (sigpipe_ignored) {
+    return data.writeTo(fd);
+  }
   sigset_t pipe_set;
   sigset_t previous;
   ::sigemptyset(&pipe_set);
@@ -177,6 +189,21 @@ bool ChildProcess::readOutput(Endpoint& ep, size_t limit) {
   while (data.length() < limit) {
     const int n = data.readFrom(ep.fd.get(), kReadChunk);
     if (n > 0) {
+      if (n == kReadChunk && !ep.enlarged && !tty_) {
+        // The pipe held a whole chunk: this process writes in bulk. A larger
+        // pipe lets it write far ahead, so it and crisp wake each other up
+        // once per megabyte rather than once per page. Only bulk writers get
+        // one (an idle or interactive session keeps the default 64 KiB);
+        // when the kernel refuses (pipe-max-size, or the user's pipe pages
+        // over fs.pipe-user-pages-soft) the pipe stays as it is.
+        ep.enlarged = true;
+        (void)::fcntl(ep.fd.get(), F_SETPIPE_SZ, kBulkPipeBytes);
+      }
+      if (n < kReadChunk) {
+        // A short read emptied the pipe; asking again would only return
+        // EAGAIN. The watcher (level-triggered) reports what comes next.
+        break;
+      }
       continue;
     }
     if (n < 0 && errno == EINTR) {
@@ -294,9 +321,10 @@ bool ChildProcess::flushStdin() {
     return true;
   }
   size_t consumed = 0;
+  const bool sigpipe_ignored = sigpipeIgnored();
   while (!stdin_queue_.empty()) {
     const size_t before = stdin_queue_.length();
-    const int n = writeWithoutSigpipe(stdin_queue_, ep.fd.get());
+    const int n = writeWithoutSigpipe(stdin_queue_, ep.fd.get(), sigpipe_ignored);
     if (n > 0) {
       consumed += before - stdin_queue_.length();
       continue;
@@ -305,6 +333,14 @@ bool ChildProcess::flushStdin() {
       continue;
     }
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      if (!ep.enlarged && !tty_) {
+        // The child reads slower than stdin comes: give the pipe room for
+        // more, as readOutput() does for bulk output, and try again.
+        ep.enlarged = true;
+        if (::fcntl(ep.fd.get(), F_SETPIPE_SZ, kBulkPipeBytes) > 0) {
+          continue;
+        }
+      }
       break;
     }
     // EPIPE: the child closed its stdin (or exited); EIO: the pty is gone.

@@ -97,6 +97,8 @@ class ChildProcess {
     bool read_eof = true;
     bool writes = false;  // takes stdin
     bool write_closed = true;
+    // The pipe was found full once and enlarged (see readOutput()).
+    bool enlarged = false;
   };
 
   Endpoint& stdinEndpoint() { return tty_ ? stdout_ : stdin_; }

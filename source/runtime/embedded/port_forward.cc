@@ -290,7 +290,9 @@ class SocketPortConnection : public session::PortConnection {
       const int n = in.readFrom(fd_, kReadChunkBytes);
       if (n > 0) {
         callbacks_.onData(in);
-        if (state_ != State::kConnected) {
+        if (state_ != State::kConnected || n < kReadChunkBytes) {
+          // Closed from the callback, or a short read emptied the socket (the
+          // watcher reports what arrives later).
           return;
         }
         continue;

@@ -91,7 +91,7 @@ void closeOthers(const ChildPlan& plan) {
   }
 }
 
-// Runs in the child between fork and execve. Async-signal-safe calls only;
+// Runs in the child between vfork and execve. Async-signal-safe calls only;
 // the credential changes use raw system calls because after fork the child is
 // single-threaded and glibc's wrappers would try to signal the parent's
 // (absent) threads.
@@ -515,7 +515,11 @@ absl::StatusOr<SpawnedProcess> spawnProcess(const SpawnOptions& options) {
   sigset_t previous;
   ::sigfillset(&all);
   ::pthread_sigmask(SIG_SETMASK, &all, &previous);
-  const pid_t pid = ::fork();
+  // vfork: the child borrows crisp's memory until it execs, so starting a
+  // command costs the same whatever crisp's size (fork copied the page
+  // tables of the whole process). runChild() is written for this: it only
+  // reads `plan`, makes raw system calls, and ends in execve or _exit.
+  const pid_t pid = ::vfork();
   if (pid == 0) {
     runChild(plan);
   }
