@@ -664,8 +664,28 @@ void readContainer(Loader& loader, const Field& list, const YAML::Node& node, si
   out.push_back(std::move(c));
 }
 
+void readStreamServerClient(Loader& loader, const Field& field, StreamServerClientConfig& out) {
+  Mapping map(loader, field.value, field.path, field.key_line,
+              {"ca_file", "connect_timeout", "upgrade_timeout"});
+  if (const Field* ca = map.get("ca_file")) {
+    std::optional<std::string> text = scalar(loader, *ca, "an absolute file path");
+    if (text && (text->empty() || text->front() != '/')) {
+      loader.error(*ca, absl::StrCat("expected an absolute file path, got ", quoted(*text)));
+    } else if (text) {
+      out.ca_file = *text;
+    }
+  }
+  readDuration(loader, map, "connect_timeout", absl::Milliseconds(10), absl::Minutes(10),
+               out.connect_timeout);
+  readDuration(loader, map, "upgrade_timeout", absl::Milliseconds(10), absl::Minutes(10),
+               out.upgrade_timeout);
+}
+
 void readRuntime(Loader& loader, const Field& field, Config& config) {
-  Mapping runtime(loader, field.value, field.path, field.key_line, {"embedded"});
+  Mapping runtime(loader, field.value, field.path, field.key_line, {"embedded", "stream_server"});
+  if (const Field* stream_server = runtime.get("stream_server")) {
+    readStreamServerClient(loader, *stream_server, config.runtime.stream_server);
+  }
   const Field* embedded_field = runtime.get("embedded");
   if (embedded_field == nullptr) {
     return;

@@ -89,8 +89,16 @@ struct EmbeddedRuntimeConfig {
   std::vector<ContainerConfig> containers;
 };
 
+// How crisp reaches the runtime's stream server when cri.upstream is set.
+struct StreamServerClientConfig {
+  std::string ca_file;  // PEM CAs for https stream URLs; absolute path; empty = https refused
+  std::chrono::milliseconds connect_timeout{std::chrono::seconds(10)};
+  std::chrono::milliseconds upgrade_timeout{std::chrono::seconds(10)};
+};
+
 struct RuntimeConfig {
   EmbeddedRuntimeConfig embedded;
+  StreamServerClientConfig stream_server;
 };
 
 struct Config {

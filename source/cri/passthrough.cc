@@ -39,8 +39,9 @@ Metadata forwardable(const Metadata& in) {
 // once both sides are over.
 class Passthrough::ForwardedCall : public ServerCall::Callbacks {
  public:
-  ForwardedCall(Passthrough& parent, std::unique_ptr<ServerCall> front)
-      : parent_(parent), front_(std::move(front)), upstream_side_(*this) {}
+  ForwardedCall(Passthrough& parent, std::unique_ptr<ServerCall> front,
+                const ResponseRewrite* rewrite)
+      : parent_(parent), front_(std::move(front)), upstream_side_(*this), rewrite_(rewrite) {}
 
   void start() {
     upstream_ = parent_.client_.startCall(front_->path(), forwardable(front_->metadata()),
@@ -57,6 +58,10 @@ class Passthrough::ForwardedCall : public ServerCall::Callbacks {
 
   // ServerCall::Callbacks: from the client.
   void onMessage(std::string message) override {
+    if (rewrite_ != nullptr && !have_request_) {
+      have_request_ = true;
+      request_ = message;
+    }
     if (!upstream_->sendMessage(message)) {
       return;
     }
@@ -79,6 +84,18 @@ class Passthrough::ForwardedCall : public ServerCall::Callbacks {
   void onUpstreamHeaders(const Metadata& headers) { front_->sendHeaders(forwardable(headers)); }
 
   void onUpstreamMessage(std::string message) {
+    if (rewrite_ != nullptr) {
+      absl::StatusOr<std::string> rewritten = (*rewrite_)(request_, std::move(message));
+      if (!rewritten.ok()) {
+        CRISP_CONN_LOG(kCri, debug, front_->connectionId(), "{}: answer not forwarded: {}",
+                       front_->path(), rewritten.status().ToString());
+        upstream_->cancel();
+        front_->finish(rewritten.status());
+        end();
+        return;
+      }
+      message = std::move(rewritten).value();
+    }
     if (!front_->sendMessage(message)) {
       return;
     }
@@ -118,6 +135,10 @@ class Passthrough::ForwardedCall : public ServerCall::Callbacks {
   std::unique_ptr<ServerCall> front_;
   UpstreamSide upstream_side_;
   std::unique_ptr<ClientCall> upstream_;
+  // Null unless the call's responses are rewritten.
+  const ResponseRewrite* rewrite_;
+  std::string request_;
+  bool have_request_ = false;
   bool done_ = false;
 };
 
@@ -136,10 +157,16 @@ Passthrough::~Passthrough() {
 }
 
 void Passthrough::onCall(std::unique_ptr<ServerCall> call) {
-  auto forwarded = std::make_unique<ForwardedCall>(*this, std::move(call));
+  auto rewrite = rewrites_.find(call->path());
+  auto forwarded = std::make_unique<ForwardedCall>(
+      *this, std::move(call), rewrite != rewrites_.end() ? &rewrite->second : nullptr);
   ForwardedCall* raw = forwarded.get();
   calls_[raw] = std::move(forwarded);
   raw->start();
+}
+
+void Passthrough::rewriteResponses(const std::string& path, ResponseRewrite rewrite) {
+  rewrites_[path] = std::move(rewrite);
 }
 
 void Passthrough::release(ForwardedCall* call) {

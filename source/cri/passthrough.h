@@ -28,12 +28,19 @@
 // side's HTTP/2 window stops reopening until they drain, so a slow kubelet
 // throttles the runtime instead of growing crisp's memory.
 //
+// Rewriting: for the paths given to rewriteResponses(), each response message
+// is replaced by what the rewrite returns for it (given the call's first
+// request message); a rewrite that fails ends the client's call with that
+// status and resets the upstream call. Errors from the upstream are never
+// rewritten: they carry no message.
+//
 // Connections: one shared upstream HTTP/2 connection per Passthrough, and a
 // Passthrough per Dispatcher (calls are multiplexed as streams; a failed or
 // GOAWAYed connection is replaced on the next call). All methods run on that
 // dispatcher's thread.
 
 #include <cstddef>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -55,6 +62,14 @@ class Passthrough : public CallHandler {
 
   void onCall(std::unique_ptr<ServerCall> call) override;
 
+  // The new response message for `response`, the upstream's answer to
+  // `request` (the call's first request message), or the status to end the
+  // client's call with.
+  using ResponseRewrite =
+      std::function<absl::StatusOr<std::string>(const std::string& request, std::string response)>;
+  // Rewrites the responses of calls on `path` from now on.
+  void rewriteResponses(const std::string& path, ResponseRewrite rewrite);
+
   // Calls being forwarded now.
   size_t activeCalls() const { return calls_.size(); }
   const std::string& upstreamSocket() const { return client_.socketPath(); }
@@ -65,6 +80,7 @@ class Passthrough : public CallHandler {
 
   event::Dispatcher& dispatcher_;
   GrpcClient client_;
+  std::map<std::string, ResponseRewrite> rewrites_;
   std::map<ForwardedCall*, std::unique_ptr<ForwardedCall>> calls_;
 };
 

@@ -54,22 +54,6 @@ std::optional<Method> methodOf(std::string_view path) {
   return std::nullopt;
 }
 
-// The stream server's base URL ending with '/', resolved the way a relative
-// reference "exec/<token>" is resolved against it (RFC 3986 section 5.2.3): a
-// base without a path gets "/", otherwise the last path segment is dropped.
-std::string resolveBase(std::string_view base) {
-  const size_t scheme_end = base.find("://");
-  if (scheme_end != std::string_view::npos &&
-      base.find('/', scheme_end + 3) == std::string_view::npos) {
-    return std::string(base) + "/";
-  }
-  const size_t last_slash = base.rfind('/');
-  if (last_slash == std::string_view::npos) {
-    return std::string(base);
-  }
-  return std::string(base.substr(0, last_slash + 1));
-}
-
 runtime::v1::ContainerState stateOf(const session::ContainerInfo& c) {
   if (c.running) {
     return ::runtime::v1::CONTAINER_RUNNING;
@@ -264,7 +248,7 @@ class RuntimeServiceImpl::ExecSyncCall : public session::ExecCallbacks {
 
 RuntimeServiceImpl::RuntimeServiceImpl(session::Runtime& runtime, cache::TokenCache& cache,
                                        std::string_view stream_base_url)
-    : runtime_(runtime), cache_(cache), base_url_(resolveBase(stream_base_url)) {}
+    : runtime_(runtime), urls_(cache, stream_base_url) {}
 
 RuntimeServiceImpl::~RuntimeServiceImpl() = default;
 
@@ -424,16 +408,7 @@ absl::StatusOr<session::ContainerInfo> RuntimeServiceImpl::runningContainer(cons
 }
 
 absl::StatusOr<std::string> RuntimeServiceImpl::streamUrl(session::StreamRequest request) {
-  const session::Operation operation = request.operation();
-  absl::StatusOr<std::string> token = cache_.insert(std::move(request));
-  if (!token.ok()) {
-    CRISP_LOG(kCri, debug, "{} request refused by the token cache: {}",
-              session::operationName(operation), token.status().ToString());
-    return token.status();
-  }
-  CRISP_LOG(kCri, debug, "{} request stored under token {}", session::operationName(operation),
-            log::tokenFingerprint(*token));
-  return absl::StrCat(base_url_, session::operationName(operation), "/", *token);
+  return urls_.store(std::move(request));
 }
 
 absl::StatusOr<::runtime::v1::ExecResponse> RuntimeServiceImpl::exec(
@@ -448,15 +423,7 @@ absl::StatusOr<::runtime::v1::ExecResponse> RuntimeServiceImpl::exec(
   if (!container.ok()) {
     return container.status();
   }
-  session::ExecSpec spec;
-  spec.operation = session::Operation::kExec;
-  spec.container_id = request.container_id();
-  spec.command.assign(request.cmd().begin(), request.cmd().end());
-  spec.tty = request.tty();
-  spec.stdin = request.stdin();
-  spec.stdout = request.stdout();
-  spec.stderr = request.stderr();
-  absl::StatusOr<std::string> url = streamUrl(session::StreamRequest{std::move(spec)});
+  absl::StatusOr<std::string> url = streamUrl(session::StreamRequest{execSpecOf(request)});
   if (!url.ok()) {
     return url.status();
   }
@@ -477,14 +444,7 @@ absl::StatusOr<::runtime::v1::AttachResponse> RuntimeServiceImpl::attach(
   if (!container.ok()) {
     return container.status();
   }
-  session::ExecSpec spec;
-  spec.operation = session::Operation::kAttach;
-  spec.container_id = request.container_id();
-  spec.tty = request.tty();
-  spec.stdin = request.stdin();
-  spec.stdout = request.stdout();
-  spec.stderr = request.stderr();
-  absl::StatusOr<std::string> url = streamUrl(session::StreamRequest{std::move(spec)});
+  absl::StatusOr<std::string> url = streamUrl(session::StreamRequest{attachSpecOf(request)});
   if (!url.ok()) {
     return url.status();
   }
@@ -499,14 +459,9 @@ absl::StatusOr<::runtime::v1::PortForwardResponse> RuntimeServiceImpl::portForwa
   if (sandbox.empty()) {
     return absl::InvalidArgumentError("missing required pod_sandbox_id");
   }
-  session::PortForwardSpec spec;
-  spec.pod_sandbox_id = sandbox;
-  for (int32_t port : request.port()) {
-    if (port < 1 || port > 65535) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("invalid port ", port, ": a port must be between 1 and 65535"));
-    }
-    spec.ports.push_back(static_cast<uint16_t>(port));
+  absl::StatusOr<session::PortForwardSpec> spec = portForwardSpecOf(request);
+  if (!spec.ok()) {
+    return spec.status();
   }
   bool known = false;
   bool running = false;
@@ -524,7 +479,7 @@ absl::StatusOr<::runtime::v1::PortForwardResponse> RuntimeServiceImpl::portForwa
     return absl::FailedPreconditionError(
         absl::StrCat("pod sandbox \"", sandbox, "\" is not running"));
   }
-  absl::StatusOr<std::string> url = streamUrl(session::StreamRequest{std::move(spec)});
+  absl::StatusOr<std::string> url = streamUrl(session::StreamRequest{std::move(*spec)});
   if (!url.ok()) {
     return url.status();
   }

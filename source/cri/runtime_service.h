@@ -43,6 +43,7 @@
 
 #include "source/cache/token_cache.h"
 #include "source/common/dispatcher.h"
+#include "source/cri/stream_url.h"
 #include "source/session/runtime.h"
 
 namespace crisp::cri {
@@ -157,8 +158,7 @@ class RuntimeServiceImpl {
   std::unique_ptr<ExecSyncCall> releaseCall(ExecSyncCall* call);
 
   session::Runtime& runtime_;
-  cache::TokenCache& cache_;
-  std::string base_url_;  // ends with '/'
+  StreamUrls urls_;
 
   mutable std::mutex calls_mutex_;
   std::unordered_map<ExecSyncCall*, std::unique_ptr<ExecSyncCall>> calls_;

@@ -21,7 +21,9 @@
 #include "source/cri/grpc_server.h"
 #include "source/cri/passthrough.h"
 #include "source/cri/runtime_service.h"
+#include "source/cri/stream_redirect.h"
 #include "source/runtime/embedded/embedded_runtime.h"
+#include "source/runtime/streamserver/streamserver_runtime.h"
 #include "source/stream/http1_server.h"
 #include "source/stream/listener.h"
 #include "source/stream/spdy_portforward.h"
@@ -184,6 +186,24 @@ class Server::Impl {
       if (auto s = embedded_->start(); !s.ok()) {
         return absl::Status(s.code(), absl::StrCat("embedded runtime: ", s.message()));
       }
+      runtime_ = embedded_.get();
+    } else {
+      const config::StreamServerClientConfig& client = config_.runtime.stream_server;
+      streamserver::StreamServerOptions options;
+      options.upgrade.connect_timeout = client.connect_timeout;
+      options.upgrade.upgrade_timeout = client.upgrade_timeout;
+      if (!client.ca_file.empty()) {
+        auto tls = stream::TlsContext::loadClient(client.ca_file);
+        if (!tls.ok()) {
+          return absl::Status(tls.status().code(), absl::StrCat("runtime.stream_server.ca_file: ",
+                                                                tls.status().message()));
+        }
+        options.upgrade.tls = std::move(tls).value();
+      }
+      options.connection.idle_timeout = config_.stream.stream_idle_timeout;
+      options.connection.codec_limits = stream::spdyLimits(config_.stream.max_frame_bytes);
+      stream_server_ = std::make_unique<streamserver::StreamServerRuntime>(std::move(options));
+      runtime_ = stream_server_.get();
     }
 
     if (config_.stream.tls) {
@@ -227,7 +247,7 @@ class Server::Impl {
       base_url_ += '/';
     }
 
-    if (embedded_) {
+    if (runtime_ != nullptr) {
       stream::SpdyRemoteCommandConfig spdy_config;
       spdy_config.stream_creation_timeout = config_.stream.stream_creation_timeout;
       spdy_config.connection.idle_timeout = config_.stream.stream_idle_timeout;
@@ -238,8 +258,8 @@ class Server::Impl {
       port_forward_config.connection.codec_limits =
           stream::spdyLimits(config_.stream.max_frame_bytes);
       port_forward_ =
-          std::make_unique<stream::SpdyPortForwardHandler>(*embedded_, port_forward_config);
-      spdy_ = std::make_unique<stream::SpdyUpgradeHandler>(*embedded_, spdy_config,
+          std::make_unique<stream::SpdyPortForwardHandler>(*runtime_, port_forward_config);
+      spdy_ = std::make_unique<stream::SpdyUpgradeHandler>(*runtime_, spdy_config,
                                                            port_forward_.get());
       stream::WsPortForwardConfig ws_port_forward_config;
       ws_port_forward_config.connection.idle_timeout = config_.stream.stream_idle_timeout;
@@ -250,11 +270,11 @@ class Server::Impl {
       ws_port_forward_config.tunnel_transport.connection.idle_timeout =
           config_.stream.stream_idle_timeout;
       ws_port_forward_ =
-          std::make_unique<stream::WsPortForwardHandler>(*embedded_, ws_port_forward_config);
+          std::make_unique<stream::WsPortForwardHandler>(*runtime_, ws_port_forward_config);
       stream::WsRemoteCommandConfig ws_config;
       ws_config.connection.idle_timeout = config_.stream.stream_idle_timeout;
       ws_config.connection.max_message_bytes = config_.stream.max_frame_bytes;
-      ws_ = std::make_unique<stream::WsUpgradeHandler>(*embedded_, ws_config,
+      ws_ = std::make_unique<stream::WsUpgradeHandler>(*runtime_, ws_config,
                                                        ws_port_forward_.get());
     }
     stream::Http1ServerOptions http_options;
@@ -299,10 +319,12 @@ class Server::Impl {
       }
       grpc_->setFallback(&unimplemented_);
     } else {
-      // TODO: Exec, Attach and PortForward are forwarded to the runtime too until
-      // crisp can reach a runtime's stream server itself; users see the
-      // runtime's own streaming URLs meanwhile.
+      // Exec, Attach and PortForward go to the runtime too; their answers are
+      // redirected to crisp's stream server, whose backend then connects to
+      // the runtime's URL.
       passthrough_ = std::make_unique<cri::Passthrough>(control_, *config_.cri.upstream);
+      redirect_ = std::make_unique<cri::StreamRedirect>(cache_, base_url_);
+      redirect_->install(*passthrough_);
       grpc_->setFallback(passthrough_.get());
     }
     if (auto s = grpc_->listenUnix(config_.cri.listen, config_.cri.socket_mode); !s.ok()) {
@@ -397,6 +419,10 @@ class Server::Impl {
   stream::SessionLimiter session_limiter_;
   event::Dispatcher control_;
   std::unique_ptr<runtime::EmbeddedRuntime> embedded_;
+  // With cri.upstream: sessions are served by the runtime's stream server.
+  std::unique_ptr<streamserver::StreamServerRuntime> stream_server_;
+  // The backend of every stream session: one of the two above.
+  session::Runtime* runtime_ = nullptr;
   std::unique_ptr<stream::ListenSocket> stream_socket_;
   std::string stream_address_;
   std::string base_url_;
@@ -413,6 +439,8 @@ class Server::Impl {
   std::vector<std::unique_ptr<Worker>> workers_;
   std::unique_ptr<cri::GrpcServer> grpc_;
   std::unique_ptr<cri::RuntimeServiceImpl> service_;
+  // Outlives passthrough_, which calls it.
+  std::unique_ptr<cri::StreamRedirect> redirect_;
   std::unique_ptr<cri::Passthrough> passthrough_;
   UnimplementedHandler unimplemented_;
   std::unique_ptr<admin::AdminServer> admin_;

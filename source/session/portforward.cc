@@ -55,6 +55,14 @@ std::string forwardingError(uint16_t port, std::string_view pod_sandbox_id,
                       ", uid : ", std::string(error));
 }
 
+std::string portErrorText(uint16_t port, std::string_view pod_sandbox_id,
+                          const PortError& error) {
+  if (error.kind == PortError::Kind::kRuntimeReported) {
+    return error.message;
+  }
+  return forwardingError(port, pod_sandbox_id, error.message);
+}
+
 std::string streamTimeoutError(std::string_view connection, std::string_view request_id) {
   return absl::StrCat("(conn=", std::string(connection), ", request=", std::string(request_id),
                       ") timed out waiting for streams");

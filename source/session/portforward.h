@@ -59,6 +59,11 @@ std::optional<PortStreamType> parsePortStreamType(std::string_view value);
 //   error forwarding port 8080 to pod <pod_sandbox_id>, uid : <error>
 std::string forwardingError(uint16_t port, std::string_view pod_sandbox_id, std::string_view error);
 
+// The error-stream text for a runtime failure: forwardingError() of its
+// message, or the message unchanged when a runtime's stream server wrote it
+// (PortError::Kind::kRuntimeReported), since that text is complete already.
+std::string portErrorText(uint16_t port, std::string_view pod_sandbox_id, const PortError& error);
+
 // The error-stream text when a pair's partner stream did not arrive within the
 // creation timeout: (conn=<connection>, request=<request_id>) timed out waiting for streams
 std::string streamTimeoutError(std::string_view connection, std::string_view request_id);

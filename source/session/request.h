@@ -25,11 +25,18 @@ struct ExecSpec {
   bool stdin = false;
   bool stdout = false;
   bool stderr = false;
+  // With a runtime's stream server behind crisp: the URL the runtime answered
+  // the forwarded Exec/Attach call with, where the session is served. Empty
+  // for the embedded runtime. (Initialized so that brace-initializing the
+  // fields before it stays warning-free.)
+  std::string upstream_url{};
 };
 
 struct PortForwardSpec {
   std::string pod_sandbox_id;
   std::vector<uint16_t> ports;
+  // As ExecSpec::upstream_url, for PortForward.
+  std::string upstream_url{};
 };
 
 struct StreamRequest {

@@ -115,6 +115,8 @@ struct PortError {
                       // (unreachable, timed out, no network namespace, ...)
     kConnectionLost,  // the connection was made, then the pod side reset it or
                       // the socket failed (onConnected() may not have come yet)
+    kRuntimeReported,  // a runtime's stream server wrote this failure on its
+                       // error stream; `message` is its text, shown unchanged
   };
   Kind kind = Kind::kConnectFailed;
   // Says what happened in words a client may show, e.g.
@@ -178,6 +180,21 @@ class PortConnection {
   static constexpr size_t kWriteLowWatermark = 256 * 1024;
 };
 
+// One client port-forward session as the backend sees it: every forwarded
+// connection of the session is made through it, so a backend that keeps
+// something per session (one connection to a runtime's stream server carrying
+// each forwarded connection as a stream pair) has a place for it. Created by
+// Runtime::openPortForward() and used on that dispatcher only. The adapter
+// destroys its PortConnections before the session.
+class PortForwardSession {
+ public:
+  virtual ~PortForwardSession() = default;
+
+  // As Runtime::connectPort(), for the session's pod sandbox.
+  virtual absl::StatusOr<std::unique_ptr<PortConnection>> connectPort(uint16_t port,
+                                                                      PortCallbacks& callbacks) = 0;
+};
+
 class Runtime {
  public:
   virtual ~Runtime() = default;
@@ -212,6 +229,35 @@ class Runtime {
     return absl::UnimplementedError("port-forward to pod sandbox \"" + pod_sandbox_id +
                                     "\" is not supported by this runtime");
   }
+
+  // Starts a client's port-forward session (`spec` as the CRI call carried
+  // it). Called on `dispatcher`'s thread, once per client session, before its
+  // first connection. The default makes every connection with connectPort().
+  virtual std::unique_ptr<PortForwardSession> openPortForward(event::Dispatcher& dispatcher,
+                                                              const PortForwardSpec& spec);
 };
+
+// The default session: each connection is a Runtime::connectPort() call.
+class DirectPortForwardSession : public PortForwardSession {
+ public:
+  DirectPortForwardSession(Runtime& runtime, event::Dispatcher& dispatcher,
+                           std::string pod_sandbox_id)
+      : runtime_(runtime), dispatcher_(dispatcher), pod_sandbox_id_(std::move(pod_sandbox_id)) {}
+
+  absl::StatusOr<std::unique_ptr<PortConnection>> connectPort(uint16_t port,
+                                                              PortCallbacks& callbacks) override {
+    return runtime_.connectPort(dispatcher_, pod_sandbox_id_, port, callbacks);
+  }
+
+ private:
+  Runtime& runtime_;
+  event::Dispatcher& dispatcher_;
+  const std::string pod_sandbox_id_;
+};
+
+inline std::unique_ptr<PortForwardSession> Runtime::openPortForward(event::Dispatcher& dispatcher,
+                                                                   const PortForwardSpec& spec) {
+  return std::make_unique<DirectPortForwardSession>(*this, dispatcher, spec.pod_sandbox_id);
+}
 
 }  // namespace crisp::session

@@ -31,12 +31,12 @@ SpdyConnection::SpdyConnection(event::Dispatcher& dispatcher, TransportPtr trans
       id_(connection_id),
       callbacks_(callbacks),
       config_(config),
-      codec_(spdy::Codec::Role::kServer, *this, config.codec_limits) {
+      codec_(config.role, *this, config.codec_limits) {
   idle_timer_ = std::make_unique<event::Timer>(dispatcher_, [this] { onIdleTimeout(); });
   drain_timer_ = std::make_unique<event::Timer>(dispatcher_, [this] {
     CRISP_CONN_LOG(kSpdy, info, id_,
-                   "client stopped reading while the connection closed; dropping {} bytes",
-                   queuedOutputBytes());
+                   "{} stopped reading while the connection closed; dropping {} bytes",
+                   peerName(), queuedOutputBytes());
     closeTransport();
   });
   linger_timer_ = std::make_unique<event::Timer>(dispatcher_, [this] { closeTransport(); });
@@ -126,6 +126,27 @@ bool SpdyConnection::sendData(uint32_t stream_id, Buffer& data, bool fin) {
   return true;
 }
 
+const char* SpdyConnection::peerName() const {
+  return config_.role == spdy::Codec::Role::kServer ? "client" : "server";
+}
+
+uint32_t SpdyConnection::openStream(const spdy::HeaderList& headers, bool fin) {
+  if (state_ != State::kOpen || config_.role != spdy::Codec::Role::kClient ||
+      last_local_stream_id_ >= 0x7FFFFFFD || peer_went_away_) {
+    return 0;
+  }
+  const uint32_t stream_id = last_local_stream_id_ == 0 ? 1 : last_local_stream_id_ + 2;
+  last_local_stream_id_ = stream_id;
+  Buffer frame;
+  codec_.encodeSynStream(frame, stream_id, 0, 0, fin ? spdy::kFlagFin : 0, headers);
+  // Behind the DATA already queued, so that streams and their data keep the
+  // order in which they were opened and written.
+  queueDataFrame(frame);
+  streams_.emplace(stream_id, Stream{fin, false});
+  pumpOutput();
+  return stream_id;
+}
+
 bool SpdyConnection::resetStream(uint32_t stream_id, spdy::RstStatus status) {
   auto it = streams_.find(stream_id);
   if (state_ != State::kOpen || it == streams_.end()) {
@@ -180,7 +201,7 @@ void SpdyConnection::onTransportData(Buffer& data) {
 void SpdyConnection::onTransportEof() {
   switch (state_) {
     case State::kOpen:
-      abort(SpdyCloseReason::kPeerClosed, "client closed the connection");
+      abort(SpdyCloseReason::kPeerClosed, std::string(peerName()) + " closed the connection");
       return;
     case State::kClosing:
       // The client will send nothing more; finish writing what it may still
@@ -377,10 +398,9 @@ void SpdyConnection::onSynStream(uint32_t stream_id, uint32_t /*associated_id*/,
     return;
   }
   Buffer frame;
-  if (!spdy::isPeerInitiated(spdy::Codec::Role::kServer, stream_id) ||
-      stream_id <= last_peer_stream_id_) {
-    CRISP_CONN_LOG(kSpdy, debug, id_, "refusing stream {}: ids must be odd and increasing",
-                   stream_id);
+  if (!spdy::isPeerInitiated(config_.role, stream_id) || stream_id <= last_peer_stream_id_) {
+    CRISP_CONN_LOG(kSpdy, debug, id_, "refusing stream {}: ids must be {} and increasing",
+                   stream_id, config_.role == spdy::Codec::Role::kServer ? "odd" : "even");
     countProtocolError("spdy.bad_stream_id");
     spdy::Codec::encodeRstStream(frame, stream_id, spdy::RstStatus::kProtocolError);
     queueControl(frame);
@@ -392,7 +412,8 @@ void SpdyConnection::onSynStream(uint32_t stream_id, uint32_t /*associated_id*/,
     return;
   }
   last_peer_stream_id_ = stream_id;
-  if (peer_went_away_) {
+  if (peer_went_away_ || config_.role == spdy::Codec::Role::kClient) {
+    // Kubernetes stream servers open no streams; a client has none to accept.
     spdy::Codec::encodeRstStream(frame, stream_id, spdy::RstStatus::kRefusedStream);
     queueControl(frame);
     pumpOutput();
@@ -418,22 +439,42 @@ void SpdyConnection::onSynStream(uint32_t stream_id, uint32_t /*associated_id*/,
   queueControl(frame);
   pumpOutput();
   if ((flags & spdy::kFlagFin) != 0) {
-    it->second.remote_fin = true;
-    callbacks_.onStreamRemoteFin(stream_id);
-    if (state_ != State::kOpen) {
-      return;
-    }
-    it = streams_.find(stream_id);
-    if (it != streams_.end()) {
-      removeIfDone(it);
-    }
+    markRemoteFin(it);
   }
 }
 
-void SpdyConnection::onSynReply(uint32_t stream_id, uint8_t /*flags*/,
+void SpdyConnection::markRemoteFin(std::map<uint32_t, Stream>::iterator it) {
+  const uint32_t stream_id = it->first;
+  it->second.remote_fin = true;
+  callbacks_.onStreamRemoteFin(stream_id);
+  if (state_ != State::kOpen) {
+    return;
+  }
+  it = streams_.find(stream_id);
+  if (it != streams_.end()) {
+    removeIfDone(it);
+  }
+}
+
+void SpdyConnection::onSynReply(uint32_t stream_id, uint8_t flags,
                                 spdy::HeaderList&& /*headers*/) {
-  // We open no streams, so there is nothing to reply to.
-  CRISP_CONN_LOG(kSpdy, debug, id_, "ignoring SYN_REPLY for stream {}", stream_id);
+  if (state_ != State::kOpen) {
+    return;
+  }
+  auto it = streams_.find(stream_id);
+  if (config_.role != spdy::Codec::Role::kClient || it == streams_.end()) {
+    // A server opens no streams, and a stream we reset may still be answered.
+    CRISP_CONN_LOG(kSpdy, debug, id_, "ignoring SYN_REPLY for stream {}", stream_id);
+    return;
+  }
+  callbacks_.onStreamReply(stream_id);
+  if ((flags & spdy::kFlagFin) == 0 || state_ != State::kOpen) {
+    return;
+  }
+  it = streams_.find(stream_id);
+  if (it != streams_.end() && !it->second.remote_fin) {
+    markRemoteFin(it);
+  }
 }
 
 void SpdyConnection::onHeaders(uint32_t stream_id, uint8_t /*flags*/,
@@ -449,8 +490,10 @@ void SpdyConnection::onData(uint32_t stream_id, Buffer& data, bool fin) {
   auto it = streams_.find(stream_id);
   if (it == streams_.end()) {
     data.drain(data.length());
-    if (stream_id > last_peer_stream_id_ ||
-        !spdy::isPeerInitiated(spdy::Codec::Role::kServer, stream_id)) {
+    const bool never_opened = spdy::isPeerInitiated(config_.role, stream_id)
+                                  ? stream_id > last_peer_stream_id_
+                                  : stream_id > last_local_stream_id_;
+    if (never_opened) {
       CRISP_CONN_LOG(kSpdy, debug, id_, "DATA for stream {} that was never opened", stream_id);
       Buffer frame;
       spdy::Codec::encodeRstStream(frame, stream_id, spdy::RstStatus::kInvalidStream);
@@ -475,17 +518,8 @@ void SpdyConnection::onData(uint32_t stream_id, Buffer& data, bool fin) {
     return;
   }
   it = streams_.find(stream_id);
-  if (it == streams_.end()) {
-    return;
-  }
-  it->second.remote_fin = true;
-  callbacks_.onStreamRemoteFin(stream_id);
-  if (state_ != State::kOpen) {
-    return;
-  }
-  it = streams_.find(stream_id);
   if (it != streams_.end()) {
-    removeIfDone(it);
+    markRemoteFin(it);
   }
 }
 
@@ -511,7 +545,7 @@ void SpdyConnection::onPing(uint32_t ping_id) {
     return;
   }
   ++pings_received_;
-  if (!spdy::isPeerInitiated(spdy::Codec::Role::kServer, ping_id)) {
+  if (!spdy::isPeerInitiated(config_.role, ping_id)) {
     return;  // a reply to a ping of ours; we send none
   }
   clientPingCounter("spdy").inc();
@@ -528,8 +562,9 @@ void SpdyConnection::onGoAway(uint32_t last_good_stream_id, spdy::GoAwayStatus s
   // The client opens no more streams; the ones it has keep flowing, so every
   // DATA frame it sent before the GOAWAY is still delivered.
   peer_went_away_ = true;
-  CRISP_CONN_LOG(kSpdy, debug, id_, "client sent GOAWAY (last stream {}, status {})",
+  CRISP_CONN_LOG(kSpdy, debug, id_, "{} sent GOAWAY (last stream {}, status {})", peerName(),
                  last_good_stream_id, static_cast<uint32_t>(status));
+  callbacks_.onPeerGoAway();
 }
 
 void SpdyConnection::onWindowUpdate(uint32_t /*stream_id*/, uint32_t /*delta*/) {}

@@ -1,8 +1,10 @@
 #pragma once
 
-// SpdyConnection: the server side of one SPDY/3.1 connection over a
-// Transport (a TCP socket, TLS, a WebSocket tunnel), after the HTTP/1.1
-// upgrade. It owns the transport and a spdy::Codec, keeps the table of live
+// SpdyConnection: one SPDY/3.1 connection over a Transport (a TCP socket,
+// TLS, a WebSocket tunnel), after the HTTP/1.1 upgrade; the server side, or
+// with SpdyConnectionConfig::role kClient the side that sent the upgrade
+// (crisp in front of a runtime's stream server), which opens the streams
+// (openStream()) instead of accepting them. It owns the transport and a spdy::Codec, keeps the table of live
 // streams, and gives its owner (a session such as SpdyRemoteCommand)
 // stream-level callbacks and sends.
 //
@@ -88,6 +90,9 @@ struct SpdyConnectionConfig {
   std::chrono::milliseconds linger_timeout = std::chrono::seconds(2);
   // Limits of the frame decoder.
   spdy::Limits codec_limits;
+  // kServer accepts the peer's streams; kClient opens its own (odd ids) and
+  // refuses any the peer opens.
+  spdy::Codec::Role role = spdy::Codec::Role::kServer;
 };
 
 // Why a connection ended; the names are stable (logs, metrics, tests).
@@ -115,6 +120,11 @@ class SpdyConnectionCallbacks {
   virtual void onStreamRemoteFin(uint32_t stream_id) = 0;
   // The client reset the stream; it is gone from the table.
   virtual void onStreamReset(uint32_t stream_id, spdy::RstStatus status) = 0;
+  // Client role: the peer accepted a stream we opened (SYN_REPLY).
+  virtual void onStreamReply(uint32_t stream_id) { (void)stream_id; }
+  // The peer sent GOAWAY: it opens (client role: accepts) no more streams;
+  // the open ones go on.
+  virtual void onPeerGoAway() {}
   // Output backpressure, edge-triggered, only while the connection is open.
   virtual void onOutputAboveHighWatermark() = 0;
   virtual void onOutputBelowLowWatermark() = 0;
@@ -148,6 +158,12 @@ class SpdyConnection : private spdy::CodecCallbacks, private TransportCallbacks 
   // closing.
   bool sendData(uint32_t stream_id, Buffer& data, bool fin);
   bool sendData(uint32_t stream_id, std::string_view data, bool fin);
+
+  // Client role: opens a stream (SYN_STREAM with `headers`, FIN when `fin`)
+  // and returns its id, or 0 when the connection is not open or the ids ran
+  // out. Data may be sent on it at once; onStreamReply() tells when the peer
+  // accepted it.
+  uint32_t openStream(const spdy::HeaderList& headers, bool fin = false);
 
   // Resets a stream (RST_STREAM with `status`, ahead of queued DATA) and forgets
   // it. Returns false when it is not in the table.
@@ -223,6 +239,11 @@ class SpdyConnection : private spdy::CodecCallbacks, private TransportCallbacks 
   // Queues one frame behind the DATA already queued.
   void queueDataFrame(Buffer& frame);
   void removeIfDone(std::map<uint32_t, Stream>::iterator it);
+  // The peer half-closed the stream: tells the owner, then forgets the
+  // stream if we FIN'd it too.
+  void markRemoteFin(std::map<uint32_t, Stream>::iterator it);
+  // "client" or "server": the peer, in log and close texts.
+  const char* peerName() const;
 
   // Graceful close with this GOAWAY status.
   void beginClose(spdy::GoAwayStatus status);
@@ -253,6 +274,7 @@ class SpdyConnection : private spdy::CodecCallbacks, private TransportCallbacks 
 
   std::map<uint32_t, Stream> streams_;
   uint32_t last_peer_stream_id_ = 0;
+  uint32_t last_local_stream_id_ = 0;
   bool peer_went_away_ = false;
   bool read_paused_ = false;
   bool backlog_paused_ = false;

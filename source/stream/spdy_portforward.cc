@@ -15,11 +15,11 @@ namespace {
 using session::PortError;
 using session::PortStreamType;
 
-std::string podSandboxOf(const UpgradedConnection& upgraded) {
+session::PortForwardSpec portForwardSpecOf(const UpgradedConnection& upgraded) {
   if (const auto* spec = std::get_if<session::PortForwardSpec>(&upgraded.stream_request.spec)) {
-    return spec->pod_sandbox_id;
+    return *spec;
   }
-  return "";
+  return {};
 }
 
 const char* errorKindName(PortError::Kind kind) {
@@ -30,6 +30,8 @@ const char* errorKindName(PortError::Kind kind) {
       return "connect failed";
     case PortError::Kind::kConnectionLost:
       return "connection lost";
+    case PortError::Kind::kRuntimeReported:
+      return "reported by the runtime";
   }
   return "unknown";
 }
@@ -115,11 +117,12 @@ SpdyPortForward::SpdyPortForward(event::Dispatcher& dispatcher, session::Runtime
       connection_id_(upgraded.connection_id != 0 ? upgraded.connection_id : log::nextId()),
       session_id_(log::nextId()),
       protocol_name_(protocolName(upgraded.protocol)),
-      pod_sandbox_id_(podSandboxOf(upgraded)),
+      pod_sandbox_id_(portForwardSpecOf(upgraded).pod_sandbox_id),
       session_metrics_(session::SessionMetrics::get()),
       metrics_(session::PortForwardMetrics::get()),
       active_gauge_(session_metrics_.sessions_active.gauge(
           {session::operationName(session::Operation::kPortForward), protocol_name_})) {
+  port_session_ = runtime_.openPortForward(dispatcher_, portForwardSpecOf(upgraded));
   connection_ = std::make_unique<SpdyConnection>(
       dispatcher_, std::move(upgraded.transport), connection_id_,
       static_cast<SpdyConnectionCallbacks&>(*this), config_.connection);
@@ -269,7 +272,7 @@ void SpdyPortForward::startPair(Pair& pair) {
                     "request {}: connecting to port {} of pod sandbox {}", pair.request_id,
                     pair.port, pod_sandbox_id_);
   absl::StatusOr<std::unique_ptr<session::PortConnection>> pod =
-      runtime_.connectPort(dispatcher_, pod_sandbox_id_, pair.port, pair);
+      port_session_->connectPort(pair.port, pair);
   if (!pod.ok()) {
     metrics_.result(session::PortConnectResult::kError).inc();
     CRISP_SESSION_LOG(kSession, info, connection_id_, session_id_,
@@ -517,7 +520,7 @@ void SpdyPortForward::onPairError(Pair& pair, const PortError& error) {
     CRISP_SESSION_LOG(kSession, info, connection_id_, session_id_,
                       "request {}: cannot forward port {} ({}): {}", pair.request_id, pair.port,
                       errorKindName(error.kind), error.message);
-    failPair(pair, session::forwardingError(pair.port, pod_sandbox_id_, error.message));
+    failPair(pair, session::portErrorText(pair.port, pod_sandbox_id_, error));
     return;
   }
   // The application reset a connection that was made: end this forwarded

@@ -164,6 +164,8 @@ class SpdyPortForward : private SpdyConnectionCallbacks {
   const uint64_t session_id_;
   const std::string protocol_name_;
   const std::string pod_sandbox_id_;
+  // Outlives the pairs' pod connections (destroyed first, in the destructor).
+  std::unique_ptr<session::PortForwardSession> port_session_;
   std::unique_ptr<SpdyConnection> connection_;
   State state_ = State::kOpen;
 

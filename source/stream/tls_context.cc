@@ -352,6 +352,43 @@ absl::StatusOr<std::unique_ptr<TlsContextHolder>> TlsContextHolder::create(TlsFi
   return holder;
 }
 
+absl::StatusOr<std::shared_ptr<const TlsContext>> TlsContext::loadClient(
+    const std::string& ca_file) {
+  ERR_clear_error();
+  absl::StatusOr<std::string> ca_pem = readPemFile(ca_file);
+  if (!ca_pem.ok()) {
+    return ca_pem.status();
+  }
+  absl::StatusOr<std::vector<X509Ptr>> cas = readCertificates(ca_file, *ca_pem);
+  if (!cas.ok()) {
+    return cas.status();
+  }
+  std::unique_ptr<SSL_CTX, CtxFree> ctx(SSL_CTX_new(TLS_client_method()));
+  if (!ctx) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("cannot create a TLS context: ", takeOpensslErrors()));
+  }
+  SSL_CTX* c = ctx.get();
+  if (SSL_CTX_set_min_proto_version(c, TLS1_2_VERSION) != 1) {
+    return absl::InternalError(absl::StrCat("TLS setup: protocol versions: ", takeOpensslErrors()));
+  }
+  SSL_CTX_set_options(c, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+  SSL_CTX_set_mode(c, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                          SSL_MODE_RELEASE_BUFFERS);
+  X509_STORE* store = SSL_CTX_get_cert_store(c);
+  for (const X509Ptr& ca : *cas) {
+    if (X509_STORE_add_cert(store, ca.get()) != 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(ca_file, ": a CA certificate cannot be used: ", takeOpensslErrors()));
+    }
+  }
+  SSL_CTX_set_verify(c, SSL_VERIFY_PEER, nullptr);
+  std::shared_ptr<TlsContext> context(new TlsContext());
+  context->ctx_ = ctx.release();
+  context->client_ = true;
+  return std::shared_ptr<const TlsContext>(std::move(context));
+}
+
 TlsContextPtr TlsContextHolder::current() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return current_;

@@ -81,6 +81,11 @@ class TlsContext {
   // "/etc/crisp/tls.key: the private key does not match the certificate in
   // /etc/crisp/tls.crt". Thread-safe.
   static absl::StatusOr<std::shared_ptr<const TlsContext>> load(const TlsFiles& files);
+  // A client context (crisp connecting to a runtime's stream server): the
+  // server's certificate must chain to a CA in `ca_file` (PEM); the name is
+  // checked per connection (TlsTransportOptions::server_name). Fails as
+  // load() does.
+  static absl::StatusOr<std::shared_ptr<const TlsContext>> loadClient(const std::string& ca_file);
   ~TlsContext();
   TlsContext(const TlsContext&) = delete;
   TlsContext& operator=(const TlsContext&) = delete;
@@ -88,6 +93,8 @@ class TlsContext {
   // The context for SSL_new(). Owned by this object.
   SSL_CTX* raw() const { return ctx_; }
   bool verifiesClients() const { return verifies_clients_; }
+  // True for a context made by loadClient().
+  bool isClient() const { return client_; }
   // Facts about the leaf certificate, for logs and tests: the serial number
   // in upper-case hex, the subject as an RFC 2253 string, and the end of its
   // validity as OpenSSL prints it ("Jan  2 15:04:05 2030 GMT").
@@ -100,6 +107,7 @@ class TlsContext {
 
   SSL_CTX* ctx_ = nullptr;
   bool verifies_clients_ = false;
+  bool client_ = false;
   std::string serial_;
   std::string subject_;
   std::string not_after_;

@@ -1,5 +1,7 @@
 #include "source/stream/tls_transport.h"
 
+#include <arpa/inet.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -14,6 +16,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -154,7 +157,19 @@ TlsTransport::TlsTransport(event::Dispatcher& dispatcher, int fd, std::string pe
     BIO_set_data(bio, &socket_bio_);
     // One BIO for both directions; the session owns it from here.
     SSL_set_bio(ssl_, bio, bio);
-    SSL_set_accept_state(ssl_);
+    if (context_->isClient()) {
+      in6_addr address{};
+      const char* name = options_.server_name.c_str();
+      if (inet_pton(AF_INET, name, &address) == 1 || inet_pton(AF_INET6, name, &address) == 1) {
+        X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl_), name);
+      } else {
+        SSL_set_tlsext_host_name(ssl_, name);
+        SSL_set1_host(ssl_, name);
+      }
+      SSL_set_connect_state(ssl_);
+    } else {
+      SSL_set_accept_state(ssl_);
+    }
   }
   // Without a session, start() reports the failure from the loop.
   watcher_ = std::make_unique<event::FdWatcher>(dispatcher, fd_,

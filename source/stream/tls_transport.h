@@ -1,7 +1,8 @@
 #pragma once
 
 // TlsTransport: a Transport doing the server side of TLS over a connected,
-// non-blocking TCP socket, with OpenSSL, on an event::Dispatcher.
+// non-blocking TCP socket, with OpenSSL, on an event::Dispatcher; or the
+// client side, with a client context (TlsContext::loadClient()).
 //
 //   auto transport = std::make_unique<TlsTransport>(dispatcher, fd, "10.0.0.7:51234",
 //                                                   holder.current(), options);
@@ -64,6 +65,10 @@ struct TlsTransportOptions {
   // From start() to a completed handshake. The stream server uses its header
   // timeout here.
   std::chrono::milliseconds handshake_timeout{10000};
+  // Client side (a context from TlsContext::loadClient()): the server name
+  // sent in SNI (unless it is an address) and checked against the server's
+  // certificate.
+  std::string server_name;
 };
 
 class TlsTransport : public Transport {

@@ -23,6 +23,8 @@ const char* errorKindName(PortError::Kind kind) {
       return "connect failed";
     case PortError::Kind::kConnectionLost:
       return "connection lost";
+    case PortError::Kind::kRuntimeReported:
+      return "reported by the runtime";
   }
   return "unknown";
 }
@@ -158,6 +160,8 @@ WsPortForward::WsPortForward(event::Dispatcher& dispatcher, session::Runtime& ru
       pod_sandbox_id_(
           std::get<session::PortForwardSpec>(upgraded.stream_request.spec).pod_sandbox_id),
       ports_(std::get<session::PortForwardSpec>(upgraded.stream_request.spec).ports),
+      port_session_(runtime_.openPortForward(
+          dispatcher_, std::get<session::PortForwardSpec>(upgraded.stream_request.spec))),
       session_metrics_(session::SessionMetrics::get()),
       metrics_(session::PortForwardMetrics::get()),
       active_gauge_(session_metrics_.sessions_active.gauge(
@@ -252,7 +256,7 @@ void WsPortForward::connect(Port& port) {
   CRISP_SESSION_LOG(kSession, debug, connection_id_, session_id_,
                     "connecting to port {} of pod sandbox {}", port.port, pod_sandbox_id_);
   absl::StatusOr<std::unique_ptr<session::PortConnection>> pod =
-      runtime_.connectPort(dispatcher_, pod_sandbox_id_, port.port, port);
+      port_session_->connectPort(port.port, port);
   if (!pod.ok()) {
     metrics_.result(session::PortConnectResult::kError).inc();
     CRISP_SESSION_LOG(kSession, info, connection_id_, session_id_, "cannot forward port {}: {}",
@@ -445,7 +449,7 @@ void WsPortForward::onPortError(Port& port, const PortError& error) {
                       "cannot forward port {} ({}): {}", port.port, errorKindName(error.kind),
                       error.message);
     sendChannel(port.errorChannel(),
-                session::forwardingError(port.port, pod_sandbox_id_, error.message));
+                session::portErrorText(port.port, pod_sandbox_id_, error));
   } else {
     // The application reset a connection that was made: the forward ends
     // like a close, after what it sent before.

@@ -183,6 +183,8 @@ class WsPortForward : private WsConnectionCallbacks {
   const std::string protocol_name_;
   const std::string pod_sandbox_id_;
   const std::vector<uint16_t> ports_;
+  // Outlives the ports' pod connections.
+  std::unique_ptr<session::PortForwardSession> port_session_;
 
   std::unique_ptr<WsConnection> connection_;
   std::vector<std::unique_ptr<Port>> port_state_;

@@ -162,6 +162,30 @@ TEST(ConfigTest, ReadsEmbeddedContainers) {
   EXPECT_EQ(containers[2].user, "4242");
 }
 
+TEST(ConfigTest, ReadsTheRuntimesStreamServerClient) {
+  absl::StatusOr<Config> c = loadString(
+      "cri:\n  listen: /tmp/a.sock\n  upstream: /tmp/b.sock\nruntime:\n  stream_server:\n"
+      "    ca_file: /etc/crisp/ca.pem\n    connect_timeout: 3s\n    upgrade_timeout: 250ms\n",
+      "t.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->runtime.stream_server.ca_file, "/etc/crisp/ca.pem");
+  EXPECT_EQ(c->runtime.stream_server.connect_timeout, std::chrono::seconds(3));
+  EXPECT_EQ(c->runtime.stream_server.upgrade_timeout, std::chrono::milliseconds(250));
+
+  const Config defaults = *loadString(kMinimal, "t.yaml");
+  EXPECT_EQ(defaults.runtime.stream_server.ca_file, "");
+  EXPECT_EQ(defaults.runtime.stream_server.connect_timeout, std::chrono::seconds(10));
+  EXPECT_EQ(defaults.runtime.stream_server.upgrade_timeout, std::chrono::seconds(10));
+
+  EXPECT_THAT(errorOf(withMinimal("runtime:\n  stream_server:\n    ca_file: ca.pem\n")),
+              HasSubstr("runtime.stream_server.ca_file: expected an absolute file path, got "
+                        "\"ca.pem\""));
+  EXPECT_THAT(errorOf(withMinimal("runtime:\n  stream_server:\n    connect_timeout: 1h\n")),
+              HasSubstr("runtime.stream_server.connect_timeout"));
+  EXPECT_THAT(errorOf(withMinimal("runtime:\n  stream_server:\n    protocol: h3\n")),
+              HasSubstr("runtime.stream_server.protocol"));
+}
+
 TEST(ConfigTest, AcceptsSocketModeWithAndWithoutQuotes) {
   absl::StatusOr<Config> plain =
       loadString("cri:\n  listen: /tmp/a.sock\n  socket_mode: 0666\n", "t.yaml");

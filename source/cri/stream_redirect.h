@@ -1,0 +1,48 @@
+#pragma once
+
+// StreamRedirect: with a runtime behind crisp (cri.upstream), Exec, Attach and
+// PortForward are forwarded to the runtime unchanged, and its answer names the
+// runtime's own stream server. StreamRedirect keeps the request together with
+// that URL in the token cache and answers with crisp's URL instead, so the
+// client comes to crisp's stream server, whose backend then connects to the
+// runtime's URL (source/runtime/streamserver/).
+//
+//   StreamRedirect redirect(cache, "http://127.0.0.1:10350/");
+//   redirect.install(passthrough);
+//
+// The runtime's errors reach the caller unchanged (they carry no message to
+// rewrite). An answer crisp cannot use fails the call: INTERNAL for an answer
+// that does not decode or has no URL, the cache's RESOURCE_EXHAUSTED when it is
+// full (the token is then never handed out, and the runtime's own token
+// expires unused).
+
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+
+#include "source/cache/token_cache.h"
+#include "source/cri/passthrough.h"
+#include "source/cri/stream_url.h"
+
+namespace crisp::cri {
+
+class StreamRedirect {
+ public:
+  // `cache` must outlive this object; `base_url` as for StreamUrls.
+  StreamRedirect(cache::TokenCache& cache, std::string_view base_url);
+
+  // Rewrites the answers of the three streaming calls that go through
+  // `passthrough`. This object must outlive it.
+  void install(Passthrough& passthrough);
+
+  // The rewrite for one call: `path` is the method path, `request` and
+  // `response` the serialized messages. Thread-safe.
+  absl::StatusOr<std::string> rewrite(std::string_view path, const std::string& request,
+                                      const std::string& response);
+
+ private:
+  StreamUrls urls_;
+};
+
+}  // namespace crisp::cri
