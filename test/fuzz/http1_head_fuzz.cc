@@ -20,7 +20,8 @@
 //   - every negotiation answer is a well-formed HTTP/1.1 response: a status
 //     line with the status it reports, header lines "Name: value" free of
 //     control characters (nothing the client sent can inject a header), and a
-//     WebSocket subprotocol or SPDY version only from the server's own lists.
+//     WebSocket subprotocol (with a handler) or SPDY version only from the
+//     server's own lists.
 
 #include <cstddef>
 #include <cstdint>
@@ -211,8 +212,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                                       session::Operation::kPortForward}) {
     const Negotiation n = negotiate(request, op, served);
     checkResponse(n, op);
-    if (n.outcome != Negotiation::Outcome::kRejected && served) {
-      FUZZ_CHECK(served(n.protocol), "upgraded to a protocol without a handler");
+    // `served` filters WebSocket subprotocols only; a SPDY upgrade without a
+    // handler is refused by the server after negotiation.
+    if (n.outcome == Negotiation::Outcome::kWebSocket && served) {
+      FUZZ_CHECK(served(n.protocol), "upgraded to a WebSocket protocol without a handler");
     }
   }
   return 0;
