@@ -91,6 +91,7 @@ Dispatcher::Dispatcher() {
 }
 
 Dispatcher::~Dispatcher() {
+  adopted_.clear();
   to_delete_.clear();
   event_free(post_event_);
   event_base_free(base_);

@@ -13,6 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 namespace crisp::event {
@@ -87,6 +88,24 @@ class Dispatcher {
     deferredDeleteImpl(std::shared_ptr<void>(std::move(obj)));
   }
 
+  // Keeps `obj` until disown() hands it back or the dispatcher is destroyed
+  // (before its loop is), for objects that wait for an event that may never
+  // come once the loop stops. Loop thread only.
+  template <class T>
+  T* adopt(std::unique_ptr<T> obj) {
+    T* raw = obj.get();
+    adopted_.emplace(raw, std::shared_ptr<void>(std::move(obj)));
+    return raw;
+  }
+  // Gives up an adopted object: it is destroyed on a later iteration.
+  void disownAndDelete(const void* obj) {
+    auto it = adopted_.find(obj);
+    if (it != adopted_.end()) {
+      deferredDeleteImpl(std::move(it->second));
+      adopted_.erase(it);
+    }
+  }
+
   // True when the caller runs on the loop's thread (or the loop has not started).
   bool isThreadSafe() const;
 
@@ -102,6 +121,7 @@ class Dispatcher {
   std::mutex post_mutex_;
   std::deque<std::function<void()>> posted_;
   std::vector<std::shared_ptr<void>> to_delete_;
+  std::unordered_map<const void*, std::shared_ptr<void>> adopted_;
   std::thread::id thread_id_;
 };
 

@@ -16,6 +16,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include <fcntl.h>
+#include <grp.h>
 #include <pwd.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -573,6 +574,54 @@ std::string checkUser(const std::string& user) {
   }
 }
 
+// The gid of `group` (a name or a number), or the reason it is not one.
+absl::StatusOr<uint32_t> lookUpGroup(const std::string& group) {
+  if (allDigits(group)) {
+    uint64_t gid = 0;
+    if (group.size() > 10 || !absl::SimpleAtoi(group, &gid) || gid >= 0xffffffffULL) {
+      return absl::InvalidArgumentError(absl::StrCat("gid ", group, " is out of range"));
+    }
+    return static_cast<uint32_t>(gid);
+  }
+  long size = sysconf(_SC_GETGR_R_SIZE_MAX);
+  std::vector<char> buffer(size > 0 ? static_cast<size_t>(size) : 16384);
+  for (;;) {
+    struct group entry;
+    struct group* found = nullptr;
+    const int rc = getgrnam_r(group.c_str(), &entry, buffer.data(), buffer.size(), &found);
+    if (rc == ERANGE && buffer.size() < (1u << 20)) {
+      buffer.resize(buffer.size() * 2);
+      continue;
+    }
+    if (rc != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("cannot look up group ", quoted(group), ": ", std::strerror(rc)));
+    }
+    if (found == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("group ", quoted(group), " does not exist on this host"));
+    }
+    return static_cast<uint32_t>(entry.gr_gid);
+  }
+}
+
+void readSocketGroup(Loader& loader, const Mapping& map, std::optional<uint32_t>& out) {
+  const Field* field = map.get("socket_group");
+  if (field == nullptr) {
+    return;
+  }
+  std::optional<std::string> text = scalar(loader, *field, "a group name or numeric gid");
+  if (!text) {
+    return;
+  }
+  absl::StatusOr<uint32_t> gid = lookUpGroup(*text);
+  if (!gid.ok()) {
+    loader.error(*field, std::string(gid.status().message()));
+    return;
+  }
+  out = *gid;
+}
+
 void readContainer(Loader& loader, const Field& list, const YAML::Node& node, size_t index,
                    std::map<std::string, int>& ids, std::vector<ContainerConfig>& out) {
   const std::string path = absl::StrCat(list.path, "[", index, "]");
@@ -722,7 +771,7 @@ void readConfig(Loader& loader, const YAML::Node& root, Config& config) {
 
   if (const Field* cri_field = top.require("cri", "section")) {
     Mapping cri(loader, cri_field->value, cri_field->path, cri_field->key_line,
-                {"listen", "upstream", "socket_mode"});
+                {"listen", "upstream", "socket_mode", "socket_group"});
     if (const Field* listen = cri.require("listen")) {
       if (std::optional<std::string> path = readSocketPath(loader, *listen)) {
         config.cri.listen = *path;
@@ -738,6 +787,7 @@ void readConfig(Loader& loader, const YAML::Node& root, Config& config) {
       }
     }
     readSocketMode(loader, cri, config.cri.socket_mode);
+    readSocketGroup(loader, cri, config.cri.socket_gid);
   }
 
   if (const Field* stream_field = top.get("stream")) {

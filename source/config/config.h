@@ -29,6 +29,7 @@ struct CriConfig {
   std::string listen;                   // unix socket path; required
   std::optional<std::string> upstream;  // unix socket path; absent = embedded runtime
   uint32_t socket_mode = 0660;          // permission bits of the listening socket
+  std::optional<uint32_t> socket_gid;   // group of the socket (cri.socket_group); absent = crisp's
 };
 
 // TLS on the stream server (docs/configuration.md, "stream.tls").

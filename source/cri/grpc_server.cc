@@ -735,7 +735,8 @@ bool socketAnswers(const sockaddr_un& addr) {
 
 }  // namespace
 
-absl::Status GrpcServer::listenUnix(const std::string& path, mode_t mode) {
+absl::Status GrpcServer::listenUnix(const std::string& path, mode_t mode,
+                                    std::optional<uint32_t> gid) {
   if (listen_fd_ >= 0) {
     return absl::FailedPreconditionError("server already listens on " + socket_path_);
   }
@@ -766,10 +767,23 @@ absl::Status GrpcServer::listenUnix(const std::string& path, mode_t mode) {
   if (fd < 0) {
     return absl::InternalError(std::string("socket: ") + std::strerror(errno));
   }
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+  // bind() creates the file with the process umask; make it owner-only until
+  // the group and mode are in place (umask is per process: this runs at start,
+  // before other threads create files).
+  const mode_t previous_umask = ::umask(0177);
+  const int bound = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  const int bind_err = errno;
+  ::umask(previous_umask);
+  if (bound != 0) {
+    ::close(fd);
+    return absl::UnavailableError("bind " + path + ": " + std::strerror(bind_err));
+  }
+  if (gid && ::lchown(path.c_str(), static_cast<uid_t>(-1), *gid) != 0) {
     const int err = errno;
     ::close(fd);
-    return absl::UnavailableError("bind " + path + ": " + std::strerror(err));
+    ::unlink(path.c_str());
+    return absl::UnavailableError("chown " + path + " to group " + std::to_string(*gid) + ": " +
+                                  std::strerror(err));
   }
   if (::chmod(path.c_str(), mode) != 0 || ::listen(fd, SOMAXCONN) != 0 ||
       lstat(path.c_str(), &st) != 0) {

@@ -185,10 +185,14 @@ class GrpcServer {
   GrpcServer& operator=(const GrpcServer&) = delete;
 
   // Listens on a unix socket at `path`: a stale socket file there is removed
-  // first (any other kind of file is an error), the new one gets `mode`.
+  // first (any other kind of file is an error), the new one gets `mode` and,
+  // when given, the group `gid`. The socket file is created accessible to its
+  // owner only and opened up to `mode` once its group is set, so no other
+  // user can connect in between.
   // Errors: INVALID_ARGUMENT (path too long), FAILED_PRECONDITION (a non-socket
   // file in the way), or the failing system call as UNAVAILABLE/INTERNAL.
-  absl::Status listenUnix(const std::string& path, mode_t mode);
+  absl::Status listenUnix(const std::string& path, mode_t mode,
+                          std::optional<uint32_t> gid = std::nullopt);
 
   // Graceful stop: closes the listener (removing its socket file) and sends
   // GOAWAY on every connection. Calls in flight run to their end; calls a

@@ -327,7 +327,8 @@ class Server::Impl {
       redirect_->install(*passthrough_);
       grpc_->setFallback(passthrough_.get());
     }
-    if (auto s = grpc_->listenUnix(config_.cri.listen, config_.cri.socket_mode); !s.ok()) {
+    if (auto s = grpc_->listenUnix(config_.cri.listen, config_.cri.socket_mode,
+                                    config_.cri.socket_gid); !s.ok()) {
       return absl::Status(s.code(), absl::StrCat("cri.listen: ", s.message()));
     }
 

@@ -98,6 +98,21 @@ bool Http1HeadParser::finishRequestLine() {
   return true;
 }
 
+bool Http1HeadParser::checkHeaderBytes() {
+  // http-parser (built without strict checks) lets NUL through in values;
+  // RFC 9110 5.5 forbids NUL, CR and LF in a field, and none may reach code
+  // that compares, logs or echoes header values.
+  for (const auto& [name, value] : request_.headers) {
+    for (const std::string* field : {&name, &value}) {
+      if (field->find_first_of(std::string_view("\0\r\n", 3)) != std::string::npos) {
+        error_ = "NUL, CR or LF in a header field";
+        return false;
+      }
+    }
+  }
+  return true;
+}
+
 Http1HeadParser::State Http1HeadParser::feed(std::string_view data, size_t& consumed) {
   consumed = 0;
   if (state_ != State::kNeedMore) {
@@ -113,7 +128,7 @@ Http1HeadParser::State Http1HeadParser::feed(std::string_view data, size_t& cons
   if (head_done_) {
     if (seen_ > max_header_bytes_) {
       state_ = State::kTooLarge;
-    } else if (!finishRequestLine()) {
+    } else if (!finishRequestLine() || !checkHeaderBytes()) {
       state_ = State::kMalformed;
     } else {
       state_ = State::kComplete;

@@ -64,6 +64,8 @@ class Http1HeadParser {
   // Splits the request target into path and query; false if it is not a
   // valid origin-form or absolute-form target.
   bool finishRequestLine();
+  // False (with error_ set) when a header name or value holds NUL, CR or LF.
+  bool checkHeaderBytes();
   void finishHeaderValue();
 
   const size_t max_header_bytes_;

@@ -67,5 +67,32 @@ TEST(DispatcherTest, DeferredDeleteRunsAfterCurrentCallback) {
   EXPECT_TRUE(deleted);
 }
 
+TEST(DispatcherTest, AdoptedObjectsLiveUntilDisownedOrTheDispatcherGoes) {
+  struct Probe {
+    explicit Probe(int& count) : deleted(count) {}
+    ~Probe() { ++deleted; }
+    int& deleted;
+  };
+  int deleted = 0;
+  {
+    Dispatcher d;
+    Probe* kept = d.adopt(std::make_unique<Probe>(deleted));
+    Probe* given_back = d.adopt(std::make_unique<Probe>(deleted));
+    ASSERT_NE(kept, nullptr);
+    d.post([&] {
+      d.disownAndDelete(given_back);
+      EXPECT_EQ(deleted, 0);  // not inside the caller's own callback
+      d.post([&] {
+        EXPECT_EQ(deleted, 1);
+        d.exit();
+      });
+    });
+    d.run();
+    EXPECT_EQ(deleted, 1);
+  }
+  // The loop stopped with one still waiting: the dispatcher frees it.
+  EXPECT_EQ(deleted, 2);
+}
+
 }  // namespace
 }  // namespace crisp::event

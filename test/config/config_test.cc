@@ -197,6 +197,26 @@ TEST(ConfigTest, AcceptsSocketModeWithAndWithoutQuotes) {
   EXPECT_EQ(short_form->cri.socket_mode, 0600u);
 }
 
+TEST(ConfigTest, SocketGroupIsANameOrAGid) {
+  absl::StatusOr<Config> by_number =
+      loadString("cri:\n  listen: /tmp/a.sock\n  socket_group: \"4242\"\n", "t.yaml");
+  ASSERT_TRUE(by_number.ok()) << by_number.status();
+  EXPECT_EQ(by_number->cri.socket_gid, 4242u);
+  // Group 0 is "root" on every Linux host.
+  absl::StatusOr<Config> by_name =
+      loadString("cri:\n  listen: /tmp/a.sock\n  socket_group: root\n", "t.yaml");
+  ASSERT_TRUE(by_name.ok()) << by_name.status();
+  EXPECT_EQ(by_name->cri.socket_gid, 0u);
+  absl::StatusOr<Config> absent = loadString(kMinimal, "t.yaml");
+  ASSERT_TRUE(absent.ok());
+  EXPECT_FALSE(absent->cri.socket_gid.has_value());
+  EXPECT_EQ(errorOf(withMinimal("  socket_group: no-such-group-here\n")),
+            "t.yaml:3: cri.socket_group: group \"no-such-group-here\" does not exist on this "
+            "host");
+  EXPECT_EQ(errorOf(withMinimal("  socket_group: \"99999999999\"\n")),
+            "t.yaml:3: cri.socket_group: gid 99999999999 is out of range");
+}
+
 struct ErrorCase {
   const char* name;
   std::string text;

@@ -74,6 +74,8 @@ TEST(ConfigTlsTest, ReportsFileLineAndKey) {
   EXPECT_THAT(errorOf(head + "    cert_file: /a.crt\n    key_file: /a.key\n    ca: /c\n"),
               HasSubstr("t.yaml:7: stream.tls.ca: unknown key (expected one of: cert_file, "
                         "key_file, client_ca_file)"));
+  EXPECT_EQ(errorOf(head + "    cert_file: /a.crt\n    key_file: \"/a\\0.key\"\n"),
+            "t.yaml:6: stream.tls.key_file: expected an absolute file path, got \"/a\\x00.key\"");
   EXPECT_EQ(errorOf(std::string(kMinimal) + "stream:\n  tls: /a.crt\n"),
             "t.yaml:4: stream.tls: expected a mapping, got a single value");
 }

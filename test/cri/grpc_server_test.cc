@@ -111,6 +111,33 @@ TEST_F(GrpcServerTest, SocketFileGetsModeAndStaleSocketIsReplaced) {
             absl::StatusCode::kInvalidArgument);
 }
 
+TEST_F(GrpcServerTest, SocketGetsItsGroupAndModeWhateverTheUmask) {
+  // A umask that would leave the socket open to everyone: the socket file is
+  // still created owner-only and then given exactly the group and mode asked.
+  const mode_t previous = ::umask(0);
+  // A group of the process's own (any user may give those), preferably not
+  // its primary one, so that the change shows.
+  gid_t gid = ::getgid();
+  gid_t groups[64];
+  const int count = ::getgroups(64, groups);
+  for (int i = 0; i < count; ++i) {
+    if (groups[i] != gid) {
+      gid = groups[i];
+      break;
+    }
+  }
+  const std::string path = dir_.file("grouped.sock");
+  GrpcServer server(dispatcher_);
+  const absl::Status s = server.listenUnix(path, 0640, gid);
+  ::umask(previous);
+  ASSERT_TRUE(s.ok()) << s;
+  struct stat st;
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0640u);
+  EXPECT_EQ(st.st_gid, gid);
+  EXPECT_EQ(::umask(previous), previous) << "listenUnix left the umask changed";
+}
+
 TEST_F(GrpcServerTest, SocketOfALiveServerIsNeverTakenOver) {
   GrpcServer second(dispatcher_);
   const absl::Status s = second.listenUnix(socket_, 0600);

@@ -15,7 +15,8 @@
 #                                                       seeds from raw SPDY byte streams
 #                                                       (e.g. recorded by record_spdy.py)
 #
-# TARGET is spdy_codec, spdy_header_block or config. Binaries, the growing
+# TARGET is spdy_codec, spdy_header_block, config, websocket, base64,
+# http1_head or cri_request. Binaries, the growing
 # work corpus and crash artifacts live under $CRISP_FUZZ_OUT (default
 # /tmp/crisp-fuzz-$UID); the stored corpus is test/fuzz/corpus/TARGET/, one file
 # per input named by its SHA-256. One fuzzing process at a time, one worker.
@@ -26,7 +27,7 @@ shopt -s nullglob
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 OUT="${CRISP_FUZZ_OUT:-/tmp/crisp-fuzz-$(id -u)}"
 CXX="${CXX:-clang++-14}"
-TARGETS=(spdy_codec spdy_header_block config)
+TARGETS=(spdy_codec spdy_header_block config websocket base64 http1_head cri_request)
 
 COMMON_FLAGS=(-std=c++17 -g -O1 -fno-omit-frame-pointer -Wall -Wextra -I"$ROOT")
 FUZZ_FLAGS=(-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined)
@@ -56,6 +57,25 @@ sources_of() {
         source/codec/spdy/dictionary.cc
       ;;
     config) echo test/fuzz/config_fuzz.cc source/config/config.cc source/config/host_port.cc ;;
+    websocket)
+      echo test/fuzz/websocket_fuzz.cc source/codec/websocket/ws_codec.cc \
+        source/codec/websocket/channel.cc source/codec/websocket/base64.cc \
+        source/common/buffer.cc source/common/time.cc
+      ;;
+    base64) echo test/fuzz/base64_fuzz.cc source/codec/websocket/base64.cc source/common/buffer.cc ;;
+    http1_head)
+      echo test/fuzz/http1_head_fuzz.cc source/stream/http1_head_parser.cc \
+        source/stream/http1_route.cc source/stream/negotiation.cc source/stream/http1_response.cc \
+        source/stream/upgrade.cc source/codec/websocket/handshake.cc \
+        source/codec/websocket/base64.cc source/session/request.cc source/common/buffer.cc \
+        source/common/dispatcher.cc
+      ;;
+    cri_request)
+      echo test/fuzz/cri_request_fuzz.cc source/cri/runtime_service.cc source/cri/grpc_common.cc \
+        source/cache/token_cache.cc source/admin/metrics.cc source/common/logger.cc \
+        source/common/buffer.cc source/common/dispatcher.cc source/common/time.cc \
+        source/session/request.cc
+      ;;
     *) echo "unknown target: $1 (one of: ${TARGETS[*]})" >&2; exit 2 ;;
   esac
 }
@@ -65,18 +85,43 @@ libs_of() {
     spdy_codec) echo "${SPDY_LIBS[@]}" ;;
     spdy_header_block) echo -lz "${ABSL_LIBS[@]}" ;;
     config) echo -lyaml-cpp "${ABSL_LIBS[@]}" ;;
+    websocket) echo -lwslay -lcrypto -levent "${ABSL_LIBS[@]}" ;;
+    base64) echo -lcrypto -levent "${ABSL_LIBS[@]}" ;;
+    cri_request) echo -lnghttp2 -lprotobuf -lspdlog -lfmt -pthread -levent -levent_pthreads \
+      "${ABSL_LIBS[@]}" ;;
+    http1_head) echo -lhttp_parser -lcrypto -levent -levent_pthreads "${ABSL_LIBS[@]}" ;;
   esac
+}
+
+# The CRI messages, compiled by the system protoc as api/BUILD does; built
+# sanitized but without coverage instrumentation (the parsing itself happens
+# in libprotobuf).
+proto_object() {
+  local gen="$OUT/gen" obj="$OUT/obj/api.pb.o"
+  if [[ ! -f "$obj" || "$ROOT/api/runtime/v1/api.proto" -nt "$obj" ]]; then
+    mkdir -p "$gen" "$OUT/obj"
+    (cd "$ROOT" && protoc --proto_path=. --cpp_out="$gen" api/runtime/v1/api.proto)
+    echo "compiling api/runtime/v1/api.pb.cc" >&2
+    "$CXX" "${COMMON_FLAGS[@]}" -I"$gen" -fsanitize=address,undefined -Wno-unused-parameter \
+      -c "$gen/api/runtime/v1/api.pb.cc" -o "$obj"
+  fi
+  echo "$obj"
 }
 
 build_one() {
   local target="$1" obj_dir="$OUT/obj/$1" objs=() src obj
+  local extra_flags=(-I"$OUT/gen" -DSPDLOG_SHARED_LIB -DSPDLOG_COMPILED_LIB -DSPDLOG_FMT_EXTERNAL)
   mkdir -p "$obj_dir" "$OUT/bin"
+  if [[ "$target" == cri_request ]]; then
+    objs+=("$(proto_object)")
+  fi
   # One object per source so that a rebuild after an edit is quick.
   for src in $(sources_of "$target"); do
     obj="$obj_dir/$(echo "$src" | tr / _).o"
-    if [[ ! -f "$obj" || "$ROOT/$src" -nt "$obj" || "$ROOT/test/fuzz/fuzz_check.h" -nt "$obj" ]]; then
+    if [[ ! -f "$obj" || "$ROOT/$src" -nt "$obj" || "$ROOT/test/fuzz/fuzz_check.h" -nt "$obj" ||
+      "$ROOT/test/fuzz/fuzz_input.h" -nt "$obj" ]]; then
       echo "compiling $src" >&2
-      "$CXX" "${COMMON_FLAGS[@]}" "${FUZZ_FLAGS[@]}" -c "$ROOT/$src" -o "$obj"
+      "$CXX" "${COMMON_FLAGS[@]}" "${extra_flags[@]}" "${FUZZ_FLAGS[@]}" -c "$ROOT/$src" -o "$obj"
     fi
     objs+=("$obj")
   done
@@ -215,6 +260,7 @@ case "$cmd" in
       cp "$file" "$work/wire/"
     done
     "$work/seed_writer" "$work/seeds" "$work"/wire/*
+    python3 "$ROOT/test/fuzz/stream_seeds.py" "$work/seeds" "$ROOT"/test/fuzz/recordings/*
     for t in "${TARGETS[@]}"; do
       store "$ROOT/test/fuzz/corpus/$t" "$work/seeds/$t"/*
     done

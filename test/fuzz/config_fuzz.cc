@@ -93,6 +93,18 @@ void checkConfig(const Config& c) {
              absl::StrCat("header_timeout ", c.stream.header_timeout.count()));
   FUZZ_CHECK(c.stream.max_sessions >= 1 && c.stream.max_sessions <= 1000000,
              absl::StrCat("max_sessions ", c.stream.max_sessions));
+  FUZZ_CHECK(c.stream.max_frame_bytes >= 4096 && c.stream.max_frame_bytes <= (256u << 20),
+             absl::StrCat("max_frame_bytes ", c.stream.max_frame_bytes));
+  if (c.stream.tls) {
+    const auto absolute = [](const std::string& path) {
+      return !path.empty() && path[0] == '/' && path.find('\0') == std::string::npos;
+    };
+    FUZZ_CHECK(absolute(c.stream.tls->cert_file) && absolute(c.stream.tls->key_file) &&
+                   (c.stream.tls->client_ca_file.empty() || absolute(c.stream.tls->client_ca_file)),
+               "stream.tls with a relative or empty path accepted");
+    FUZZ_CHECK(c.stream.advertise.rfind("http://", 0) != 0,
+               "an http:// advertise URL accepted with stream.tls");
+  }
   FUZZ_CHECK(c.cache.ttl >= milliseconds(100) && c.cache.ttl <= hours(1),
              absl::StrCat("cache.ttl ", c.cache.ttl.count()));
   FUZZ_CHECK(c.cache.shards >= 1 && c.cache.shards <= 1024,

@@ -4,7 +4,9 @@
 A loopback TCP relay between a streaming client (kubectl through the API
 server) and crisp's stream server: it forwards every connection unchanged and,
 once the server answered the upgrade with 101, writes what each side sent from
-then on to OUT_DIR/conn<N>.client.spdy and OUT_DIR/conn<N>.server.spdy. Point
+then on to OUT_DIR/conn<N>.client.spdy and OUT_DIR/conn<N>.server.spdy (SPDY,
+or WebSocket frames when the client upgraded to WebSocket), and each side's
+HTTP head to conn<N>.client.head and conn<N>.server.head. Point
 crisp's stream.advertise at the relay's address so that the URLs crisp hands
 out lead through it; stop the relay with SIGINT or SIGTERM.
 
@@ -76,6 +78,9 @@ class _Direction:
                 return
             self.head_done = True
             rest = self.head[end + len(_HEAD_END):]
+            # The request head, as seed material for the HTTP/1.1 head target.
+            with open(self.path.rsplit(".", 1)[0] + ".head", "wb") as f:
+                f.write(self.head[:end + len(_HEAD_END)])
             if is_server:
                 if not self.head.startswith(b"HTTP/1.1 101"):
                     return

@@ -412,6 +412,13 @@ void writeConfigSeeds() {
        "        tty: TRUE\n        stdin: False\n        image: busybox\n"
        "      - id: second\n        command:\n          - /bin/sh\n          - -c\n"
        "          - exit 3\n        user: root\n"},
+      {"tls",
+       "cri:\n  listen: /tmp/c.sock\nstream:\n  advertise: https://node:10350\n"
+       "  max_frame_bytes: 65536\n  tls:\n    cert_file: /etc/crisp/cert.pem\n"
+       "    key_file: /etc/crisp/key.pem\n    client_ca_file: /etc/crisp/ca.pem\n"},
+      {"tls_bad",
+       "cri:\n  listen: /tmp/c.sock\nstream:\n  advertise: http://node:10350\n"
+       "  max_frame_bytes: 100\n  tls:\n    cert_file: cert.pem\n"},
       {"flow_style",
        "{cri: {listen: /tmp/c.sock, upstream: /tmp/u.sock}, stream: {listen: '0.0.0.0:1'},"
        " log: {level: \"off\"}}"},

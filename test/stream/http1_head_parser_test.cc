@@ -174,6 +174,10 @@ TEST(Http1HeadParserTest, RejectsWhatIsNotAnHttp1Request) {
            std::string("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 11),
            std::string("GET /exec/tok HTTP/1.1\r\nBad Header\r\n\r\n"),
            std::string("GET /exec/tok HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
+           // NUL in a value, which http-parser alone lets through (found by
+           // the http1_head fuzzer).
+           std::string("GET /exec/tok HTTP/1.1\r\nX-Stream-Protocol-Version:\0v4\r\n\r\n", 57),
+           std::string("GET /exec/tok HTTP/1.1\r\nUpgrade: a\0b\r\n\r\n", 40),
        }) {
     SCOPED_TRACE(input);
     Http1HeadParser parser(16384);

@@ -114,10 +114,11 @@ class Codec::Impl {
       return setError(
           absl::InternalError(absl::StrCat("ws.internal_error: wslay_event_recv: ", rv)));
     }
-    if (gate_failure_.has_value()) {
-      return failConnection(*gate_failure_);
-    }
+    // wslay stopped reading (the peer's close, or bad UTF-8) in bytes the
+    // gate let through before any frame it refused: that comes first on the
+    // wire, so it decides, whatever the gate saw in the same read.
     if (!wslay_event_get_read_enabled(ctx_)) {
+      gate_failure_.reset();
       if (wslay_event_get_close_received(ctx_)) {
         input.drain(input.length());
         return flush();
@@ -128,6 +129,9 @@ class Codec::Impl {
       message_.drain(message_.length());
       flush().IgnoreError();
       return setError(absl::InvalidArgumentError("ws.invalid_utf8: payload is not valid UTF-8"));
+    }
+    if (gate_failure_.has_value()) {
+      return failConnection(*gate_failure_);
     }
     return flush();
   }

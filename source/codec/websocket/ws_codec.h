@@ -130,8 +130,9 @@ class Codec {
   // output() afterwards. Returns OK, also when the peer closed (see
   // closeReceived()); after the peer's close, input is discarded. On a
   // protocol violation the close frame is in output(), the status names the
-  // reason (see above), `input` keeps the bytes from the bad frame on, and
-  // every later call returns the same status.
+  // reason (see above), `input` keeps the bytes from the bad frame on (for
+  // ws.invalid_utf8, found by wslay inside a frame it already took, only what
+  // wslay had not read yet), and every later call returns the same status.
   absl::Status dispatch(Buffer& input);
 
   // Appends one unfragmented data message to output(). The Buffer overload

@@ -18,15 +18,21 @@ constexpr int kBulkPipeBytes = 1024 * 1024;
 constexpr size_t kFinalDrainLimit = 1024 * 1024;
 
 // Watches the pidfd of a killed child until it can be reaped, then deletes
-// itself. Owned by itself; lives on the dispatcher that adopted it. If that
-// dispatcher never runs again the child stays a zombie until crisp exits.
+// itself. Owned by the dispatcher that adopted it, which destroys it with
+// itself when the child was still not reaped then (crisp is stopping).
 class PidfdReaper {
  public:
   static void adopt(event::Dispatcher& dispatcher, UniqueFd pidfd) {
-    std::unique_ptr<PidfdReaper> reaper(new PidfdReaper(dispatcher, std::move(pidfd)));
-    PidfdReaper* raw = reaper.get();
-    raw->self_ = std::move(reaper);
-    raw->watcher_.setEnabled(event::FdWatcher::kRead);
+    PidfdReaper* reaper =
+        dispatcher.adopt(std::unique_ptr<PidfdReaper>(new PidfdReaper(dispatcher, std::move(pidfd))));
+    reaper->watcher_.setEnabled(event::FdWatcher::kRead);
+  }
+
+  ~PidfdReaper() {
+    if (pidfd_.valid()) {
+      int code;
+      (void)reapPidfd(pidfd_.get(), code);  // a last try; SIGKILL is usually done by now
+    }
   }
 
  private:
@@ -42,13 +48,12 @@ class PidfdReaper {
     }
     watcher_.setEnabled(0);
     pidfd_.reset();
-    dispatcher_.deferredDelete(std::move(self_));
+    dispatcher_.disownAndDelete(this);
   }
 
   event::Dispatcher& dispatcher_;
   UniqueFd pidfd_;
   event::FdWatcher watcher_;
-  std::unique_ptr<PidfdReaper> self_;
 };
 
 // write(2) on a pipe whose reader is gone raises SIGPIPE, which would kill
