@@ -118,8 +118,10 @@ build_one() {
   # One object per source so that a rebuild after an edit is quick.
   for src in $(sources_of "$target"); do
     obj="$obj_dir/$(echo "$src" | tr / _).o"
-    if [[ ! -f "$obj" || "$ROOT/$src" -nt "$obj" || "$ROOT/test/fuzz/fuzz_check.h" -nt "$obj" ||
-      "$ROOT/test/fuzz/fuzz_input.h" -nt "$obj" ]]; then
+    # Rebuilt when the source or any header of crisp's is newer: an object
+    # built against an older class layout would break the link silently.
+    if [[ ! -f "$obj" || "$ROOT/$src" -nt "$obj" ||
+      -n "$(find "$ROOT/source" "$ROOT/test/fuzz" -name '*.h' -newer "$obj" -print -quit)" ]]; then
       echo "compiling $src" >&2
       "$CXX" "${COMMON_FLAGS[@]}" "${extra_flags[@]}" "${FUZZ_FLAGS[@]}" -c "$ROOT/$src" -o "$obj"
     fi
