@@ -19,18 +19,25 @@ tools/install-deps.sh
 
 base="${CRISP_OUTPUT_BASE:-$(bazel info output_base 2>/dev/null)}"
 
-# Not here: spdy_remotecommand_test and passthrough_test move many MiB per
-# case and run past their waits under ThreadSanitizer's slowdown (their
-# threading is the dispatcher's and the gRPC server's, covered below).
+# Every test that runs crisp's code on more than one thread: the token cache,
+# the dispatcher's cross-thread posts, the stream server's workers, the CRI
+# server and client (gRPC's threads), the embedded runtime's attach and
+# port-forward threads, and the sessions driven from a test thread.
 TSAN_TARGETS=(
   //test/cache:token_cache_test
   //test/common:dispatcher_test
   //test/stream:http1_server_test
   //test/stream:http1_server_limits_test
+  //test/stream:http2_server_test
   //test/stream:stream_limits_test
+  //test/stream:spdy_remotecommand_test
   //test/cri:grpc_server_test
+  //test/cri:grpc_client_test
+  //test/cri:passthrough_test
   //test/cri:runtime_service_test
   //test/runtime/embedded:attach_test
+  //test/runtime/embedded:port_forward_test
+  //test/runtime/streamserver:streamserver_runtime_test
 )
 
 status=0

@@ -37,6 +37,7 @@ using session::ExecSpec;
 using session::ExitStatus;
 using session::TerminalSize;
 using std::chrono::milliseconds;
+using std::chrono::seconds;
 using testing::LoopThread;
 using testing::SpdyTestClient;
 using Frame = SpdyTestClient::Frame;
@@ -62,7 +63,8 @@ struct Script {
   size_t output_bytes = 0;                      // stdout produced from the start
   std::optional<ExitStatus> exit_after_output;  // exit once output_bytes are out
   absl::Status start_error;                     // startExec() fails with this
-  bool slow_stdin = false;                      // stdin consumed 64 KiB per millisecond
+  bool slow_stdin = false;                      // stdin consumed slow_stdin_bytes per millisecond
+  size_t slow_stdin_bytes = 64 * 1024;
 };
 
 // What the fake runtime saw. Guarded by FakeRuntime's mutex.
@@ -217,7 +219,7 @@ class FakeProcess : public session::ExecProcess {
       return;
     }
     if (!queue_.empty()) {
-      consume(queue_, std::min<size_t>(queue_.length(), 64 * 1024));
+      consume(queue_, std::min<size_t>(queue_.length(), script_.slow_stdin_bytes));
       if (was_high_ && queue_.length() < 256 * 1024) {
         was_high_ = false;
         callbacks_.onStdinDrained();
@@ -390,9 +392,11 @@ class SpdyRemoteCommandTest : public ::testing::Test {
     return loop_.waitUntil([&] { return done_; });
   }
 
-  // The error stream payload once the server FIN'd it.
+  // The error stream payload once the server FIN'd it. Some tests move 16 MiB
+  // through the test client's decoder first: well within a second when built
+  // plain, many seconds under ThreadSanitizer; the bound is for a hang only.
   std::string statusOn(uint32_t error_id) {
-    EXPECT_TRUE(client_->waitFor([&] { return client_->stream(error_id).fin; }))
+    EXPECT_TRUE(client_->waitFor([&] { return client_->stream(error_id).fin; }, seconds(60)))
         << "error stream not finished; " << client_->error();
     return client_->stream(error_id).data;
   }
@@ -745,9 +749,13 @@ TEST_F(SpdyRemoteCommandTest, SlowReaderPausesTheProcessAndBufferingStaysBounded
 // B17: 20 MB of stdin in 16 KiB frames, FIN and GOAWAY right behind: every
 // byte reaches the process, with reading paused while its stdin is full.
 TEST_F(SpdyRemoteCommandTest, LargeStdinFollowedByGoAwayArrivesWhole) {
-  constexpr size_t kBytes = 20 * 1000 * 1000;
+  constexpr size_t kBytes = 8 * 1000 * 1000;
   constexpr size_t kFrame = 16 * 1024;
   runtime_.script.slow_stdin = true;
+  // The process must read slower than the client writes for its queue to
+  // reach the watermark; 8 KiB a tick holds even when the client is slowed
+  // down many times by ThreadSanitizer (at 64 KiB the process kept up).
+  runtime_.script.slow_stdin_bytes = 8 * 1024;
   runtime_.script.exit_on_stdin_eof = ExitStatus::success();
   start(
       execSpec({"sh", "-c", "cat > /tmp/in.bin; sha256sum /tmp/in.bin"}, false, true, true, true));
