@@ -40,6 +40,17 @@ TSAN_TARGETS=(
   //test/runtime/streamserver:streamserver_runtime_test
 )
 
+# Bazel's convenience symlinks (bazel-bin, bazel-<directory>, ...) point into
+# one output base; the next configuration's //... would follow them into that
+# base's external/ and fail to load its packages. No step here makes them
+# (--symlink_prefix=/), and any that earlier builds left are kept out.
+PATTERNS=(//...)
+for link in bazel-*; do
+  if [[ -L "$link" ]]; then
+    PATTERNS+=("-//$link/...")
+  fi
+done
+
 status=0
 step() {
   local name="$1" output_base="$2"
@@ -47,7 +58,7 @@ step() {
   local start=$SECONDS
   echo "=== $name" >&2
   local rc=0
-  bazel --output_base="$output_base" test "$@" || rc=$?
+  bazel --output_base="$output_base" test --symlink_prefix=/ "$@" || rc=$?
   if [[ $status -eq 0 ]]; then
     status=$rc
   fi
@@ -55,8 +66,9 @@ step() {
   bazel --output_base="$output_base" shutdown >/dev/null 2>&1 || true
 }
 
-step plain "$base" //... "$@"
-step asan "$base-asan" --config=asan --test_tag_filters=-benchmark,-no_sanitizers //... "$@"
-step tsan "$base-tsan" --config=tsan --test_tag_filters=-benchmark,-no_sanitizers \
-  "${TSAN_TARGETS[@]}" "$@"
+step plain "$base" "$@" -- "${PATTERNS[@]}"
+step asan "$base-asan" --config=asan --test_tag_filters=-benchmark,-no_sanitizers "$@" \
+  -- "${PATTERNS[@]}"
+step tsan "$base-tsan" --config=tsan --test_tag_filters=-benchmark,-no_sanitizers "$@" \
+  -- "${TSAN_TARGETS[@]}"
 exit $status

@@ -198,11 +198,17 @@ class StreamServerRuntimeTest : public ::testing::Test {
       pf_connections_.clear();
       pf_sessions_.clear();
     });
+    // The handlers own the upstream loop's sessions and are destroyed on that
+    // loop, as crisp destroys them only after joining its workers: a session
+    // that ends after this (its peer's close arriving late) would otherwise
+    // erase itself from a registry the main thread is freeing.
     upstream_.runSync([&] {
       spdy_->closeAll(upstream_.dispatcher());
       port_forward_->closeAll(upstream_.dispatcher());
       listener_.reset();
       server_.reset();
+      spdy_.reset();
+      port_forward_.reset();
     });
     embedded_->stop();
   }
