@@ -41,13 +41,16 @@ TSAN_TARGETS=(
 )
 
 # Bazel's convenience symlinks (bazel-bin, bazel-<directory>, ...) point into
-# one output base; the next configuration's //... would follow them into that
-# base's external/ and fail to load its packages. No step here makes them
-# (--symlink_prefix=/), and any that earlier builds left are kept out.
-PATTERNS=(//...)
-for link in bazel-*; do
-  if [[ -L "$link" ]]; then
-    PATTERNS+=("-//$link/...")
+# one output base; //... in another would follow them into that base's
+# external/ and fail to load its packages (a subtracted pattern does not stop
+# the loading). No step here makes them (--symlink_prefix=/), and the
+# patterns name the real top-level directories with packages in them instead
+# of //..., so that links left by earlier builds are never entered.
+PATTERNS=(//:all)
+for dir in */; do
+  dir="${dir%/}"
+  if [[ ! -L "$dir" && -n "$(find "$dir" \( -name BUILD -o -name BUILD.bazel \) -print -quit)" ]]; then
+    PATTERNS+=("//$dir/...")
   fi
 done
 
