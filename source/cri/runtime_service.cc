@@ -425,6 +425,11 @@ absl::StatusOr<session::ContainerInfo> RuntimeServiceImpl::runningContainer(cons
 
 absl::StatusOr<std::string> RuntimeServiceImpl::streamUrl(session::StreamRequest request) {
   const session::Operation operation = request.operation();
+  if (draining_.load(std::memory_order_relaxed)) {
+    return absl::UnavailableError(
+        absl::StrCat("crisp is shutting down and accepts no new ", session::operationName(operation),
+                     " sessions; retry on another node or after the restart"));
+  }
   absl::StatusOr<std::string> token = cache_.insert(std::move(request));
   if (!token.ok()) {
     CRISP_LOG(kCri, debug, "{} request refused by the token cache: {}",

@@ -144,6 +144,10 @@ class RuntimeServiceImpl {
   // ExecSync calls started and not yet finished. Thread-safe.
   size_t execSyncInFlight() const;
 
+  // From now on Exec, Attach and PortForward hand out no stream URL: they fail
+  // with UNAVAILABLE saying crisp is shutting down. Thread-safe.
+  void stopIssuingStreams() { draining_.store(true, std::memory_order_relaxed); }
+
  private:
   class ExecSyncCall;
 
@@ -156,6 +160,7 @@ class RuntimeServiceImpl {
                     event::Dispatcher& dispatcher, Done done);
   std::unique_ptr<ExecSyncCall> releaseCall(ExecSyncCall* call);
 
+  std::atomic<bool> draining_{false};
   session::Runtime& runtime_;
   cache::TokenCache& cache_;
   std::string base_url_;  // ends with '/'

@@ -103,7 +103,7 @@ SessionPermit SessionLimiter::tryAcquire() {
   uint32_t taken = active_.load(std::memory_order_acquire);
   // Never past the maximum, not even for a moment: a plain fetch_add and
   // undo could refuse a request while another one is being undone.
-  while (taken < max_) {
+  while (taken < max()) {
     if (active_.compare_exchange_weak(taken, taken + 1, std::memory_order_acq_rel)) {
       return SessionPermit(this);
     }
