@@ -122,6 +122,13 @@ std::vector<std::pair<std::string, std::string>> restartOnlyKeys(const config::C
   return keys;
 }
 
+// The server's own metrics, declared in one place (docs/metrics.md).
+#define CRISP_SERVER_METRICS(COUNTER)                                                       \
+  COUNTER(reload_results_, "crisp_config_reloads_total",                                    \
+          "Configuration reloads (SIGHUP): applied, partial (a key that needs a restart "   \
+          "kept its value), refused (the file did not load).",                              \
+          (std::vector<std::string>{"result"}))
+
 // The CRI methods crisp answers itself for its embedded runtime.
 constexpr const char* kEmbeddedMethods[] = {
     "/runtime.v1.RuntimeService/Version",       "/runtime.v1.RuntimeService/Status",
@@ -595,11 +602,10 @@ class Server::Impl {
   const config::Config config_;
   // The configuration in effect, as reloads changed it. Control loop only.
   config::Config live_ = config_;
-  stats::Family& reload_results_ = stats::registry().family(
-      "crisp_config_reloads_total",
-      "Configuration reloads (SIGHUP): applied, partial (a key that needs a restart kept its "
-      "value), refused (the file did not load).",
-      stats::Kind::kCounter, {"result"});
+#define CRISP_SERVER_METRIC_FAMILY(field, name, help, labels) \
+  stats::Family& field = stats::registry().family(name, help, stats::Kind::kCounter, labels);
+  CRISP_SERVER_METRICS(CRISP_SERVER_METRIC_FAMILY)
+#undef CRISP_SERVER_METRIC_FAMILY
   RealTimeSource time_source_;
   SystemRandomSource random_source_;
   cache::TokenCache cache_;

@@ -5,6 +5,8 @@
 #include <string_view>
 #include <utility>
 
+#include "source/stream/stream_metrics.h"
+
 namespace crisp::stream {
 namespace {
 
@@ -55,12 +57,7 @@ const char* streamLimitName(StreamLimit limit) {
 
 stats::Counter& limitHitCounter(StreamLimit limit, stats::Registry* registry) {
   stats::Registry& r = registry != nullptr ? *registry : stats::registry();
-  return r
-      .family("crisp_stream_limit_hits_total",
-              "Requests, connections and streams of the stream server refused or closed because "
-              "they reached a limit, by limit.",
-              stats::Kind::kCounter, {"limit"})
-      .counter({streamLimitName(limit)});
+  return limitHitsFamily(r).counter({streamLimitName(limit)});
 }
 
 std::optional<StreamLimit> limitOfCodecError(const absl::Status& status) {

@@ -46,22 +46,10 @@ ARGS = None
 SPDY_KUBECTL = "1.27"
 WS_KUBECTL = "1.33"
 
-DRAIN_CONFIG = """
-cri:
-  listen: {dir}/crisp.sock
-stream:
-  listen: 127.0.0.1:0
-  drain_grace_period: 4s
-admin:
-  listen: 127.0.0.1:0
-log:
-  level: {log_level}
-runtime:
-  embedded:
-    containers:
-      - id: demo
-        command: ["/bin/sleep", "infinity"]
-"""
+# kubectl_exec_test's crisp, with a short drain grace period.
+DRAIN_CONFIG = base.CRISP_CONFIG.replace("  stream_creation_timeout: 5s\n",
+                                         "  stream_creation_timeout: 5s\n"
+                                         "  drain_grace_period: 4s\n")
 
 
 def readyz(admin):
