@@ -14,7 +14,8 @@ holds its resizes.
 
 ReloadTest changes the file under a running session and sends SIGHUP: the
 session goes on, the new limits and recording size apply, and a change of
-stream.listen is refused with a log line while the old address keeps serving.
+stream.listen is refused with a log line while the old address keeps serving;
+twenty reloads while four sessions stream 40 MiB each lose no byte.
 
 MetricsTest scrapes /metrics after real sessions and finds every metric that
 docs/metrics.md lists, and lists every crisp_* metric it finds there.
@@ -384,6 +385,33 @@ class ReloadTest(unittest.TestCase):
         self.assertEqual(events[-1][2], "recording stopped: recording.max_bytes (4096) reached")
         self.wait_for_log(r"recording .*\.cast stopped at \d+ bytes: recording\.max_bytes "
                           r"reached; the session goes on")
+
+    def test_reloads_while_sessions_stream_lose_no_byte(self):
+        cluster = self.cluster
+        # 40 MiB each, spread over about 8 s so that every reload lands
+        # while the four sessions stream.
+        size = 40 << 20
+        script = "for i in $(seq 40); do head -c 1048576 /dev/zero; sleep 0.2; done"
+        streams = [start_kubectl(cluster, version, "exec", "demo", "--", "sh", "-c", script)
+                   for version in (SPDY_KUBECTL, SPDY_KUBECTL, WS_KUBECTL, WS_KUBECTL)]
+        self.assertEqual(cluster.wait_for_metric("crisp_sessions_active", 4), 4)
+        reloads = 20
+        for i in range(reloads):
+            self.write_config(max_sessions=101 + i, recording_bytes=1048576 + i)
+            os.kill(cluster.crisp.pid, signal.SIGHUP)
+            self.wait_for_log(r"reload applied: .*stream\.max_sessions=%d" % (101 + i))
+        self.assertEqual(cluster.wait_for_metric("crisp_config_reloads_total", reloads,
+                                                 labels={"result": "applied"}), reloads)
+        self.assertEqual(cluster.metric("crisp_sessions_active"), 4,
+                         "the sessions ended before the reloads did")
+        for proc in streams:
+            try:
+                out, err = proc.communicate(timeout=120)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                out, err = proc.communicate()
+            self.assertEqual((proc.returncode, len(out), out.count(b"\0")), (0, size, size),
+                             err.decode(errors="replace"))
 
     def test_a_file_that_does_not_load_is_refused_whole(self):
         with open(os.path.join(self.tmp.path, "crisp.yaml"), "a") as f:
