@@ -30,6 +30,7 @@ import json
 import os
 import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -228,6 +229,14 @@ class AuditAndRecordingTest(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         cls.cluster.stop()
+        # The audit log and recordings as Bazel test outputs
+        # (bazel-testlogs/.../test.outputs), for a reader to look at.
+        outputs = os.environ.get("TEST_UNDECLARED_OUTPUTS_DIR")
+        if outputs:
+            for path in [os.path.join(cls.tmp.path, "audit.log")] + \
+                    glob.glob(os.path.join(cls.tmp.path, "recordings", "*.cast")):
+                if os.path.exists(path):
+                    shutil.copy(path, outputs)
         cls.tmp.cleanup()
 
     def test_audit_lines_field_by_field(self):
