@@ -84,6 +84,27 @@ TEST_P(WsCodecFeedTest, ReassemblesFragmentsWithControlFramesBetween) {
   EXPECT_EQ(out[0].payload, "p1");
 }
 
+TEST_P(WsCodecFeedTest, KeepsTheOrderOfBinaryFragmentsControlFramesAndText) {
+  auto codec = makeCodec(callbacks_);
+  const std::string big = pattern(70001, 7);
+  const std::string wire =
+      clientFrame(kOpPing, "p1") + clientFrame(kOpBinary, big.substr(0, 30000), false) +
+      clientFrame(kOpPing, "p2") + clientFrame(kOpContinuation, big.substr(30000, 1), false) +
+      clientFrame(kOpPong, "x") + clientFrame(kOpContinuation, big.substr(30001)) +
+      clientFrame(kOpText, "t") + clientFrame(kOpBinary, "") + clientFrame(kOpPing, "p3");
+  ASSERT_TRUE(feed(*codec, input_, wire, GetParam()).ok());
+  EXPECT_THAT(callbacks_.events,
+              ElementsAre(ping("p1"), ping("p2"), pong("x"), message(MessageType::kBinary, big),
+                          message(MessageType::kText, "t"), message(MessageType::kBinary, ""),
+                          ping("p3")));
+  const std::vector<ParsedFrame> out = outputFrames(*codec);
+  ASSERT_EQ(out.size(), 3u);
+  EXPECT_EQ(out[0].payload, "p1");
+  EXPECT_EQ(out[1].payload, "p2");
+  EXPECT_EQ(out[2].payload, "p3");
+  EXPECT_TRUE(input_.empty());
+}
+
 TEST_P(WsCodecFeedTest, AnswersEachPingWithAnUnmaskedPong) {
   auto codec = makeCodec(callbacks_);
   const std::string wire = clientFrame(kOpPing, "abc") + clientFrame(kOpPing, "") +
