@@ -203,7 +203,8 @@ class Codec::Impl {
     }
     header[1] |= 0x80;
     output_.add(header, header_len + 4);
-    if (!xorInto(output_, payload, static_cast<size_t>(len), key, 0)) {
+    if (xorInto(output_, payload, static_cast<size_t>(len), key, 0) ==
+        std::numeric_limits<size_t>::max()) {
       return setError(absl::InternalError("ws.internal_error: out of memory"));
     }
     return absl::OkStatus();

@@ -535,6 +535,39 @@ TEST_P(WsClientTest, MasksEveryFrameWithKeysFromTheRandomSource) {
   EXPECT_EQ(out[2].closeCode(), kCloseNormal);
 }
 
+TEST_P(WsClientTest, MasksBufferPayloadsOfEveryLengthAndSegmentLayout) {
+  auto codec = makeClient();
+  RecordingCallbacks server_events;
+  auto server = makeCodec(server_events);
+  const std::vector<size_t> sizes = {0, 1, 3, 4, 12, 125, 126, 65535, 65536, 70001};
+  std::vector<std::string> payloads;
+  std::vector<Event> expected;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    payloads.push_back(pattern(sizes[i], static_cast<uint32_t>(40 + i)));
+    expected.push_back(message(MessageType::kBinary, payloads.back()));
+    // Segments of odd lengths, so the mask rotates across their boundaries.
+    Buffer msg;
+    for (size_t at = 0; at < payloads.back().size(); at += 1001) {
+      Buffer segment;
+      segment.add(payloads.back().substr(at, 1001));
+      msg.move(segment);
+    }
+    ASSERT_TRUE(codec->sendMessage(MessageType::kBinary, msg).ok()) << sizes[i];
+    EXPECT_TRUE(msg.empty());
+  }
+  const std::string wire = codec->output().peekString();
+  const std::vector<ParsedFrame> out = outputFrames(*codec);
+  ASSERT_EQ(out.size(), sizes.size());
+  for (size_t i = 0; i < out.size(); ++i) {
+    EXPECT_TRUE(out[i].masked);
+    EXPECT_EQ(out[i].payload, payloads[i]) << sizes[i];
+  }
+  EXPECT_EQ(random_.produced.size(), 4 * sizes.size());
+  Buffer server_in;
+  ASSERT_TRUE(feed(*server, server_in, wire, GetParam()).ok());
+  EXPECT_EQ(server_events.events, expected);
+}
+
 TEST_P(WsClientTest, ReadsUnmaskedServerFramesAndMasksItsPong) {
   auto codec = makeClient();
   const std::string wire = serverFrame(kOpBinary, "\x01out") + serverFrame(kOpPing, "hb");
