@@ -79,8 +79,10 @@ struct SpdyConnectionConfig {
   // floods PINGs without reading is slowed down, never buffered for.
   size_t max_unread_output_bytes = 256 * 1024;
   // Largest DATA payload per frame we send, so control frames and other
-  // streams are never stuck behind one huge frame.
-  size_t max_data_frame_bytes = 32 * 1024;
+  // streams are never stuck behind one huge frame. Frames end at segment
+  // boundaries of the data below this size (no payload copy); at 128 KiB a
+  // segment of a 64 KiB read always fits whole.
+  size_t max_data_frame_bytes = 128 * 1024;
   // While closing: the longest time without any write progress before the
   // transport is closed with output still queued (a peer that stopped
   // reading).
@@ -235,6 +237,7 @@ class SpdyConnection : private spdy::CodecCallbacks, private TransportCallbacks 
   // it or while the client leaves too many of our frames unread.
   void updateReadPause();
   void checkWatermarks();
+  static size_t nextFrameLength(Buffer& data, size_t max);
   void touchIdle();
   void onIdleTimeout();
 

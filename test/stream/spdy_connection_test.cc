@@ -175,11 +175,11 @@ TEST_F(SpdyConnectionTest, EchoesClientPingsOnly) {
   EXPECT_EQ(loop_.run([&] { return conn_->pingsReceived(); }), 4u);
 }
 
-TEST_F(SpdyConnectionTest, SplitsOutgoingDataIntoFramesOf32KiB) {
+TEST_F(SpdyConnectionTest, SplitsOutgoingDataIntoFramesOf128KiB) {
   start();
   const uint32_t id = client_->openStream("out");
   sync(1);
-  std::string payload(100 * 1024, '\0');
+  std::string payload(300 * 1024, '\0');
   for (size_t i = 0; i < payload.size(); ++i) {
     payload[i] = static_cast<char>(i * 7 % 251);
   }
@@ -193,8 +193,8 @@ TEST_F(SpdyConnectionTest, SplitsOutgoingDataIntoFramesOf32KiB) {
       fins.push_back(f.fin());
     }
   }
-  EXPECT_EQ(sizes, (std::vector<size_t>{32768, 32768, 32768, 4096}));
-  EXPECT_EQ(fins, (std::vector<bool>{false, false, false, true}));
+  EXPECT_EQ(sizes, (std::vector<size_t>{131072, 131072, 45056}));
+  EXPECT_EQ(fins, (std::vector<bool>{false, false, true}));
   EXPECT_EQ(client_->stream(id).data, payload);
   // FIN'd by us only: still in the table until the client FINs too.
   EXPECT_EQ(streamCount(), 1u);
@@ -202,6 +202,33 @@ TEST_F(SpdyConnectionTest, SplitsOutgoingDataIntoFramesOf32KiB) {
   sync(3);
   EXPECT_EQ(streamCount(), 0u);
   EXPECT_FALSE(loop_.run([&] { return conn_->sendData(id, "late", false); }));
+}
+
+TEST_F(SpdyConnectionTest, EndsOutgoingFramesAtSegmentBoundaries) {
+  start();
+  const uint32_t id = client_->openStream("out");
+  sync(1);
+  // Four separately read pieces of 40 KiB: three fit in one frame whole, the
+  // fourth starts the next, and no piece is cut.
+  std::string expected;
+  Buffer data;
+  for (int piece = 0; piece < 4; ++piece) {
+    const std::string bytes(40 * 1024, static_cast<char>('a' + piece));
+    Buffer segment;
+    segment.add(bytes);
+    data.move(segment);
+    expected += bytes;
+  }
+  EXPECT_TRUE(loop_.run([&] { return conn_->sendData(id, data, true); }));
+  ASSERT_TRUE(client_->waitFor([&] { return client_->stream(id).fin; }));
+  std::vector<size_t> sizes;
+  for (const auto& f : client_->frames()) {
+    if (f.type == Frame::Type::kData) {
+      sizes.push_back(f.data_size);
+    }
+  }
+  EXPECT_EQ(sizes, (std::vector<size_t>{120 * 1024, 40 * 1024}));
+  EXPECT_EQ(client_->stream(id).data, expected);
 }
 
 TEST_F(SpdyConnectionTest, CloseResetsUnfinishedStreamsBehindQueuedDataThenGoAway) {

@@ -13,10 +13,14 @@ namespace crisp::spdy {
 namespace {
 
 // Our own deflate state is kept small: we only ever send a handful of short
-// headers per stream, and every connection carries one encoder. A 2 KiB window
-// still holds the whole 1423-byte dictionary, and inflaters accept any window
-// up to 32 KiB. Level 9 as spdystream uses; the blocks are tiny.
-constexpr int kDeflateWindowBits = 11;
+// headers per stream, and every connection carries one encoder, which holds
+// its window and hash chains for the connection's whole life (a few KiB of
+// every idle session). The smallest window (512 bytes) keeps only the tail of
+// the 1423-byte dictionary, which costs a few bytes on the rare SYN_STREAM we
+// send (a server's SYN_REPLY is empty); inflaters accept any window up to
+// 32 KiB and check the dictionary's id, computed over all of it. Level 9 as
+// spdystream uses; the blocks are tiny.
+constexpr int kDeflateWindowBits = 9;
 constexpr int kDeflateMemLevel = 1;
 // Peers compress with the full 32 KiB window, so inflate needs all of it.
 constexpr int kInflateWindowBits = 15;

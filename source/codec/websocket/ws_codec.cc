@@ -1,6 +1,8 @@
 #include "source/codec/websocket/ws_codec.h"
 
 #include <algorithm>
+#include <cstring>
+#include <limits>
 #include <optional>
 #include <string>
 #include <utility>
@@ -55,6 +57,13 @@ bool isSendableCloseCode(uint16_t code) {
 // wslay runs with no_buffering: data frame chunks are appended straight to
 // `message_`, one copy, and the gate enforces the message size limit over
 // all fragments (wslay would only check single frames in that mode).
+// Binary messages (all of stdin and port-forward data) do not go through
+// wslay at all: wslay copies every byte into its own read buffer and unmasks
+// it one byte at a time, which made it the largest cost of a client's
+// upload. The gate checks their headers as for any frame and decodes the
+// payload itself (decodeDirect()); wslay only ever sees text and control
+// frames, and the frames keep their order since the gate hands wslay nothing
+// past a binary frame and takes one only when wslay is between frames.
 class Codec::Impl {
  public:
   Impl(const CodecOptions& options, CodecCallbacks& callbacks)
@@ -97,10 +106,15 @@ class Codec::Impl {
     input_ = &input;
     int rv = 0;
     // wslay_event_recv can return while bytes remain (it stops when one read
-    // falls short of what it needs), so go on while it makes progress.
+    // falls short of what it needs, or before a binary frame), so go on while
+    // either side makes progress.
     for (;;) {
       const size_t before = input.length();
-      rv = wslay_event_recv(ctx_);
+      if (in_direct_frame_ || (frame_left_ == 0 && !close_admitted_ && nextFrameIsDirect())) {
+        decodeDirect();
+      } else {
+        rv = wslay_event_recv(ctx_);
+      }
       if (rv != 0 || gate_failure_.has_value() || !wslay_event_get_read_enabled(ctx_) ||
           input.empty() || input.length() == before) {
         break;
@@ -144,14 +158,12 @@ class Codec::Impl {
     return queueAndFlush(wslay_event_queue_msg(ctx_, &msg));
   }
 
-  // A server's data frames are not masked, so the frame is just a header in
-  // front of the payload: it is written here, and the payload moved behind
-  // it, rather than copied into wslay's queue and out again. wslay's own
-  // queue is always empty between calls (flush() sends everything), so the
-  // order of frames is kept.
-  bool canFrameDirectly() const { return options_.role == Role::kServer; }
-
-  absl::Status sendUnmasked(MessageType type, Buffer& payload) {
+  // Data frames are written here rather than copied into wslay's queue and
+  // out again: a server's frame is a header in front of the payload, which
+  // is moved behind it; a client's payload is masked on its way into the
+  // output, eight bytes at a time. wslay's own queue is always empty between
+  // calls (flush() sends everything), so the order of frames is kept.
+  absl::Status sendFramed(MessageType type, Buffer& payload) {
     // The same refusal wslay_event_queue_msg() gives once a close is queued
     // (ours, or the reply to the peer's).
     if (!wslay_event_get_write_enabled(ctx_) || wslay_event_get_close_sent(ctx_) ||
@@ -162,7 +174,7 @@ class Codec::Impl {
       return status;
     }
     const uint64_t len = payload.length();
-    uint8_t header[10];
+    uint8_t header[kMaxFrameHeader];
     size_t header_len = 2;
     header[0] = static_cast<uint8_t>(0x80 | static_cast<uint8_t>(type));
     if (len < 126) {
@@ -179,8 +191,22 @@ class Codec::Impl {
       }
       header_len = 10;
     }
-    output_.add(header, header_len);
-    output_.move(payload);
+    if (options_.role == Role::kServer) {
+      output_.add(header, header_len);
+      output_.move(payload);
+      return absl::OkStatus();
+    }
+    uint8_t* key = header + header_len;
+    if (options_.random == nullptr || !options_.random->fill(key, 4)) {
+      mask_failed_ = true;
+      return setError(absl::InternalError("ws.mask_failed: the random source failed"));
+    }
+    header[1] |= 0x80;
+    output_.add(header, header_len + 4);
+    if (xorInto(output_, payload, static_cast<size_t>(len), key, 0) ==
+        std::numeric_limits<size_t>::max()) {
+      return setError(absl::InternalError("ws.internal_error: out of memory"));
+    }
     return absl::OkStatus();
   }
 
@@ -275,6 +301,104 @@ class Codec::Impl {
   size_t refuse(uint16_t code, const char* reason, std::string detail) {
     gate_failure_ = GateFailure{code, reason, std::move(detail)};
     return 0;
+  }
+
+  // Whether the frame at the front of input_ is one the gate decodes itself:
+  // a binary frame, or a continuation of a binary message. Its header is
+  // checked by admitHeader() like any other.
+  bool nextFrameIsDirect() const {
+    uint8_t h0;
+    if (input_->copyOut(&h0, 1) != 1) {
+      return false;
+    }
+    const uint8_t opcode = h0 & 0x0F;
+    return opcode == kOpBinary || (opcode == kOpContinuation && direct_message_);
+  }
+
+  // Takes the header of a direct frame, then as much of its payload as
+  // input_ holds: unmasked into message_ (a server's input; the one copy),
+  // or moved there by reference (a client's unmasked input). Delivers the
+  // message after its last fragment.
+  void decodeDirect() {
+    if (!in_direct_frame_) {
+      const size_t header_len = admitHeader(std::numeric_limits<size_t>::max());
+      if (header_len == 0) {
+        return;  // incomplete, or refused (gate_failure_)
+      }
+      input_->drain(header_len);
+      in_direct_frame_ = true;
+      direct_left_ = frame_left_;
+      frame_left_ = 0;
+      mask_offset_ = 0;
+      direct_message_ = !admitted_fin_;
+    }
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(direct_left_, input_->length()));
+    if (n > 0) {
+      if (admitted_masked_) {
+        mask_offset_ = xorInto(message_, *input_, n, admitted_mask_, mask_offset_);
+        if (mask_offset_ == std::numeric_limits<size_t>::max()) {
+          refuse(kCloseInternalError, "ws.internal_error", "out of memory");
+          return;
+        }
+      } else {
+        message_.move(*input_, n);
+      }
+      direct_left_ -= n;
+    }
+    if (direct_left_ > 0) {
+      return;
+    }
+    in_direct_frame_ = false;
+    if (admitted_fin_) {
+      callbacks_.onMessage(MessageType::kBinary, message_);
+      message_.drain(message_.length());
+    }
+  }
+
+  // Moves `n` bytes of `in` to `out`, XORed with a masking key (RFC 6455
+  // 5.3) eight bytes at a time, the first byte with key[offset & 3]. Returns
+  // the offset for the byte after them (or max() when out of memory).
+  static size_t xorInto(Buffer& out, Buffer& in, size_t n, const uint8_t* mask, size_t offset) {
+    if (n == 0) {
+      return offset;
+    }
+    evbuffer_iovec dst;
+    if (evbuffer_reserve_space(out.raw(), static_cast<ev_ssize_t>(n), &dst, 1) != 1) {
+      return std::numeric_limits<size_t>::max();
+    }
+    auto* to = static_cast<uint8_t*>(dst.iov_base);
+    size_t left = n;
+    while (left > 0) {
+      evbuffer_iovec src;
+      if (evbuffer_peek(in.raw(), -1, nullptr, &src, 1) < 1) {
+        break;
+      }
+      const size_t len = std::min(left, src.iov_len);
+      const auto* from = static_cast<const uint8_t*>(src.iov_base);
+      uint8_t key[8];
+      for (size_t i = 0; i < sizeof(key); ++i) {
+        key[i] = mask[(offset + i) & 3];
+      }
+      uint64_t word_key;
+      std::memcpy(&word_key, key, sizeof(word_key));
+      size_t i = 0;
+      for (; i + 8 <= len; i += 8) {
+        uint64_t word;
+        std::memcpy(&word, from + i, sizeof(word));
+        word ^= word_key;
+        std::memcpy(to + i, &word, sizeof(word));
+      }
+      for (; i < len; ++i) {
+        to[i] = from[i] ^ key[i & 7];
+      }
+      offset = (offset + len) & 3;
+      to += len;
+      left -= len;
+      in.drain(len);
+    }
+    dst.iov_len = n - left;
+    evbuffer_commit_space(out.raw(), &dst, 1);
+    return offset;
   }
 
   // Examines the frame header at the front of input_. Returns its length when
@@ -402,6 +526,11 @@ class Codec::Impl {
     }
     frame_left_ = payload;
     close_admitted_ = opcode == kOpClose;
+    admitted_fin_ = fin;
+    admitted_masked_ = masked;
+    if (masked) {
+      std::memcpy(admitted_mask_, mask, sizeof(admitted_mask_));
+    }
     if (!control) {
       if (opcode != kOpContinuation) {
         message_bytes_ = 0;
@@ -427,6 +556,9 @@ class Codec::Impl {
             std::min<uint64_t>({len - given, frame_left_, uint64_t{input_->length()}}));
         frame_left_ -= n;
       } else {
+        if (nextFrameIsDirect()) {
+          break;  // decoded by the gate once wslay has what came before
+        }
         n = admitHeader(len - given);
       }
       if (n == 0) {
@@ -531,6 +663,19 @@ class Codec::Impl {
   bool frame_is_data_ = false;
   // The data message being reassembled.
   Buffer message_;
+  // Of the last admitted frame header.
+  bool admitted_fin_ = false;
+  bool admitted_masked_ = false;
+  uint8_t admitted_mask_[4] = {0, 0, 0, 0};
+  // A binary frame is being decoded by the gate (decodeDirect()), with this
+  // many payload bytes still to come; its payload so far ended at this
+  // offset into the masking key.
+  bool in_direct_frame_ = false;
+  uint64_t direct_left_ = 0;
+  size_t mask_offset_ = 0;
+  // The data message in progress is binary and fragmented: its
+  // continuations are decoded by the gate too.
+  bool direct_message_ = false;
 };
 
 absl::StatusOr<std::unique_ptr<Codec>> Codec::create(const CodecOptions& options,
@@ -565,16 +710,7 @@ absl::Status Codec::sendMessage(MessageType type, Buffer& payload) {
   if (!impl_->error().ok()) {
     return impl_->error();
   }
-  if (impl_->canFrameDirectly()) {
-    return impl_->sendUnmasked(type, payload);
-  }
-  const size_t len = payload.length();
-  const uint8_t* data = len == 0 ? nullptr : payload.linearize(len);
-  absl::Status status = impl_->sendMessage(type, data, len);
-  if (status.ok()) {
-    payload.drain(len);
-  }
-  return status;
+  return impl_->sendFramed(type, payload);
 }
 
 absl::Status Codec::sendPing(std::string_view payload) { return impl_->sendPing(payload); }

@@ -84,6 +84,27 @@ TEST_P(WsCodecFeedTest, ReassemblesFragmentsWithControlFramesBetween) {
   EXPECT_EQ(out[0].payload, "p1");
 }
 
+TEST_P(WsCodecFeedTest, KeepsTheOrderOfBinaryFragmentsControlFramesAndText) {
+  auto codec = makeCodec(callbacks_);
+  const std::string big = pattern(70001, 7);
+  const std::string wire =
+      clientFrame(kOpPing, "p1") + clientFrame(kOpBinary, big.substr(0, 30000), false) +
+      clientFrame(kOpPing, "p2") + clientFrame(kOpContinuation, big.substr(30000, 1), false) +
+      clientFrame(kOpPong, "x") + clientFrame(kOpContinuation, big.substr(30001)) +
+      clientFrame(kOpText, "t") + clientFrame(kOpBinary, "") + clientFrame(kOpPing, "p3");
+  ASSERT_TRUE(feed(*codec, input_, wire, GetParam()).ok());
+  EXPECT_THAT(callbacks_.events,
+              ElementsAre(ping("p1"), ping("p2"), pong("x"), message(MessageType::kBinary, big),
+                          message(MessageType::kText, "t"), message(MessageType::kBinary, ""),
+                          ping("p3")));
+  const std::vector<ParsedFrame> out = outputFrames(*codec);
+  ASSERT_EQ(out.size(), 3u);
+  EXPECT_EQ(out[0].payload, "p1");
+  EXPECT_EQ(out[1].payload, "p2");
+  EXPECT_EQ(out[2].payload, "p3");
+  EXPECT_TRUE(input_.empty());
+}
+
 TEST_P(WsCodecFeedTest, AnswersEachPingWithAnUnmaskedPong) {
   auto codec = makeCodec(callbacks_);
   const std::string wire = clientFrame(kOpPing, "abc") + clientFrame(kOpPing, "") +
@@ -512,6 +533,39 @@ TEST_P(WsClientTest, MasksEveryFrameWithKeysFromTheRandomSource) {
   EXPECT_EQ(out[0].payload, "payload");
   EXPECT_EQ(out[1].payload, "p");
   EXPECT_EQ(out[2].closeCode(), kCloseNormal);
+}
+
+TEST_P(WsClientTest, MasksBufferPayloadsOfEveryLengthAndSegmentLayout) {
+  auto codec = makeClient();
+  RecordingCallbacks server_events;
+  auto server = makeCodec(server_events);
+  const std::vector<size_t> sizes = {0, 1, 3, 4, 12, 125, 126, 65535, 65536, 70001};
+  std::vector<std::string> payloads;
+  std::vector<Event> expected;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    payloads.push_back(pattern(sizes[i], static_cast<uint32_t>(40 + i)));
+    expected.push_back(message(MessageType::kBinary, payloads.back()));
+    // Segments of odd lengths, so the mask rotates across their boundaries.
+    Buffer msg;
+    for (size_t at = 0; at < payloads.back().size(); at += 1001) {
+      Buffer segment;
+      segment.add(payloads.back().substr(at, 1001));
+      msg.move(segment);
+    }
+    ASSERT_TRUE(codec->sendMessage(MessageType::kBinary, msg).ok()) << sizes[i];
+    EXPECT_TRUE(msg.empty());
+  }
+  const std::string wire = codec->output().peekString();
+  const std::vector<ParsedFrame> out = outputFrames(*codec);
+  ASSERT_EQ(out.size(), sizes.size());
+  for (size_t i = 0; i < out.size(); ++i) {
+    EXPECT_TRUE(out[i].masked);
+    EXPECT_EQ(out[i].payload, payloads[i]) << sizes[i];
+  }
+  EXPECT_EQ(random_.produced.size(), 4 * sizes.size());
+  Buffer server_in;
+  ASSERT_TRUE(feed(*server, server_in, wire, GetParam()).ok());
+  EXPECT_EQ(server_events.events, expected);
 }
 
 TEST_P(WsClientTest, ReadsUnmaskedServerFramesAndMasksItsPong) {
