@@ -1,20 +1,26 @@
 """Streaming figures with real kubectl: containerd's own stream server as the
-reference, and crisp's stream server beside it in the same run.
+reference, and crisp bridged to it beside it in the same run.
 
 Rows:
-- containerd: crisp passes Exec/Attach/PortForward through, kubectl streams
-  to containerd's stream server (via the development API server), into runc
-  containers of a private containerd (containerd_env.py). The reference.
-- crisp-bridged: crisp serves the stream and bridges it to containerd; runs
-  when containerd_test.BRIDGED_CONFIG is set.
+- containerd: the development API server calls containerd's CRI socket
+  itself, so kubectl streams go to containerd's stream server with no crisp in
+  the path; into runc containers of a private containerd (containerd_env.py).
+  The reference.
+- crisp-bridged: the same containerd behind crisp (cri.upstream); crisp serves
+  every stream and bridges it to containerd's stream server.
 - crisp-embedded: crisp's own stream server and embedded runtime (processes on
   the host), the same kubectl and API server path.
+
+kubectl 1.27 speaks SPDY; kubectl 1.33 offers WebSocket first (v5 for exec,
+the SPDY tunnel for port-forward): crisp serves that and bridges it to SPDY
+toward containerd, while containerd's stream server has neither, so its row
+for 1.33 is kubectl's fallback to SPDY.
 
 Figures: kubectl exec stdout throughput (`head -c N /dev/zero`, read from a
 pipe), port-forward throughput (HTTP GET of N zero bytes from busybox httpd
 on 127.0.0.1 in the host-network pod), exec setup latency (`kubectl exec --
 true`, median and 90th percentile), and CPU seconds per GiB of exec output
-spent by containerd and its shims (from /proc/PID/stat), or by crisp.
+spent by containerd and its shims (from /proc/PID/stat), plus crisp's.
 
 Usage: containerd_bench.py --crisp PATH --devapiserver PATH --cricall PATH
                            [--bytes N] [--latency-runs N] [--kubectl 1.27,1.33]
@@ -51,6 +57,19 @@ def cpu_seconds(pids):
             continue
         total += int(fields[11]) + int(fields[12])
     return total / CLOCK_TICKS
+
+
+class RuntimeDirect(exec_base.Cluster):
+    """The development API server on a runtime's own CRI socket: kubectl
+    streams go to the runtime's stream server, no crisp in the path."""
+
+    def __init__(self, tmp, cri_socket):  # pylint: disable=super-init-not-called
+        self.dir = tmp
+        self.cri_socket = cri_socket
+        self.start_devapiserver()
+
+    def stop(self):
+        return self.devapi.stop()
 
 
 class Row:
@@ -145,15 +164,14 @@ def main():
     ARGS = parser.parse_args()
     for name in ("crisp", "devapiserver", "cricall"):
         setattr(ARGS, name, os.path.abspath(getattr(ARGS, name)))
-    ARGS.mode = "direct"
     cells.ARGS = exec_base.ARGS = pf.ARGS = ARGS
     versions = ARGS.kubectl.split(",")
 
     with harness.TempDir(prefix="crisp-bench-") as tmp:
-        env = cells.Environment(os.path.join(tmp.path, "direct"))
+        env = cells.Environment(os.path.join(tmp.path, "bridged"))
         os.makedirs(env.tmp)
         env.start()
-        clusters = [env.cluster]
+        clusters = []
         try:
             ctd = env.containerd
             sock = ctd.socket
@@ -161,27 +179,25 @@ def main():
             def containerd_pids():
                 return [ctd.process.pid] + containerd_env._pids_with("-address " + sock)
 
-            def crisp_pid(cluster):
-                return lambda: [cluster.crisp.pid]
-
-            rows = [Row("containerd", env.cluster, containerd_pids, "work", "web", env.web_port)]
-            if cells.BRIDGED_CONFIG is not None:
-                bdir = os.path.join(tmp.path, "bridged")
-                os.makedirs(bdir)
-                bridged = exec_base.Cluster(bdir, cells.crisp_config("bridged", sock))
-                clusters.append(bridged)
-                rows.append(Row("crisp-bridged", bridged,
-                                lambda: containerd_pids() + [bridged.crisp.pid], "work", "web",
-                                env.web_port))
+            ddir = os.path.join(tmp.path, "direct")
+            os.makedirs(ddir)
+            direct = RuntimeDirect(ddir, sock)
+            clusters.append(direct)
             edir = os.path.join(tmp.path, "embedded")
             os.makedirs(edir)
             embedded = exec_base.Cluster(edir, exec_base.CRISP_CONFIG.replace("id: echoer",
                                                                               "id: work"))
             clusters.append(embedded)
-            # Port-forward on the embedded runtime reaches 127.0.0.1 on the
-            # host, where the pod's httpd listens (host network).
-            rows.append(Row("crisp-embedded", embedded, crisp_pid(embedded), "work", "demo",
-                            env.web_port))
+            rows = [
+                Row("containerd", direct, containerd_pids, "work", "web", env.web_port),
+                Row("crisp-bridged", env.cluster,
+                    lambda: containerd_pids() + [env.cluster.crisp.pid], "work", "web",
+                    env.web_port),
+                # Port-forward on the embedded runtime reaches 127.0.0.1 on the
+                # host, where the pod's httpd listens (host network).
+                Row("crisp-embedded", embedded, lambda: [embedded.crisp.pid], "work", "demo",
+                    env.web_port),
+            ]
 
             size = "%d MiB" % (ARGS.bytes // MIB)
             print("snapshotter %s; %s per transfer; the first row is the reference" %
@@ -190,7 +206,8 @@ def main():
                 results = [row.exec_throughput(version, ARGS.bytes) for row in rows]
                 report("exec stdout %s, kubectl %s" % (size, version), "MiB/s", rows,
                        [r[0] for r in results])
-                report("  CPU s/GiB (runtime+shims | crisp)", "s", rows, [r[1] for r in results])
+                report("  CPU s/GiB (containerd+shims [+crisp])", "s", rows,
+                       [r[1] for r in results])
             for version in versions:
                 report("port-forward %s, kubectl %s" % (size, version), "MiB/s", rows,
                        [row.port_forward_throughput(version, ARGS.bytes) for row in rows])
@@ -200,7 +217,7 @@ def main():
                        "ms", rows, [x[0] for x in lat])
                 report("exec setup p90, kubectl %s" % version, "ms", rows, [x[1] for x in lat])
         finally:
-            for cluster in clusters[1:]:
+            for cluster in clusters:
                 cluster.stop()
             env.stop()
     return 0
