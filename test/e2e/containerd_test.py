@@ -45,17 +45,13 @@ import containerd_env  # noqa: E402
 import harness  # noqa: E402
 import kubectl_exec_test as exec_base  # noqa: E402
 import kubectl_portforward_test as pf  # noqa: E402
+# The kubectl toggles and crisp's protocol labels.
+from interop_matrix_test import (PF_TOGGLE, RC_TOGGLE, SPDY_PF, SPDY_V4, WS_TUNNEL,  # noqa: E402
+                                 WS_V5)
 
 ARGS = None
 KUBECTL_TIMEOUT = 60
 
-RC_TOGGLE = "KUBECTL_REMOTE_COMMAND_WEBSOCKETS"
-PF_TOGGLE = "KUBECTL_PORT_FORWARD_WEBSOCKETS"
-# Protocol labels of crisp_sessions_total (as in interop_matrix_test).
-SPDY_V4 = "spdy/v4.channel.k8s.io"
-WS_V5 = "ws/v5.channel.k8s.io"
-SPDY_PF = "spdy/portforward.k8s.io"
-WS_TUNNEL = "ws/SPDY/3.1+portforward.k8s.io"
 
 
 class Variant:
@@ -187,14 +183,6 @@ class Environment:
 
     def open_fds(self):
         return len(os.listdir("/proc/%d/fd" % self.cluster.crisp.pid))
-
-
-def wait_until(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("not within %ss: %s" % (timeout, what))
-        time.sleep(0.02)
 
 
 class ContainerdCells(unittest.TestCase):
@@ -431,11 +419,7 @@ class ContainerdCells(unittest.TestCase):
             with self.subTest(kubectl=v.name), self.through_crisp("portforward", v.portforward), \
                     self.port_forward(v, closed) as (proc, local):
                 with socket.create_connection(("127.0.0.1", local), timeout=20) as s:
-                    s.settimeout(20)
-                    try:
-                        self.assertEqual(s.recv(100), b"")
-                    except ConnectionResetError:
-                        pass
+                    self.assertEqual(pf.read_to_close(s), b"")
                 text = pf.wait_for_line(proc.stderr_path, r"error forwarding port %d[^\n]*"
                                         % closed, proc).group(0)
                 self.assertIn("connection refused", text)

@@ -29,7 +29,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 import kubectl_exec_test as exec_test  # noqa: E402
-from kubectl_portforward_test import read_text, wait_for_line  # noqa: E402
+from kubectl_portforward_test import read_text, read_to_close, wait_for_line  # noqa: E402
 
 ARGS = None
 START_TIMEOUT = 20
@@ -478,11 +478,7 @@ class UpstreamTest(unittest.TestCase):
                 proc, local = self.port_forward(version, self.echo_port, env)
                 try:
                     with socket.create_connection(("127.0.0.1", local), timeout=10) as s:
-                        s.settimeout(10)
-                        try:
-                            s.recv(100)
-                        except OSError:
-                            pass
+                        read_to_close(s)
                     text = wait_for_line(proc.stderr_path, r"error forwarding port[^\n]*",
                                          proc).group(0)
                     self.assertIn("refused the upgrade: 500", text)
@@ -505,11 +501,7 @@ class UpstreamTest(unittest.TestCase):
                         self.assertEqual(got, b"before the cut\n")
                         self.cluster.relay.cut_all()
                         # The forwarded connection ends; nothing hangs.
-                        try:
-                            while s.recv(100):
-                                pass
-                        except ConnectionResetError:
-                            pass
+                        read_to_close(s)
                     # kubectl says the session is gone and exits.
                     self.assertEqual(proc._popen.wait(timeout=20) != 0, True, proc.logs())
                     self.assertRegex(read_text(proc.stderr_path), r"lost connection to pod",
