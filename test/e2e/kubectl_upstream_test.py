@@ -464,7 +464,7 @@ class UpstreamTest(unittest.TestCase):
 
     def test_runtime_error_status_reaches_kubectl(self):
         # The runtime's stream server ends the session with a failure Status
-        # of its own: kubectl shows the runtime's words, once.
+        # of its own: kubectl shows the runtime's words.
         for version, env in ((SPDY_KUBECTL, None), (NEWEST_KUBECTL, WS_ENV)):
             with self.subTest(kubectl=version):
                 self.assert_exec_fails_clearly(version, r"/no/such/binary", env,
@@ -503,7 +503,7 @@ class UpstreamTest(unittest.TestCase):
                         # The forwarded connection ends; nothing hangs.
                         read_to_close(s)
                     # kubectl says the session is gone and exits.
-                    self.assertEqual(proc._popen.wait(timeout=20) != 0, True, proc.logs())
+                    self.assertNotEqual(proc._popen.wait(timeout=20), 0, proc.logs())
                     self.assertRegex(read_text(proc.stderr_path), r"lost connection to pod",
                                      proc.logs())
                 finally:
