@@ -39,12 +39,36 @@ class Gauge {
   std::atomic<int64_t> value_{0};
 };
 
-enum class Kind { kCounter, kGauge };
+// Observations counted in fixed buckets (cumulative when rendered), with their
+// sum and count. Lock-free.
+class Histogram {
+ public:
+  // `bounds`: the buckets' upper bounds, ascending; +Inf is implicit.
+  explicit Histogram(const std::vector<double>& bounds);
+
+  void observe(double value);
+
+  const std::vector<double>& bounds() const { return bounds_; }
+  // Observations in bucket i (not cumulative); i == bounds().size() is +Inf.
+  uint64_t bucketCount(size_t i) const { return counts_[i].load(std::memory_order_relaxed); }
+  uint64_t count() const { return count_.load(std::memory_order_relaxed); }
+  double sum() const;
+
+ private:
+  const std::vector<double> bounds_;
+  std::unique_ptr<std::atomic<uint64_t>[]> counts_;
+  std::atomic<uint64_t> count_{0};
+  // The sum's bits (a double), updated by compare-and-swap.
+  std::atomic<uint64_t> sum_bits_{0};
+};
+
+enum class Kind { kCounter, kGauge, kHistogram };
 
 // One metric name with its help text and label names; children per label values.
 class Family {
  public:
-  Family(std::string name, std::string help, Kind kind, std::vector<std::string> label_names);
+  Family(std::string name, std::string help, Kind kind, std::vector<std::string> label_names,
+         std::vector<double> buckets = {});
 
   const std::string& name() const { return name_; }
   Kind kind() const { return kind_; }
@@ -52,6 +76,7 @@ class Family {
   // The child for these label values (same count and order as the names).
   Counter& counter(const std::vector<std::string>& label_values = {});
   Gauge& gauge(const std::vector<std::string>& label_values = {});
+  Histogram& histogram(const std::vector<std::string>& label_values = {});
 
   void render(std::string& out) const;
 
@@ -63,6 +88,8 @@ class Family {
   mutable std::mutex mutex_;
   std::map<std::vector<std::string>, std::unique_ptr<Counter>> counters_;
   std::map<std::vector<std::string>, std::unique_ptr<Gauge>> gauges_;
+  const std::vector<double> buckets_;
+  std::map<std::vector<std::string>, std::unique_ptr<Histogram>> histograms_;
 };
 
 class Registry {
@@ -71,6 +98,9 @@ class Registry {
   // same name twice with a different kind or labels is a programming error.
   Family& family(const std::string& name, const std::string& help, Kind kind,
                  std::vector<std::string> label_names = {});
+  // A histogram family with these bucket bounds (ascending).
+  Family& histogramFamily(const std::string& name, const std::string& help,
+                          std::vector<std::string> label_names, std::vector<double> buckets);
 
   // Every family, sorted by name, in the Prometheus text exposition format 0.0.4.
   std::string renderPrometheus() const;

@@ -297,6 +297,7 @@ class TokenCache::Impl {
   size_t size() const { return in_flight_.load(); }
 
   void setTtl(std::chrono::milliseconds ttl) { ttl_.store(ttl.count()); }
+  void setMaxInFlight(uint32_t max) { max_in_flight_.store(max); }
 
   std::vector<size_t> shardSizes() const {
     std::vector<size_t> sizes;
@@ -319,7 +320,7 @@ class TokenCache::Impl {
   // Takes one of the max_in_flight slots; false when none is left.
   bool reserveSlot() {
     size_t current = in_flight_.load();
-    while (current < max_in_flight_) {
+    while (current < max_in_flight_.load()) {
       if (in_flight_.compare_exchange_weak(current, current + 1)) {
         return true;
       }
@@ -397,7 +398,7 @@ class TokenCache::Impl {
   const TimeSource& time_;
   RandomSource& random_;
   const uint32_t shard_count_;
-  const size_t max_in_flight_;
+  std::atomic<size_t> max_in_flight_;
   const std::unique_ptr<Shard[]> shards_;
   std::atomic<int64_t> ttl_;  // milliseconds
   std::atomic<size_t> in_flight_{0};
@@ -428,6 +429,7 @@ std::optional<session::StreamRequest> TokenCache::consume(std::string_view token
 size_t TokenCache::size() const { return impl_->size(); }
 
 void TokenCache::setTtl(std::chrono::milliseconds ttl) { impl_->setTtl(ttl); }
+void TokenCache::setMaxInFlight(uint32_t max) { impl_->setMaxInFlight(max); }
 
 std::vector<size_t> TokenCache::shardSizes() const { return impl_->shardSizes(); }
 

@@ -68,6 +68,8 @@ class TokenCache {
 
   // Changes the TTL applied to future inserts (reload). Thread-safe.
   void setTtl(std::chrono::milliseconds ttl);
+  // A new max_in_flight (reload); tokens already issued stay valid.
+  void setMaxInFlight(uint32_t max);
 
   // Entries per shard, in shard order (admin and tests). Thread-safe; each
   // shard is read under its own lock, so the sum may differ from size().

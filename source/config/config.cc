@@ -449,6 +449,45 @@ void readAdvertise(Loader& loader, const Mapping& map, std::string& out) {
 // stream.tls: the PEM files of the stream server's TLS. Whether they load is
 // checked when crisp starts (they may be written between --check-config and
 // the start, and are read again on reload).
+void readAbsolutePath(Loader& loader, const Field& field, std::string& out) {
+  std::optional<std::string> text = scalar(loader, field, "an absolute path");
+  if (!text) {
+    return;
+  }
+  if (text->empty() || text->front() != '/' || text->find('\0') != std::string::npos) {
+    loader.error(field, absl::StrCat("expected an absolute path, got ", quoted(*text)));
+    return;
+  }
+  out = std::move(*text);
+}
+
+// recording.retention: a count of recordings ("100") or an age ("168h").
+void readRetention(Loader& loader, const Field& field, RecordingConfig& out) {
+  const std::string what = "a number of recordings (100) or an age (168h)";
+  std::optional<std::string> text = scalar(loader, field, what);
+  if (!text) {
+    return;
+  }
+  uint64_t count = 0;
+  if (allDigits(*text)) {
+    if (text->size() > 7 || !absl::SimpleAtoi(*text, &count) || count < 1 || count > 1000000) {
+      loader.error(field, absl::StrCat("expected a count from 1 to 1000000, got ", quoted(*text)));
+      return;
+    }
+    out.retention_count = static_cast<uint32_t>(count);
+    out.retention_age = milliseconds(0);
+    return;
+  }
+  absl::Duration d;
+  if (!absl::ParseDuration(*text, &d) || d < absl::Seconds(1) || d > absl::Hours(24 * 3650)) {
+    loader.error(field, absl::StrCat("expected ", what, " (an age from 1s to 87600h), got ",
+                                     quoted(*text)));
+    return;
+  }
+  out.retention_age = milliseconds(absl::ToInt64Milliseconds(d));
+  out.retention_count = 0;
+}
+
 void readTls(Loader& loader, const Field& field, StreamConfig& stream) {
   Mapping tls(loader, field.value, field.path, field.key_line,
               {"cert_file", "key_file", "client_ca_file"});
@@ -764,7 +803,7 @@ void readRuntime(Loader& loader, const Field& field, Config& config) {
 
 void readConfig(Loader& loader, const YAML::Node& root, Config& config) {
   Mapping top(loader, root, "", lineOf(root, 1),
-              {"cri", "stream", "cache", "admin", "log", "runtime"});
+              {"cri", "stream", "cache", "admin", "log", "runtime", "audit", "recording"});
   if (!top.valid()) {
     return;
   }
@@ -795,7 +834,7 @@ void readConfig(Loader& loader, const YAML::Node& root, Config& config) {
         loader, stream_field->value, stream_field->path, stream_field->key_line,
         {"listen", "advertise", "workers", "stream_creation_timeout", "stream_idle_timeout",
          "max_header_bytes", "header_timeout", "max_sessions", "max_frame_bytes", "tls",
-         "max_concurrent_streams"});
+         "max_concurrent_streams", "drain_grace_period"});
     if (const Field* listen = stream.get("listen")) {
       if (std::optional<HostPort> address = readListen(loader, *listen)) {
         config.stream.listen = *address;
@@ -814,6 +853,8 @@ void readConfig(Loader& loader, const YAML::Node& root, Config& config) {
     readUint(loader, stream, "max_frame_bytes", 4096, 256u << 20, config.stream.max_frame_bytes);
     readUint(loader, stream, "max_concurrent_streams", 1, 10000,
              config.stream.max_concurrent_streams);
+    readDuration(loader, stream, "drain_grace_period", absl::ZeroDuration(), absl::Hours(1),
+                 config.stream.drain_grace_period);
     if (const Field* tls = stream.get("tls")) {
       readTls(loader, *tls, config.stream);
     }
@@ -852,6 +893,33 @@ void readConfig(Loader& loader, const YAML::Node& root, Config& config) {
 
   if (const Field* runtime_field = top.get("runtime")) {
     readRuntime(loader, *runtime_field, config);
+  }
+
+  if (const Field* audit_field = top.get("audit")) {
+    Mapping audit(loader, audit_field->value, audit_field->path, audit_field->key_line,
+                  {"path", "max_bytes", "max_files"});
+    AuditConfig out;
+    if (const Field* path = audit.get("path")) {
+      readAbsolutePath(loader, *path, out.path);
+    }
+    readUint(loader, audit, "max_bytes", 4096, 1u << 30, out.max_bytes);
+    readUint(loader, audit, "max_files", 1, 1000, out.max_files);
+    config.audit = out;
+  }
+
+  if (const Field* recording_field = top.get("recording")) {
+    Mapping recording(loader, recording_field->value, recording_field->path,
+                      recording_field->key_line, {"dir", "max_bytes", "retention", "input"});
+    RecordingConfig out;
+    if (const Field* dir = recording.require("dir")) {
+      readAbsolutePath(loader, *dir, out.dir);
+    }
+    readUint(loader, recording, "max_bytes", 1024, 1u << 30, out.max_bytes);
+    if (const Field* retention = recording.get("retention")) {
+      readRetention(loader, *retention, out);
+    }
+    readBool(loader, recording, "input", out.input);
+    config.recording = out;
   }
 }
 

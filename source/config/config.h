@@ -54,6 +54,24 @@ struct StreamConfig {
   uint32_t max_frame_bytes = 16 * 1024 * 1024;
   // Streams open at once on one HTTP/2 connection (SETTINGS_MAX_CONCURRENT_STREAMS).
   uint32_t max_concurrent_streams = 250;
+  // After SIGTERM, how long running sessions may go on before crisp ends them.
+  std::chrono::milliseconds drain_grace_period{std::chrono::seconds(30)};
+};
+
+// The audit log: one JSON line per session start and end.
+struct AuditConfig {
+  std::string path;  // absolute file path; empty = standard output
+  uint32_t max_bytes = 100 * 1024 * 1024;  // rotate the file beyond this size
+  uint32_t max_files = 5;                  // rotated files kept (path.1 ... path.N)
+};
+
+// Recordings of TTY sessions as asciicast v2 files.
+struct RecordingConfig {
+  std::string dir;                         // absolute directory; required
+  uint32_t max_bytes = 10 * 1024 * 1024;   // per recording; it ends when reached
+  uint32_t retention_count = 1000;         // recordings kept (0 = no count limit)
+  std::chrono::milliseconds retention_age{0};  // older recordings removed (0 = no age limit)
+  bool input = false;                      // also record "i" (input) events
 };
 
 struct CacheConfig {
@@ -109,6 +127,8 @@ struct Config {
   AdminConfig admin;
   LogConfig log;
   RuntimeConfig runtime;
+  std::optional<AuditConfig> audit;          // absent = no audit log
+  std::optional<RecordingConfig> recording;  // absent = no recordings
   std::string source;  // the file name the values came from
 };
 

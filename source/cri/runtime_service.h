@@ -145,6 +145,10 @@ class RuntimeServiceImpl {
   // ExecSync calls started and not yet finished. Thread-safe.
   size_t execSyncInFlight() const;
 
+  // From now on Exec, Attach and PortForward hand out no stream URL: they fail
+  // with UNAVAILABLE saying crisp is shutting down. Thread-safe.
+  void stopIssuingStreams() { urls_.stopIssuing(); }
+
  private:
   class ExecSyncCall;
 

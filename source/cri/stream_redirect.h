@@ -41,6 +41,10 @@ class StreamRedirect {
   absl::StatusOr<std::string> rewrite(std::string_view path, const std::string& request,
                                       const std::string& response);
 
+  // From now on the three calls fail with UNAVAILABLE saying crisp is
+  // shutting down. Thread-safe.
+  void stopIssuingStreams() { urls_.stopIssuing(); }
+
  private:
   StreamUrls urls_;
 };

@@ -67,6 +67,11 @@ StreamUrls::StreamUrls(cache::TokenCache& cache, std::string_view base_url)
 
 absl::StatusOr<std::string> StreamUrls::store(session::StreamRequest request) {
   const session::Operation operation = request.operation();
+  if (draining_.load(std::memory_order_relaxed)) {
+    return absl::UnavailableError(
+        absl::StrCat("crisp is shutting down and accepts no new ", session::operationName(operation),
+                     " sessions; retry on another node or after the restart"));
+  }
   absl::StatusOr<std::string> token = cache_.insert(std::move(request));
   if (!token.ok()) {
     CRISP_LOG(kCri, debug, "{} request refused by the token cache: {}",

@@ -5,6 +5,7 @@
 // embedded runtime (RuntimeServiceImpl) and by the ones it forwards to a
 // runtime and redirects to its own stream server (StreamRedirect).
 
+#include <atomic>
 #include <string>
 #include <string_view>
 
@@ -34,14 +35,20 @@ class StreamUrls {
   StreamUrls(cache::TokenCache& cache, std::string_view base_url);
 
   // Inserts `request` and returns <base>exec|attach|portforward/<token>; the
-  // cache's failure (RESOURCE_EXHAUSTED when full) otherwise. Thread-safe.
+  // cache's failure (RESOURCE_EXHAUSTED when full) otherwise, and UNAVAILABLE
+  // once stopIssuing() was called. Thread-safe.
   absl::StatusOr<std::string> store(session::StreamRequest request);
+
+  // From now on store() hands out no URL: it fails with UNAVAILABLE saying
+  // crisp is shutting down. Thread-safe.
+  void stopIssuing() { draining_.store(true, std::memory_order_relaxed); }
 
   const std::string& base() const { return base_url_; }
 
  private:
   cache::TokenCache& cache_;
   const std::string base_url_;  // ends with '/'
+  std::atomic<bool> draining_{false};
 };
 
 }  // namespace crisp::cri

@@ -3,7 +3,7 @@
 //   crisp --config FILE        run with the configuration in FILE
 //   crisp --check-config FILE  load and check FILE, print what is wrong, exit
 //
-// Exit codes: 0 after a clean stop (SIGTERM, SIGINT) or a valid config, 1 when
+// Exit codes: 0 after a clean stop (SIGTERM once drained, SIGINT) or a valid config, 1 when
 // the configuration is invalid or crisp cannot start, 2 for bad arguments.
 
 #include <signal.h>

@@ -4,15 +4,19 @@
 #include <signal.h>
 #include <sys/stat.h>
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <optional>
 #include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 
 #include "source/admin/admin_server.h"
+#include "source/audit/audit_log.h"
 #include "source/cache/token_cache.h"
 #include "source/common/dispatcher.h"
 #include "source/common/logger.h"
@@ -22,8 +26,11 @@
 #include "source/cri/passthrough.h"
 #include "source/cri/runtime_service.h"
 #include "source/cri/stream_redirect.h"
+#include "source/recording/asciicast.h"
 #include "source/runtime/embedded/embedded_runtime.h"
 #include "source/runtime/streamserver/streamserver_runtime.h"
+#include "source/session/portforward.h"
+#include "source/session/remotecommand.h"
 #include "source/stream/http1_server.h"
 #include "source/stream/listener.h"
 #include "source/stream/spdy_portforward.h"
@@ -75,6 +82,56 @@ runtime::EmbeddedContainerConfig toEmbedded(const config::ContainerConfig& c) {
   return out;
 }
 
+audit::AuditOptions toAudit(const config::AuditConfig& c) {
+  return audit::AuditOptions{c.path, c.max_bytes, c.max_files};
+}
+
+std::shared_ptr<const recording::RecordingOptions> toRecording(
+    const std::optional<config::RecordingConfig>& c) {
+  if (!c) {
+    return nullptr;
+  }
+  return std::make_shared<const recording::RecordingOptions>(recording::RecordingOptions{
+      c->dir, c->max_bytes, c->retention_count, c->retention_age, c->input});
+}
+
+// The keys a reload cannot change, each with its value as text; a reload that
+// changes one keeps the running value and says so.
+std::vector<std::pair<std::string, std::string>> restartOnlyKeys(const config::Config& c) {
+  std::vector<std::pair<std::string, std::string>> keys = {
+      {"cri.listen", c.cri.listen},
+      {"cri.upstream", c.cri.upstream.value_or("(none)")},
+      {"cri.socket_mode", absl::StrCat(c.cri.socket_mode)},
+      {"stream.listen", c.stream.listen.toString()},
+      {"stream.advertise", c.stream.advertise},
+      {"stream.workers", absl::StrCat(c.stream.workers)},
+      {"stream.tls", c.stream.tls ? absl::StrCat(c.stream.tls->cert_file, ",",
+                                                 c.stream.tls->key_file, ",",
+                                                 c.stream.tls->client_ca_file)
+                                  : "(none)"},
+      {"stream.stream_creation_timeout", absl::StrCat(c.stream.stream_creation_timeout.count())},
+      {"stream.stream_idle_timeout", absl::StrCat(c.stream.stream_idle_timeout.count())},
+      {"stream.max_header_bytes", absl::StrCat(c.stream.max_header_bytes)},
+      {"stream.header_timeout", absl::StrCat(c.stream.header_timeout.count())},
+      {"stream.max_frame_bytes", absl::StrCat(c.stream.max_frame_bytes)},
+      {"cache.shards", absl::StrCat(c.cache.shards)},
+      {"admin.listen", c.admin.listen ? c.admin.listen->toString() : "(none)"},
+  };
+  std::string containers;
+  for (const auto& ct : c.runtime.embedded.containers) {
+    absl::StrAppend(&containers, ct.id, "=", absl::StrJoin(ct.command, " "), ";");
+  }
+  keys.emplace_back("runtime.embedded.containers", containers);
+  return keys;
+}
+
+// The server's own metrics, declared in one place (docs/metrics.md).
+#define CRISP_SERVER_METRICS(COUNTER)                                                       \
+  COUNTER(reload_results_, "crisp_config_reloads_total",                                    \
+          "Configuration reloads (SIGHUP): applied, partial (a key that needs a restart "   \
+          "kept its value), refused (the file did not load).",                              \
+          (std::vector<std::string>{"result"}))
+
 // The CRI methods crisp answers itself for its embedded runtime.
 constexpr const char* kEmbeddedMethods[] = {
     "/runtime.v1.RuntimeService/Version",       "/runtime.v1.RuntimeService/Status",
@@ -85,8 +142,13 @@ constexpr const char* kEmbeddedMethods[] = {
 
 // How often the TLS files are checked for changes (see docs/configuration.md).
 constexpr std::chrono::seconds kTlsFileCheckInterval{5};
-// On SIGTERM: how long the stream workers keep running so that the sessions
-// they end can write their status and close; and how often they look.
+// While draining: how often the live sessions are counted, and how long
+// sessions ended at the end of the grace period get to close.
+constexpr std::chrono::milliseconds kDrainPollInterval{100};
+constexpr std::chrono::seconds kDrainCloseAllowance{5};
+// When the control loop has stopped: how long the stream workers keep running
+// so that the sessions they end can write their status and close; and how
+// often they look.
 constexpr std::chrono::seconds kShutdownFlushTime{2};
 constexpr std::chrono::milliseconds kShutdownPollInterval{10};
 
@@ -128,6 +190,8 @@ class Server::Impl {
     if (embedded_) {
       embedded_->stop();
     }
+    audit::setCurrent(nullptr);
+    recording::setCurrentOptions(nullptr);
   }
 
   // Ends a worker's sessions and connections and stops accepting. Runs on the
@@ -177,6 +241,20 @@ class Server::Impl {
   }
 
   absl::Status init() {
+    // Every metric list is registered up front, so that /metrics names each
+    // family (with its help) before its first event.
+    session::SessionMetrics::get();
+    session::PortForwardMetrics::get();
+    audit::AuditMetrics::get();
+    recording::RecordingMetrics::get();
+    if (config_.audit) {
+      auto log = audit::AuditLog::open(toAudit(*config_.audit));
+      if (!log.ok()) {
+        return log.status();
+      }
+      audit::setCurrent(std::move(log).value());
+    }
+    recording::setCurrentOptions(toRecording(config_.recording));
     if (!config_.cri.upstream) {
       std::vector<runtime::EmbeddedContainerConfig> containers;
       for (const auto& c : config_.runtime.embedded.containers) {
@@ -362,7 +440,7 @@ class Server::Impl {
       event::Dispatcher* d = &worker->dispatcher;
       worker->thread = std::thread([d] { d->run(); });
     }
-    ::event* sigterm = evsignal_new(control_.base(), SIGTERM, &Impl::onSignal, this);
+    ::event* sigterm = evsignal_new(control_.base(), SIGTERM, &Impl::onTermSignal, this);
     ::event* sigint = evsignal_new(control_.base(), SIGINT, &Impl::onSignal, this);
     evsignal_add(sigterm, nullptr);
     evsignal_add(sigint, nullptr);
@@ -378,6 +456,8 @@ class Server::Impl {
               stream_address_, base_url_, admin_address_.empty() ? "off" : admin_address_);
     control_.run();
     tls_watcher.reset();
+    drain_poll_.reset();
+    drain_grace_.reset();
     event_free(sighup);
     event_free(sigterm);
     event_free(sigint);
@@ -399,19 +479,207 @@ class Server::Impl {
     static_cast<Impl*>(arg)->stop();
   }
 
-  // SIGHUP: loads the TLS files again (the current ones stay on failure).
-  static void onReloadSignal(evutil_socket_t, short, void* arg) {
+  // SIGTERM: drain, then stop. A second SIGTERM stops at once.
+  static void onTermSignal(evutil_socket_t, short, void* arg) {
     auto* impl = static_cast<Impl*>(arg);
-    if (!impl->tls_) {
-      CRISP_LOG(kMain, info, "received SIGHUP: nothing to reload (no stream.tls)");
+    if (impl->draining_) {
+      CRISP_LOG(kMain, info, "received SIGTERM while draining: stopping now");
+      impl->stop();
       return;
     }
-    CRISP_LOG(kMain, info, "received SIGHUP: reloading the TLS files");
-    // Success and failure are both logged by the holder.
-    impl->tls_->reload().IgnoreError();
+    impl->beginDrain();
+  }
+
+  // Not ready, no new stream URLs, no new stream connections; running
+  // sessions go on for the grace period, then are ended with a status.
+  void beginDrain() {
+    draining_ = true;
+    CRISP_LOG(kMain, info,
+              "received SIGTERM: draining; {} sessions running, new ones refused, grace period "
+              "{} ms",
+              session_limiter_.active(), live_.stream.drain_grace_period.count());
+    if (admin_) {
+      admin_->setReady(false);
+    }
+    if (service_) {
+      service_->stopIssuingStreams();
+    }
+    if (redirect_) {
+      redirect_->stopIssuingStreams();
+    }
+    auto remaining = std::make_shared<std::atomic<size_t>>(workers_.size());
+    for (auto& worker : workers_) {
+      Worker* w = worker.get();
+      w->dispatcher.post([this, w, remaining] {
+        w->listener.reset();
+        if (remaining->fetch_sub(1) == 1) {
+          // Every worker stopped accepting: close the socket, so that new
+          // connections are refused rather than left in the backlog.
+          control_.post([this] { stream_socket_.reset(); });
+        }
+      });
+    }
+    drain_poll_ = std::make_unique<event::Timer>(control_, [this] { checkDrained(); });
+    drain_poll_->enable(kDrainPollInterval);
+    drain_grace_ = std::make_unique<event::Timer>(control_, [this] { endSessionsForShutdown(); });
+    drain_grace_->enable(live_.stream.drain_grace_period);
+  }
+
+  void checkDrained() {
+    const uint32_t active = session_limiter_.active();
+    if (active == 0) {
+      CRISP_LOG(kMain, info, "drained: no session left");
+      stop();
+      return;
+    }
+    if (drain_deadline_.has_value() && std::chrono::steady_clock::now() > *drain_deadline_) {
+      CRISP_LOG(kMain, info, "{} sessions still closing after the grace period; stopping", active);
+      stop();
+      return;
+    }
+    drain_poll_->enable(kDrainPollInterval);
+  }
+
+  // The grace period is over: sessions still running are told crisp is
+  // shutting down; port-forwards are closed.
+  void endSessionsForShutdown() {
+    CRISP_LOG(kMain, info, "drain grace period over: ending {} sessions",
+              session_limiter_.active());
+    drain_deadline_ = std::chrono::steady_clock::now() + kDrainCloseAllowance;
+    for (auto& worker : workers_) {
+      Worker* w = worker.get();
+      w->dispatcher.post([this, w] {
+        if (spdy_) {
+          spdy_->endAllForShutdown(w->dispatcher);
+        }
+        if (ws_) {
+          ws_->endAllForShutdown(w->dispatcher);
+        }
+        if (port_forward_) {
+          port_forward_->closeAll(w->dispatcher);
+        }
+        if (ws_port_forward_) {
+          ws_port_forward_->closeAll(w->dispatcher);
+        }
+      });
+    }
+  }
+
+  // SIGHUP: reads the configuration file again and applies what can change
+  // while sessions run; then loads the TLS files again (the current ones stay
+  // on failure).
+  static void onReloadSignal(evutil_socket_t, short, void* arg) {
+    auto* impl = static_cast<Impl*>(arg);
+    CRISP_LOG(kMain, info, "received SIGHUP: reloading {}", impl->live_.source);
+    impl->reload();
+    if (impl->tls_) {
+      // Success and failure are both logged by the holder.
+      impl->tls_->reload().IgnoreError();
+    }
+  }
+
+  void reload() {
+    absl::StatusOr<config::Config> loaded = config::loadFile(live_.source);
+    if (!loaded.ok()) {
+      CRISP_LOG(kMain, warn, "reload refused, the running configuration stays: {}",
+                std::string(loaded.status().message()));
+      reload_results_.counter({"refused"}).inc();
+      return;
+    }
+    config::Config next = std::move(loaded).value();
+    const auto before = restartOnlyKeys(live_);
+    const auto after = restartOnlyKeys(next);
+    bool kept_any = false;
+    for (size_t i = 0; i < before.size(); ++i) {
+      if (before[i].second != after[i].second) {
+        kept_any = true;
+        CRISP_LOG(kMain, warn,
+                  "reload: {} cannot change while crisp runs (restart to apply it); still "
+                  "\"{}\", not \"{}\"",
+                  before[i].first, before[i].second, after[i].second);
+      }
+    }
+    std::vector<std::string> changed;
+    if (next.log.level != live_.log.level) {
+      log::setLevel(next.log.level);
+      changed.push_back(absl::StrCat("log.level=", next.log.level));
+    }
+    if (next.cache.ttl != live_.cache.ttl) {
+      cache_.setTtl(next.cache.ttl);
+      changed.push_back(absl::StrCat("cache.ttl=", next.cache.ttl.count(), "ms"));
+    }
+    if (next.cache.max_in_flight != live_.cache.max_in_flight) {
+      cache_.setMaxInFlight(next.cache.max_in_flight);
+      changed.push_back(absl::StrCat("cache.max_in_flight=", next.cache.max_in_flight));
+    }
+    if (next.stream.max_sessions != live_.stream.max_sessions) {
+      session_limiter_.setMax(next.stream.max_sessions);
+      changed.push_back(absl::StrCat("stream.max_sessions=", next.stream.max_sessions));
+    }
+    if (next.stream.drain_grace_period != live_.stream.drain_grace_period) {
+      changed.push_back(
+          absl::StrCat("stream.drain_grace_period=", next.stream.drain_grace_period.count(), "ms"));
+    }
+    const bool audit_changed =
+        next.audit.has_value() != live_.audit.has_value() ||
+        (next.audit && (next.audit->path != live_.audit->path ||
+                        next.audit->max_bytes != live_.audit->max_bytes ||
+                        next.audit->max_files != live_.audit->max_files));
+    if (audit_changed) {
+      if (!next.audit) {
+        audit::setCurrent(nullptr);
+        changed.push_back("audit=off");
+      } else if (auto log = audit::AuditLog::open(toAudit(*next.audit)); log.ok()) {
+        audit::setCurrent(std::move(log).value());
+        changed.push_back(absl::StrCat(
+            "audit.path=", next.audit->path.empty() ? "(standard output)" : next.audit->path));
+      } else {
+        kept_any = true;
+        CRISP_LOG(kMain, warn, "reload: the new audit log cannot be opened, the current one "
+                  "stays: {}", std::string(log.status().message()));
+        next.audit = live_.audit;
+      }
+    }
+    const bool recording_changed =
+        next.recording.has_value() != live_.recording.has_value() ||
+        (next.recording &&
+         (next.recording->dir != live_.recording->dir ||
+          next.recording->max_bytes != live_.recording->max_bytes ||
+          next.recording->retention_count != live_.recording->retention_count ||
+          next.recording->retention_age != live_.recording->retention_age ||
+          next.recording->input != live_.recording->input));
+    if (recording_changed) {
+      recording::setCurrentOptions(toRecording(next.recording));
+      changed.push_back(next.recording ? absl::StrCat("recording.dir=", next.recording->dir)
+                                       : std::string("recording=off"));
+    }
+    // The keys that cannot change keep their running values.
+    next.cri = live_.cri;
+    next.stream.listen = live_.stream.listen;
+    next.stream.advertise = live_.stream.advertise;
+    next.stream.workers = live_.stream.workers;
+    next.stream.tls = live_.stream.tls;
+    next.stream.stream_creation_timeout = live_.stream.stream_creation_timeout;
+    next.stream.stream_idle_timeout = live_.stream.stream_idle_timeout;
+    next.stream.max_header_bytes = live_.stream.max_header_bytes;
+    next.stream.header_timeout = live_.stream.header_timeout;
+    next.stream.max_frame_bytes = live_.stream.max_frame_bytes;
+    next.cache.shards = live_.cache.shards;
+    next.admin = live_.admin;
+    next.runtime = live_.runtime;
+    live_ = std::move(next);
+    reload_results_.counter({kept_any ? "partial" : "applied"}).inc();
+    CRISP_LOG(kMain, info, "reload applied{}{}", changed.empty() ? ": nothing changed" : ": ",
+              absl::StrJoin(changed, ", "));
   }
 
   const config::Config config_;
+  // The configuration in effect, as reloads changed it. Control loop only.
+  config::Config live_ = config_;
+#define CRISP_SERVER_METRIC_FAMILY(field, name, help, labels) \
+  stats::Family& field = stats::registry().family(name, help, stats::Kind::kCounter, labels);
+  CRISP_SERVER_METRICS(CRISP_SERVER_METRIC_FAMILY)
+#undef CRISP_SERVER_METRIC_FAMILY
   RealTimeSource time_source_;
   SystemRandomSource random_source_;
   cache::TokenCache cache_;
@@ -445,6 +713,11 @@ class Server::Impl {
   std::unique_ptr<cri::Passthrough> passthrough_;
   UnimplementedHandler unimplemented_;
   std::unique_ptr<admin::AdminServer> admin_;
+  // Drain state; control loop only.
+  bool draining_ = false;
+  event::TimerPtr drain_poll_;
+  event::TimerPtr drain_grace_;
+  std::optional<std::chrono::steady_clock::time_point> drain_deadline_;
 };
 
 absl::StatusOr<std::unique_ptr<Server>> Server::create(const config::Config& config) {

@@ -33,9 +33,13 @@ class Server {
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
 
-  // Runs the control loop on the calling thread until stop(). SIGTERM and
-  // SIGINT call stop(); SIGHUP reloads the stream.tls files (which are also
-  // checked for changes every few seconds).
+  // Runs the control loop on the calling thread until stop(). SIGTERM drains
+  // (not ready, no new sessions, running ones get stream.drain_grace_period,
+  // then a status saying crisp is shutting down) and then stops; a second
+  // SIGTERM, or SIGINT, calls stop() at once. SIGHUP reads the configuration
+  // file again and applies what can change live, and reloads the stream.tls
+  // files (which are also checked for changes every few seconds). See
+  // docs/operations.md.
   void run();
   // Thread-safe.
   void stop();

@@ -267,6 +267,10 @@ std::string errorStreamPayload(RemoteCommandVersion v, const ExecSpec& spec,
     case ExitStatus::Kind::kError:
       failure = internalError((attach ? kAttachErrorPrefix : kExecErrorPrefix) + status.message);
       break;
+    case ExitStatus::Kind::kEndedByServer:
+      // Shown by kubectl as it stands ("error: <message>"), with a non-zero exit.
+      failure = FailureStatus{status.message, status.reason, "", status.message, status.http_code};
+      break;
   }
   if (!hasStructuredStatus(v)) {
     return failure.has_value() ? failure->message : std::string();
@@ -761,16 +765,23 @@ SessionMetrics& SessionMetrics::get() {
   stats::Family& field = registry.family(name, help, stats::Kind::kCounter, labels);
 #define CRISP_SESSION_GAUGE_FAMILY(field, name, help, labels) \
   stats::Family& field = registry.family(name, help, stats::Kind::kGauge, labels);
-    CRISP_SESSION_METRICS(CRISP_SESSION_COUNTER_FAMILY, CRISP_SESSION_GAUGE_FAMILY)
+#define CRISP_SESSION_HISTOGRAM_FAMILY(field, name, help, labels, buckets) \
+  stats::Family& field = registry.histogramFamily(name, help, labels, buckets);
+    CRISP_SESSION_METRICS(CRISP_SESSION_COUNTER_FAMILY, CRISP_SESSION_GAUGE_FAMILY,
+                          CRISP_SESSION_HISTOGRAM_FAMILY)
 #undef CRISP_SESSION_COUNTER_FAMILY
 #undef CRISP_SESSION_GAUGE_FAMILY
+#undef CRISP_SESSION_HISTOGRAM_FAMILY
 #define CRISP_SESSION_FAMILY_NAME(field, name, help, labels) field,
+#define CRISP_SESSION_HISTOGRAM_NAME(field, name, help, labels, buckets) field,
     return new SessionMetrics{
-        CRISP_SESSION_METRICS(CRISP_SESSION_FAMILY_NAME, CRISP_SESSION_FAMILY_NAME)
+        CRISP_SESSION_METRICS(CRISP_SESSION_FAMILY_NAME, CRISP_SESSION_FAMILY_NAME,
+                              CRISP_SESSION_HISTOGRAM_NAME)
             session_bytes_total.counter({"in"}),
         session_bytes_total.counter({"out"}), session_timeouts_total.counter({"creation"}),
         session_timeouts_total.counter({"idle"})};
 #undef CRISP_SESSION_FAMILY_NAME
+#undef CRISP_SESSION_HISTOGRAM_NAME
   }();
   return *metrics;
 }

@@ -29,6 +29,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
 
@@ -170,8 +171,9 @@ class ResizeDecoder {
 
 // The session component's metrics, declared in one place. Labels: operation is
 // "exec" or "attach"; protocol is the adapter's protocol name, e.g.
-// "spdy/v4.channel.k8s.io".
-#define CRISP_SESSION_METRICS(COUNTER, GAUGE)                                               \
+// "spdy/v4.channel.k8s.io"; reason is a session's close reason (see
+// docs/operations.md, "Audit log").
+#define CRISP_SESSION_METRICS(COUNTER, GAUGE, HISTOGRAM)                                    \
   GAUGE(sessions_active, "crisp_sessions_active", "Exec and attach sessions now open.",     \
         (std::vector<std::string>{"operation", "protocol"}))                                \
   COUNTER(sessions_total, "crisp_sessions_total", "Exec and attach sessions started.",      \
@@ -182,12 +184,32 @@ class ResizeDecoder {
   COUNTER(session_timeouts_total, "crisp_session_timeouts_total",                           \
           "Timeouts hit: creation = streams of a session or of a port-forward pair not "    \
           "created in time, idle = no frame in or out for the idle timeout.",               \
-          (std::vector<std::string>{"kind"}))
+          (std::vector<std::string>{"kind"}))                                               \
+  COUNTER(session_ends_total, "crisp_session_ends_total",                                   \
+          "Exec and attach sessions ended, by close reason.",                               \
+          (std::vector<std::string>{"reason"}))                                             \
+  HISTOGRAM(session_setup_seconds, "crisp_session_setup_seconds",                           \
+            "Seconds from the upgraded connection to the running process.",                 \
+            (std::vector<std::string>{"operation"}),                                        \
+            (std::vector<double>{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,   \
+                                 1, 2.5, 5, 10, 30}))                                       \
+  HISTOGRAM(session_duration_seconds, "crisp_session_duration_seconds",                     \
+            "Seconds from the upgraded connection to the end of the session.",              \
+            (std::vector<std::string>{"operation"}),                                        \
+            (std::vector<double>{0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 14400})) \
+  HISTOGRAM(session_payload_bytes, "crisp_session_payload_bytes",                           \
+            "Stream payload bytes of one session, both directions together.",               \
+            (std::vector<std::string>{"operation"}),                                        \
+            (std::vector<double>{0, 1024, 16384, 131072, 1048576, 8388608, 67108864,        \
+                                 536870912}))
 
 struct SessionMetrics {
 #define CRISP_SESSION_METRIC_FIELD(field, name, help, labels) stats::Family& field;
-  CRISP_SESSION_METRICS(CRISP_SESSION_METRIC_FIELD, CRISP_SESSION_METRIC_FIELD)
+#define CRISP_SESSION_HISTOGRAM_FIELD(field, name, help, labels, buckets) stats::Family& field;
+  CRISP_SESSION_METRICS(CRISP_SESSION_METRIC_FIELD, CRISP_SESSION_METRIC_FIELD,
+                        CRISP_SESSION_HISTOGRAM_FIELD)
 #undef CRISP_SESSION_METRIC_FIELD
+#undef CRISP_SESSION_HISTOGRAM_FIELD
 
   // Children looked up once; updates are lock-free.
   stats::Counter& bytes_in;

@@ -39,16 +39,24 @@ struct ExitStatus {
     kSuccess,      // exit code 0, or an attach that ended normally
     kNonZeroExit,  // exit_code holds the code (0-255; death by signal N is 128+N)
     kError,        // the runtime failed; message says why
+    kEndedByServer,  // crisp ended the session (shutdown, idle timeout); message
+                     // says why, reason and http_code go in the Status
   };
   Kind kind = Kind::kSuccess;
   int exit_code = 0;
   std::string message;
+  // kEndedByServer: the Status reason ("ServiceUnavailable", "Timeout") and code.
+  std::string reason;
+  int http_code = 0;
 
   static ExitStatus success() { return {}; }
   static ExitStatus exited(int code) {
-    return code == 0 ? success() : ExitStatus{Kind::kNonZeroExit, code, ""};
+    return code == 0 ? success() : ExitStatus{Kind::kNonZeroExit, code, "", "", 0};
   }
-  static ExitStatus error(std::string message) { return {Kind::kError, 0, std::move(message)}; }
+  static ExitStatus error(std::string message) { return {Kind::kError, 0, std::move(message), "", 0}; }
+  static ExitStatus endedByServer(std::string message, std::string reason, int http_code) {
+    return {Kind::kEndedByServer, 0, std::move(message), std::move(reason), http_code};
+  }
 };
 
 // Implemented by the client-side adapter; called by the backend on the

@@ -1,5 +1,6 @@
 #include "source/stream/http1_server.h"
 
+
 #include <optional>
 
 #include "absl/strings/str_cat.h"
@@ -11,6 +12,7 @@
 #include "source/stream/negotiation.h"
 #include "source/stream/raw_socket_transport.h"
 #include "source/stream/stream_limits.h"
+#include "source/stream/stream_metrics.h"
 
 namespace crisp::stream {
 namespace {
@@ -66,29 +68,13 @@ const char* requestResultName(RequestResult result) {
 // Every metric of the stream server's HTTP/1.1 front.
 struct Http1Server::Metrics {
   explicit Metrics(stats::Registry& registry)
-      : connections_total(registry
-                              .family("crisp_stream_connections_total",
-                                      "Connections accepted by the stream server.",
-                                      stats::Kind::kCounter)
-                              .counter()),
-        connections_active(registry
-                               .family("crisp_stream_connections_active",
-                                       "Stream server connections in their HTTP/1.1 phase "
-                                       "(reading the request head or answering an error).",
-                                       stats::Kind::kGauge)
-                               .gauge()),
-        http2_connections_active(registry
-                                     .family("crisp_stream_http2_connections_active",
-                                             "Stream server connections speaking HTTP/2.",
-                                             stats::Kind::kGauge)
-                                     .gauge()),
+      : connections_total(connectionsTotalFamily(registry).counter()),
+        connections_active(connectionsActiveFamily(registry).gauge()),
+        http2_connections_active(http2ConnectionsActiveFamily(registry).gauge()),
         session_limit_hits(limitHitCounter(StreamLimit::kMaxSessions, &registry)),
         header_bytes_hits(limitHitCounter(StreamLimit::kHeaderBytes, &registry)),
         header_timeout_hits(limitHitCounter(StreamLimit::kHeaderTimeout, &registry)) {
-    auto& family = registry.family("crisp_stream_requests_total",
-                                   "Stream server requests by outcome; upgraded ones are handed "
-                                   "to a protocol handler.",
-                                   stats::Kind::kCounter, {"result"});
+    auto& family = requestsFamily(registry);
     for (size_t i = 0; i < kRequestResultCount; ++i) {
       requests[i] = &family.counter({requestResultName(static_cast<RequestResult>(i))});
     }

@@ -1,5 +1,6 @@
 #include "source/stream/listener.h"
 
+
 #include <cerrno>
 #include <cstring>
 
@@ -12,6 +13,7 @@
 
 #include "source/admin/metrics.h"
 #include "source/common/logger.h"
+#include "source/stream/stream_metrics.h"
 
 namespace crisp::stream {
 namespace {
@@ -20,12 +22,7 @@ stats::Registry& registryOr(stats::Registry* r) { return r != nullptr ? *r : sta
 
 // Every metric of the listener.
 stats::Counter& acceptPausesCounter(stats::Registry& registry, const std::string& listener) {
-  return registry
-      .family("crisp_listener_accept_pauses_total",
-              "Times a listener stopped accepting for a moment because accept() ran out of "
-              "descriptors or memory.",
-              stats::Kind::kCounter, {"listener"})
-      .counter({listener});
+  return acceptPausesFamily(registry).counter({listener});
 }
 
 std::string errnoText(const char* what) { return absl::StrCat(what, ": ", std::strerror(errno)); }

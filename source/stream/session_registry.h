@@ -9,6 +9,7 @@
 // Only the per-dispatcher lookup takes a lock; everything else runs on the
 // dispatcher's own thread. Destroy the registry after its loops stopped.
 
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <unordered_map>
@@ -47,16 +48,21 @@ class SessionRegistry {
 
   // Starts the end of every session of `dispatcher`. Call on its thread.
   void closeAll(event::Dispatcher& dispatcher) {
+    forEach(dispatcher, [](Session& s) { s.close(); });
+  }
+
+  // Calls `fn` on every session of `dispatcher` that is still there when its
+  // turn comes (`fn` may end a session, or another, at once). Call on its thread.
+  void forEach(event::Dispatcher& dispatcher, const std::function<void(Session&)>& fn) {
     SessionMap& sessions = sessionsOf(dispatcher);
     std::vector<Session*> all;
     all.reserve(sessions.size());
     for (auto& entry : sessions) {
       all.push_back(entry.first);
     }
-    // close() may finish a session at once, which removes it from the map.
     for (Session* s : all) {
       if (sessions.count(s) != 0) {
-        s->close();
+        fn(*s);
       }
     }
   }

@@ -301,6 +301,9 @@ void SpdyConnection::onIdleTimeout() {
     return;
   }
   CRISP_CONN_LOG(kSpdy, info, id_, "closing: no frame for {} ms", config_.idle_timeout.count());
+  if (callbacks_.onIdleTimeout()) {
+    return;
+  }
   beginClose(spdy::GoAwayStatus::kOk);
   callbacks_.onConnectionClosing(SpdyCloseReason::kIdleTimeout, "idle timeout");
 }

@@ -134,6 +134,10 @@ class SpdyConnectionCallbacks {
   // The transport is closed. The last callback, always called exactly once
   // (unless the connection is destroyed first).
   virtual void onConnectionClosed() = 0;
+  // No frame in or out for idle_timeout. Returning true means the owner ends
+  // the session itself (with close()); false lets the connection close with
+  // GOAWAY (OK) and onConnectionClosing(kIdleTimeout).
+  virtual bool onIdleTimeout() { return false; }
 };
 
 class SpdyConnection : private spdy::CodecCallbacks, private TransportCallbacks {

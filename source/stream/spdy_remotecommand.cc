@@ -10,8 +10,6 @@
 namespace crisp::stream {
 namespace {
 
-using session::ExecProcess;
-using session::ExitStatus;
 using session::StreamType;
 
 session::ExecSpec execSpecOf(const UpgradedConnection& upgraded) {
@@ -19,18 +17,6 @@ session::ExecSpec execSpecOf(const UpgradedConnection& upgraded) {
     return *spec;
   }
   return session::ExecSpec{};
-}
-
-const char* exitKindName(ExitStatus::Kind kind) {
-  switch (kind) {
-    case ExitStatus::Kind::kSuccess:
-      return "success";
-    case ExitStatus::Kind::kNonZeroExit:
-      return "non-zero exit";
-    case ExitStatus::Kind::kError:
-      return "error";
-  }
-  return "unknown";
 }
 
 }  // namespace
@@ -64,57 +50,47 @@ SpdyRemoteCommand::SpdyRemoteCommand(event::Dispatcher& dispatcher, session::Run
                                      UpgradedConnection&& upgraded,
                                      const SpdyRemoteCommandConfig& config, DoneCallback on_done)
     : dispatcher_(dispatcher),
-      runtime_(runtime),
       config_(config),
       on_done_(std::move(on_done)),
       connection_id_(upgraded.connection_id != 0 ? upgraded.connection_id : log::nextId()),
       session_id_(log::nextId()),
       version_(
           remoteCommandVersion(upgraded.protocol).value_or(session::RemoteCommandVersion::kV4)),
-      protocol_name_(protocolName(upgraded.protocol)),
-      spec_(execSpecOf(upgraded)),
-      expected_(session::expectedStreams(version_, spec_)),
-      metrics_(session::SessionMetrics::get()),
-      active_gauge_(metrics_.sessions_active.gauge(
-          {session::operationName(spec_.operation), protocol_name_})) {
+      expected_(session::expectedStreams(version_, execSpecOf(upgraded))) {
+  core_ = std::make_unique<RemoteCommandSession>(
+      dispatcher_, runtime, static_cast<RemoteCommandWire&>(*this),
+      RemoteCommandSession::Identity{
+          connection_id_, session_id_, version_, protocolName(upgraded.protocol),
+          upgraded.transport != nullptr ? upgraded.transport->peerAddress() : std::string(),
+          upgraded.transport != nullptr ? upgraded.transport->peerIdentity() : std::string()},
+      execSpecOf(upgraded));
   connection_ = std::make_unique<SpdyConnection>(
       dispatcher_, std::move(upgraded.transport), connection_id_,
       static_cast<SpdyConnectionCallbacks&>(*this), config_.connection);
   creation_timer_ = std::make_unique<event::Timer>(dispatcher_, [this] { onCreationTimeout(); });
-  start_timer_ = std::make_unique<event::Timer>(dispatcher_, [this] { startExec(); });
 }
 
 SpdyRemoteCommand::~SpdyRemoteCommand() {
   creation_timer_.reset();
-  start_timer_.reset();
-  process_.reset();
+  // The exec ends before the socket closes.
+  core_.reset();
   connection_.reset();
-  if (counted_active_) {
-    active_gauge_.dec();
-  }
 }
 
 void SpdyRemoteCommand::start() {
-  metrics_.sessions_total.counter({session::operationName(spec_.operation), protocol_name_}).inc();
-  active_gauge_.inc();
-  counted_active_ = true;
+  core_->begin();
+  const session::ExecSpec& spec = core_->spec();
   CRISP_SESSION_LOG(kSession, debug, connection_id_, session_id_,
                     "{} session over {} for container {}: waiting for streams {}",
-                    session::operationName(spec_.operation), protocol_name_, spec_.container_id,
-                    expected_.toString());
+                    session::operationName(spec.operation), core_->identity().protocol_name,
+                    spec.container_id, expected_.toString());
   creation_timer_->enable(config_.stream_creation_timeout);
   connection_->start();
 }
 
-void SpdyRemoteCommand::close() {
-  // A started command gets a status saying why it ended: without one, a
-  // client reads the closed streams as a clean exit (code 0).
-  if (state_ == State::kStarting || state_ == State::kRunning) {
-    finish(ExitStatus::error(session::kServerStoppingMessage));
-    return;
-  }
-  abandon("closed by the server");
-}
+void SpdyRemoteCommand::close() { core_->endForStop(); }
+
+void SpdyRemoteCommand::endForShutdown() { core_->endForShutdown("crisp.shutdown"); }
 
 std::optional<StreamType> SpdyRemoteCommand::typeOf(uint32_t stream_id) const {
   for (size_t i = 0; i < stream_ids_.size(); ++i) {
@@ -137,13 +113,13 @@ bool SpdyRemoteCommand::onStreamOpen(uint32_t stream_id, const spdy::HeaderList&
     countProtocolError("spdy.remotecommand.unknown_stream_type");
     return true;
   }
-  if (state_ != State::kWaitingForStreams || !expected_.contains(*type) ||
-      received_.contains(*type)) {
+  const bool waiting = core_->waiting();
+  if (!waiting || !expected_.contains(*type) || received_.contains(*type)) {
     CRISP_SESSION_LOG(kSession, debug, connection_id_, session_id_, "ignoring {} stream {}: {}",
                       session::streamTypeName(*type), stream_id,
-                      state_ != State::kWaitingForStreams ? "the session has started"
-                      : received_.contains(*type)         ? "duplicate"
-                                                          : "not requested");
+                      !waiting                    ? "the session has started"
+                      : received_.contains(*type) ? "duplicate"
+                                                  : "not requested");
     countProtocolError("spdy.remotecommand.unexpected_stream");
     return true;
   }
@@ -153,9 +129,10 @@ bool SpdyRemoteCommand::onStreamOpen(uint32_t stream_id, const spdy::HeaderList&
                     session::streamTypeName(*type), stream_id);
   if (received_ == expected_) {
     creation_timer_->disable();
+    CRISP_SESSION_LOG(kSession, debug, connection_id_, session_id_, "all streams open");
     // Start once the bytes already read are handled, so that a resize sent
     // right behind the last stream reaches startExec() as the initial size.
-    start_timer_->enable(std::chrono::milliseconds(0));
+    core_->scheduleStart();
   }
   return true;
 }
@@ -168,26 +145,11 @@ void SpdyRemoteCommand::onStreamData(uint32_t stream_id, Buffer& data) {
   }
   switch (*type) {
     case StreamType::kStdin:
-      deliverStdin(data);
+      core_->deliverStdin(data);
       return;
-    case StreamType::kResize: {
-      const size_t len = data.length();
-      const auto* bytes = reinterpret_cast<const char*>(data.linearize(len));
-      const absl::Status status =
-          resize_decoder_.feed(std::string_view(bytes, len), [this](session::TerminalSize size) {
-            if (state_ == State::kRunning && process_ != nullptr) {
-              process_->resize(size);
-            } else if (state_ == State::kWaitingForStreams || state_ == State::kStarting) {
-              latest_size_ = size;
-            }
-          });
-      data.drain(len);
-      if (!status.ok()) {
-        CRISP_SESSION_LOG(kSession, info, connection_id_, session_id_,
-                          "ignoring the resize stream from now on: {}", status.ToString());
-      }
+    case StreamType::kResize:
+      core_->deliverResize(data, "stream");
       return;
-    }
     default:
       // Clients send nothing on error and output streams; drop it.
       data.drain(data.length());
@@ -195,50 +157,9 @@ void SpdyRemoteCommand::onStreamData(uint32_t stream_id, Buffer& data) {
   }
 }
 
-void SpdyRemoteCommand::deliverStdin(Buffer& data) {
-  const size_t len = data.length();
-  metrics_.bytes_in.inc(len);
-  if (stdin_eof_) {
-    data.drain(len);
-    return;
-  }
-  switch (state_) {
-    case State::kRunning:
-      process_->writeStdin(data);
-      if (!stdin_paused_ && process_ != nullptr &&
-          process_->stdinQueuedBytes() > ExecProcess::kStdinHighWatermark) {
-        stdin_paused_ = true;
-        connection_->pauseReading(true);
-      }
-      return;
-    case State::kWaitingForStreams:
-    case State::kStarting:
-      early_stdin_.move(data);
-      if (!stdin_paused_ && early_stdin_.length() > ExecProcess::kStdinHighWatermark) {
-        stdin_paused_ = true;
-        connection_->pauseReading(true);
-      }
-      return;
-    default:
-      data.drain(len);
-      return;
-  }
-}
-
-void SpdyRemoteCommand::closeStdin() {
-  if (stdin_eof_) {
-    return;
-  }
-  stdin_eof_ = true;
-  if (state_ == State::kRunning && process_ != nullptr) {
-    process_->closeStdin();
-  }
-  // Otherwise startExec() closes it after writing the early stdin.
-}
-
 void SpdyRemoteCommand::onStreamRemoteFin(uint32_t stream_id) {
   if (typeOf(stream_id) == StreamType::kStdin) {
-    closeStdin();
+    core_->closeStdin();
   }
 }
 
@@ -253,56 +174,30 @@ void SpdyRemoteCommand::onStreamReset(uint32_t stream_id, spdy::RstStatus status
                     static_cast<uint32_t>(status));
   switch (*type) {
     case StreamType::kStdin:
-      closeStdin();
+      core_->closeStdin();
       return;
     case StreamType::kResize:
       return;
     default:
-      abandon(std::string("client reset the ") + session::streamTypeName(*type) + " stream");
+      core_->abandon(std::string("spdy.stream_reset: client reset the ") +
+                     session::streamTypeName(*type) + " stream");
       return;
   }
 }
 
-void SpdyRemoteCommand::onOutputAboveHighWatermark() {
-  output_paused_ = true;
-  if (process_ != nullptr) {
-    process_->pauseOutput(true);
-  }
-}
+void SpdyRemoteCommand::onOutputAboveHighWatermark() { core_->outputAboveHighWatermark(); }
 
-void SpdyRemoteCommand::onOutputBelowLowWatermark() {
-  output_paused_ = false;
-  if (process_ != nullptr) {
-    process_->pauseOutput(false);
-  }
-}
+void SpdyRemoteCommand::onOutputBelowLowWatermark() { core_->outputBelowLowWatermark(); }
 
 void SpdyRemoteCommand::onConnectionClosing(SpdyCloseReason reason, const std::string& detail) {
-  if (reason == SpdyCloseReason::kIdleTimeout) {
-    metrics_.idle_timeouts.inc();
-  }
-  if (state_ == State::kFinished || state_ == State::kDone) {
-    return;
-  }
-  CRISP_SESSION_LOG(kSession, debug, connection_id_, session_id_,
-                    "connection ended ({}): {}; ending the {}", closeReasonName(reason), detail,
-                    session::operationName(spec_.operation));
-  state_ = State::kFinished;
   creation_timer_->disable();
-  start_timer_->disable();
-  releaseProcess();
+  core_->connectionClosing(closeReasonName(reason), detail,
+                           reason == SpdyCloseReason::kIdleTimeout);
 }
 
 void SpdyRemoteCommand::onConnectionClosed() {
-  state_ = State::kDone;
   creation_timer_->disable();
-  start_timer_->disable();
-  releaseProcess();
-  if (counted_active_) {
-    active_gauge_.dec();
-    counted_active_ = false;
-  }
-  CRISP_SESSION_LOG(kSession, debug, connection_id_, session_id_, "session closed");
+  core_->connectionClosed();
   if (on_done_) {
     DoneCallback done = std::move(on_done_);
     on_done_ = nullptr;
@@ -310,84 +205,50 @@ void SpdyRemoteCommand::onConnectionClosed() {
   }
 }
 
-void SpdyRemoteCommand::onStdout(Buffer& data) { sendOutput(StreamType::kStdout, data); }
+bool SpdyRemoteCommand::onIdleTimeout() {
+  if (core_->ended()) {
+    return false;
+  }
+  // The client learns why on the error stream, then the connection closes as
+  // after an exit (GOAWAY OK).
+  core_->endIdle(config_.connection.idle_timeout, "spdy.idle_timeout");
+  return true;
+}
 
-void SpdyRemoteCommand::onStderr(Buffer& data) { sendOutput(StreamType::kStderr, data); }
+// RemoteCommandWire
+
+void SpdyRemoteCommand::pauseReading(bool paused) { connection_->pauseReading(paused); }
+
+bool SpdyRemoteCommand::acceptsOutput(StreamType type) const { return streamId(type) != 0; }
 
 void SpdyRemoteCommand::sendOutput(StreamType type, Buffer& data) {
-  const uint32_t stream_id = streamId(type);
-  if ((state_ != State::kRunning && state_ != State::kStarting) || stream_id == 0) {
-    data.drain(data.length());
-    return;
-  }
-  metrics_.bytes_out.inc(data.length());
-  connection_->sendData(stream_id, data, false);
+  connection_->sendData(streamId(type), data, false);
 }
 
-void SpdyRemoteCommand::onExit(const ExitStatus& status) { finish(status); }
-
-void SpdyRemoteCommand::onStdinDrained() {
-  if (stdin_paused_) {
-    stdin_paused_ = false;
-    connection_->pauseReading(false);
+void SpdyRemoteCommand::endWithStatus(const std::string& payload) {
+  creation_timer_->disable();
+  // Output first, then the status: a client returns once stdout, stderr and
+  // the error stream all reached EOF, and reads the status last.
+  Buffer empty;
+  if (const uint32_t id = streamId(StreamType::kStdout); id != 0) {
+    connection_->sendData(id, empty, true);
   }
+  if (const uint32_t id = streamId(StreamType::kStderr); id != 0) {
+    connection_->sendData(id, empty, true);
+  }
+  if (const uint32_t id = streamId(StreamType::kError); id != 0) {
+    connection_->sendData(id, payload, true);
+  }
+  connection_->close();
 }
 
-void SpdyRemoteCommand::startExec() {
-  if (state_ != State::kWaitingForStreams) {
-    return;
-  }
-  if (!spec_.stdin && !spec_.stdout && !spec_.stderr) {
-    finish(ExitStatus::error("one of stdin, stdout, or stderr must be set"));
-    return;
-  }
-  state_ = State::kStarting;
-  CRISP_SESSION_LOG(kSession, debug, connection_id_, session_id_,
-                    "all streams open; starting (tty={}, initial size {})", spec_.tty,
-                    latest_size_.has_value() ? std::to_string(latest_size_->width) + "x" +
-                                                   std::to_string(latest_size_->height)
-                                             : std::string("unknown"));
-  absl::StatusOr<std::unique_ptr<ExecProcess>> started =
-      runtime_.startExec(dispatcher_, spec_, latest_size_, *this);
-  if (!started.ok()) {
-    CRISP_SESSION_LOG(kSession, info, connection_id_, session_id_, "start failed: {}",
-                      started.status().ToString());
-    finish(ExitStatus::error(std::string(started.status().message())));
-    return;
-  }
-  std::unique_ptr<ExecProcess> process = std::move(started).value();
-  if (state_ != State::kStarting || process == nullptr) {
-    // It ended (or the client left) while starting.
-    if (process != nullptr) {
-      dispatcher_.deferredDelete(std::move(process));
-    }
-    if (state_ == State::kStarting) {
-      finish(ExitStatus::error("the runtime returned no process"));
-    }
-    return;
-  }
-  process_ = std::move(process);
-  state_ = State::kRunning;
-  // Each call below may end the process synchronously (onExit), so check
-  // after each one.
-  if (output_paused_) {
-    process_->pauseOutput(true);
-  }
-  if (process_ != nullptr && !early_stdin_.empty()) {
-    process_->writeStdin(early_stdin_);
-  }
-  if (process_ != nullptr && stdin_eof_) {
-    process_->closeStdin();
-  }
-  if (process_ != nullptr && stdin_paused_ &&
-      process_->stdinQueuedBytes() <= ExecProcess::kStdinHighWatermark) {
-    stdin_paused_ = false;
-    connection_->pauseReading(false);
-  }
+void SpdyRemoteCommand::endWithoutStatus(const std::string&, int) {
+  creation_timer_->disable();
+  connection_->close();
 }
 
 void SpdyRemoteCommand::onCreationTimeout() {
-  if (state_ != State::kWaitingForStreams) {
+  if (!core_->waiting()) {
     return;
   }
   session::StreamSet missing = expected_;
@@ -400,56 +261,8 @@ void SpdyRemoteCommand::onCreationTimeout() {
   CRISP_SESSION_LOG(kSession, info, connection_id_, session_id_,
                     "timed out waiting for client to create streams (missing {})",
                     missing.toString());
-  metrics_.creation_timeouts.inc();
-  state_ = State::kFinished;
-  connection_->close();
-}
-
-void SpdyRemoteCommand::finish(const ExitStatus& status) {
-  if (state_ != State::kWaitingForStreams && state_ != State::kStarting &&
-      state_ != State::kRunning) {
-    return;
-  }
-  state_ = State::kFinished;
-  creation_timer_->disable();
-  start_timer_->disable();
-  CRISP_SESSION_LOG(kSession, debug, connection_id_, session_id_, "{} ended: {} {} {}",
-                    session::operationName(spec_.operation), exitKindName(status.kind),
-                    status.exit_code, status.message);
-  // Output first, then the status: a client returns once stdout, stderr and
-  // the error stream all reached EOF, and reads the status last.
-  Buffer empty;
-  if (const uint32_t id = streamId(StreamType::kStdout); id != 0) {
-    connection_->sendData(id, empty, true);
-  }
-  if (const uint32_t id = streamId(StreamType::kStderr); id != 0) {
-    connection_->sendData(id, empty, true);
-  }
-  if (const uint32_t id = streamId(StreamType::kError); id != 0) {
-    const std::string payload = session::errorStreamPayload(version_, spec_, status);
-    connection_->sendData(id, payload, true);
-  }
-  releaseProcess();
-  connection_->close();
-}
-
-void SpdyRemoteCommand::abandon(const std::string& why) {
-  if (state_ == State::kFinished || state_ == State::kDone) {
-    return;
-  }
-  CRISP_SESSION_LOG(kSession, debug, connection_id_, session_id_, "ending the session: {}", why);
-  state_ = State::kFinished;
-  creation_timer_->disable();
-  start_timer_->disable();
-  releaseProcess();
-  connection_->close();
-}
-
-void SpdyRemoteCommand::releaseProcess() {
-  if (process_ != nullptr) {
-    // Deferred: this may run inside one of the process's own callbacks.
-    dispatcher_.deferredDelete(std::move(process_));
-  }
+  core_->metrics().creation_timeouts.inc();
+  core_->abandon("spdy.creation_timeout");
 }
 
 // SpdyUpgradeHandler
@@ -491,5 +304,9 @@ size_t SpdyUpgradeHandler::activeSessions(event::Dispatcher& dispatcher) {
 }
 
 void SpdyUpgradeHandler::closeAll(event::Dispatcher& dispatcher) { sessions_.closeAll(dispatcher); }
+
+void SpdyUpgradeHandler::endAllForShutdown(event::Dispatcher& dispatcher) {
+  sessions_.forEach(dispatcher, [](auto& session) { session.endForShutdown(); });
+}
 
 }  // namespace crisp::stream

@@ -23,9 +23,10 @@
 //    status on the error stream (session::errorStreamPayload() for the
 //    negotiated version: the text is delivered for v1 too), FIN it, then close
 //    the connection (RST_STREAM CANCEL on the rest, GOAWAY, flush, close).
-//    The client going away (socket closed, stdout/stderr/error stream reset,
-//    protocol error, idle timeout) ends the exec at once by destroying the
-//    ExecProcess.
+//    An idle timeout (no frame for idle_timeout) or the end of a drain ends
+//    the same way, with a Failure status that says why. The client going
+//    away (socket closed, stdout/stderr/error stream reset, protocol error)
+//    ends the exec at once by destroying the ExecProcess.
 //
 // SpdyUpgradeHandler takes upgraded SPDY connections from the HTTP/1.1 front
 // and owns their sessions until they end.
@@ -47,6 +48,7 @@
 #include "source/common/dispatcher.h"
 #include "source/session/remotecommand.h"
 #include "source/session/runtime.h"
+#include "source/stream/remotecommand_session.h"
 #include "source/stream/spdy_connection.h"
 #include "source/stream/session_registry.h"
 #include "source/stream/upgrade.h"
@@ -64,7 +66,7 @@ struct SpdyRemoteCommandConfig {
 // port-forward.
 std::optional<session::RemoteCommandVersion> remoteCommandVersion(Protocol protocol);
 
-class SpdyRemoteCommand : private SpdyConnectionCallbacks, private session::ExecCallbacks {
+class SpdyRemoteCommand : private SpdyConnectionCallbacks, private RemoteCommandWire {
  public:
   // Called once, on the session's dispatcher, when the session is over and its
   // socket closed. The owner then destroys the session, deferred (the call
@@ -90,23 +92,19 @@ class SpdyRemoteCommand : private SpdyConnectionCallbacks, private session::Exec
   // Ends the session now (shutdown, drain): the exec is ended, streams reset,
   // GOAWAY sent; `on_done` follows once the socket is closed.
   void close();
+  // Ends the session at the end of a drain: the exec is ended and a Failure
+  // status saying crisp is shutting down goes on the error stream, then the
+  // connection closes as after an exit.
+  void endForShutdown();
 
   uint64_t connectionId() const { return connection_id_; }
   uint64_t sessionId() const { return session_id_; }
   session::RemoteCommandVersion version() const { return version_; }
   // True once the exec was started (and until it ends).
-  bool processRunning() const { return process_ != nullptr; }
+  bool processRunning() const { return core_->processRunning(); }
   const SpdyConnection& connection() const { return *connection_; }
 
  private:
-  enum class State {
-    kWaitingForStreams,  // accepting streams, creation timer armed
-    kStarting,           // inside Runtime::startExec()
-    kRunning,            // pumping
-    kFinished,           // status written (or session abandoned); connection closing
-    kDone,               // socket closed, on_done called
-  };
-
   using StreamType = session::StreamType;
 
   // SpdyConnectionCallbacks
@@ -118,57 +116,35 @@ class SpdyRemoteCommand : private SpdyConnectionCallbacks, private session::Exec
   void onOutputBelowLowWatermark() override;
   void onConnectionClosing(SpdyCloseReason reason, const std::string& detail) override;
   void onConnectionClosed() override;
+  bool onIdleTimeout() override;
 
-  // session::ExecCallbacks
-  void onStdout(Buffer& data) override;
-  void onStderr(Buffer& data) override;
-  void onExit(const session::ExitStatus& status) override;
-  void onStdinDrained() override;
+  // RemoteCommandWire
+  void pauseReading(bool paused) override;
+  bool acceptsOutput(StreamType type) const override;
+  void sendOutput(StreamType type, Buffer& data) override;
+  void endWithStatus(const std::string& payload) override;
+  void endWithoutStatus(const std::string& why, int wire_code) override;
 
   std::optional<StreamType> typeOf(uint32_t stream_id) const;
   uint32_t streamId(StreamType type) const { return stream_ids_[static_cast<size_t>(type)]; }
-  void startExec();
   void onCreationTimeout();
-  void deliverStdin(Buffer& data);
-  void closeStdin();
-  void sendOutput(StreamType type, Buffer& data);
-  // Writes the final status and closes the connection.
-  void finish(const session::ExitStatus& status);
-  // Ends the exec without a status (the client is gone or gave up).
-  void abandon(const std::string& why);
-  void releaseProcess();
 
   event::Dispatcher& dispatcher_;
-  session::Runtime& runtime_;
   const SpdyRemoteCommandConfig config_;
   DoneCallback on_done_;
   const uint64_t connection_id_;
   const uint64_t session_id_;
   const session::RemoteCommandVersion version_;
-  const std::string protocol_name_;
-  session::ExecSpec spec_;
   const session::StreamSet expected_;
 
   std::unique_ptr<SpdyConnection> connection_;
-  std::unique_ptr<session::ExecProcess> process_;
+  // Declared after the connection, so the exec ends before the socket closes.
+  std::unique_ptr<RemoteCommandSession> core_;
   event::TimerPtr creation_timer_;
-  event::TimerPtr start_timer_;
-  State state_ = State::kWaitingForStreams;
 
   // Stream id per StreamType (0: not opened).
   std::array<uint32_t, 5> stream_ids_{};
   session::StreamSet received_;
-  std::optional<session::TerminalSize> latest_size_;
-  session::ResizeDecoder resize_decoder_;
-  // Stdin received before the process exists.
-  Buffer early_stdin_;
-  bool stdin_eof_ = false;
-  bool stdin_paused_ = false;
-  bool output_paused_ = false;
-
-  session::SessionMetrics& metrics_;
-  stats::Gauge& active_gauge_;
-  bool counted_active_ = false;
 };
 
 // Serves upgraded SPDY connections: remotecommand protocols become
@@ -190,6 +166,9 @@ class SpdyUpgradeHandler : public UpgradeHandler {
   size_t activeSessions(event::Dispatcher& dispatcher);
   // Ends every session of `dispatcher` (shutdown). Call on its thread.
   void closeAll(event::Dispatcher& dispatcher);
+  // Ends every session of `dispatcher` with a status saying crisp is shutting
+  // down (the end of a drain). Call on its thread.
+  void endAllForShutdown(event::Dispatcher& dispatcher);
 
  private:
   session::Runtime& runtime_;

@@ -5,6 +5,8 @@
 #include <string_view>
 #include <utility>
 
+#include "source/stream/stream_metrics.h"
+
 namespace crisp::stream {
 namespace {
 
@@ -56,12 +58,7 @@ const char* streamLimitName(StreamLimit limit) {
 
 stats::Counter& limitHitCounter(StreamLimit limit, stats::Registry* registry) {
   stats::Registry& r = registry != nullptr ? *registry : stats::registry();
-  return r
-      .family("crisp_stream_limit_hits_total",
-              "Requests, connections and streams of the stream server refused or closed because "
-              "they reached a limit, by limit.",
-              stats::Kind::kCounter, {"limit"})
-      .counter({streamLimitName(limit)});
+  return limitHitsFamily(r).counter({streamLimitName(limit)});
 }
 
 std::string_view protocolErrorReason(std::string_view message) {
@@ -140,7 +137,7 @@ SessionPermit SessionLimiter::tryAcquire() {
   uint32_t taken = active_.load(std::memory_order_acquire);
   // Never past the maximum, not even for a moment: a plain fetch_add and
   // undo could refuse a request while another one is being undone.
-  while (taken < max_) {
+  while (taken < max()) {
     if (active_.compare_exchange_weak(taken, taken + 1, std::memory_order_acq_rel)) {
       return SessionPermit(this);
     }

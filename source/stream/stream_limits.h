@@ -160,7 +160,10 @@ class SessionLimiter {
   // A slot while fewer than max() are taken; an empty permit otherwise.
   SessionPermit tryAcquire();
 
-  uint32_t max() const { return max_; }
+  uint32_t max() const { return max_.load(std::memory_order_relaxed); }
+  // A new maximum (reload). Sessions above it are not ended; new ones wait
+  // until the count is below it.
+  void setMax(uint32_t max_sessions) { max_.store(max_sessions, std::memory_order_relaxed); }
   // Slots taken now.
   uint32_t active() const { return active_.load(std::memory_order_acquire); }
 
@@ -168,7 +171,7 @@ class SessionLimiter {
   friend class SessionPermit;
   void release() { active_.fetch_sub(1, std::memory_order_acq_rel); }
 
-  const uint32_t max_;
+  std::atomic<uint32_t> max_;
   std::atomic<uint32_t> active_{0};
 };
 

@@ -327,6 +327,9 @@ void WsConnection::onIdleTimeout() {
     return;
   }
   CRISP_CONN_LOG(kStream, info, id_, "closing: no message for {} ms", config_.idle_timeout.count());
+  if (callbacks_.onIdleTimeout()) {
+    return;
+  }
   beginClose(websocket::kCloseGoingAway, "ws.idle_timeout");
   notifyClosing(WsCloseReason::kIdleTimeout, "idle timeout");
 }

@@ -112,6 +112,10 @@ class WsConnectionCallbacks {
   // The transport is closed. The last callback, always called exactly once
   // (unless the connection is destroyed first).
   virtual void onConnectionClosed() = 0;
+  // No message for idle_timeout. Returning true means the owner ends the
+  // session itself (with close()); false lets the connection close with 1001
+  // "ws.idle_timeout" and onConnectionClosing(kIdleTimeout).
+  virtual bool onIdleTimeout() { return false; }
 };
 
 class WsConnection : private TransportCallbacks, private websocket::CodecCallbacks {

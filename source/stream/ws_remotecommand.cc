@@ -13,22 +13,8 @@
 namespace crisp::stream {
 namespace {
 
-using session::ExecProcess;
-using session::ExitStatus;
+using session::StreamType;
 using websocket::MessageType;
-
-const char* exitKindName(ExitStatus::Kind kind) {
-  switch (kind) {
-    case ExitStatus::Kind::kSuccess:
-      return "success";
-    case ExitStatus::Kind::kNonZeroExit:
-      return "non-zero exit";
-    case ExitStatus::Kind::kError:
-      return "error";
-  }
-  return "unknown";
-}
-
 
 }  // namespace
 
@@ -79,6 +65,8 @@ absl::StatusOr<std::unique_ptr<WsRemoteCommand>> WsRemoteCommand::create(
     return absl::InvalidArgumentError(absl::StrCat("ws.session.bad_protocol: \"", setup.subprotocol,
                                                    "\" is not a remotecommand channel protocol"));
   }
+  setup.client_address = setup.transport->peerAddress();
+  setup.client_subject = setup.transport->peerIdentity();
   std::unique_ptr<Transport> transport = std::move(setup.transport);
   std::unique_ptr<WsRemoteCommand> session(new WsRemoteCommand(
       dispatcher, runtime, std::move(setup), *protocol, config, std::move(on_done)));
@@ -97,7 +85,6 @@ WsRemoteCommand::WsRemoteCommand(event::Dispatcher& dispatcher, session::Runtime
                                  WsSessionSetup&& setup, const websocket::ChannelProtocol& protocol,
                                  const WsRemoteCommandConfig& config, DoneCallback on_done)
     : dispatcher_(dispatcher),
-      runtime_(runtime),
       config_(config),
       on_done_(std::move(on_done)),
       connection_id_(setup.connection_id != 0 ? setup.connection_id : log::nextId()),
@@ -105,61 +92,53 @@ WsRemoteCommand::WsRemoteCommand(event::Dispatcher& dispatcher, session::Runtime
       subprotocol_(std::move(setup.subprotocol)),
       protocol_(websocket::ChannelProtocol{subprotocol_, protocol.framing, protocol.version,
                                            protocol.stream_close}),
-      version_(channelRemoteCommandVersion(protocol)),
-      protocol_name_(setup.protocol_name.empty() ? absl::StrCat("ws/", subprotocol_)
-                                                 : std::move(setup.protocol_name)),
-      spec_(std::move(setup.spec)),
-      metrics_(session::SessionMetrics::get()),
-      active_gauge_(metrics_.sessions_active.gauge(
-          {session::operationName(spec_.operation), protocol_name_})) {
-  start_timer_ = std::make_unique<event::Timer>(dispatcher_, [this] { startExec(); });
+      version_(channelRemoteCommandVersion(protocol)) {
+  std::string protocol_name = setup.protocol_name.empty() ? absl::StrCat("ws/", subprotocol_)
+                                                          : std::move(setup.protocol_name);
+  core_ = std::make_unique<RemoteCommandSession>(
+      dispatcher_, runtime, static_cast<RemoteCommandWire&>(*this),
+      RemoteCommandSession::Identity{
+          connection_id_, session_id_, version_, std::move(protocol_name),
+          std::move(setup.client_address), std::move(setup.client_subject)},
+      std::move(setup.spec));
 }
 
 WsRemoteCommand::~WsRemoteCommand() {
-  start_timer_.reset();
-  process_.reset();
+  // The exec ends before the transport closes.
+  core_.reset();
   connection_.reset();
-  if (counted_active_) {
-    active_gauge_.dec();
-  }
 }
 
 void WsRemoteCommand::start() {
-  if (state_ != State::kWaitingToStart || counted_active_) {
+  if (started_ || core_->ended()) {
     return;
   }
-  metrics_.sessions_total.counter({session::operationName(spec_.operation), protocol_name_}).inc();
-  active_gauge_.inc();
-  counted_active_ = true;
+  started_ = true;
+  core_->begin();
+  const session::ExecSpec& spec = core_->spec();
   CRISP_SESSION_LOG(kSession, debug, connection_id_, session_id_,
                     "{} session over {} for container {} (stdin={} stdout={} stderr={} tty={})",
-                    session::operationName(spec_.operation), protocol_name_, spec_.container_id,
-                    spec_.stdin, spec_.stdout, spec_.stderr, spec_.tty);
+                    session::operationName(spec.operation), core_->identity().protocol_name,
+                    spec.container_id, spec.stdin, spec.stdout, spec.stderr, spec.tty);
   connection_->start();
   sendReadySignal();
   // From the loop: the bytes the transport already holds (a resize sent
   // right behind the request) are delivered first when it can.
-  start_timer_->enable(std::chrono::milliseconds(0));
+  core_->scheduleStart();
 }
 
-void WsRemoteCommand::close() {
-  // A started command gets a status saying why it ended, which the client
-  // shows, rather than a bare close. The close after it is a normal one:
-  // kubectl reports any other close code instead of the status.
-  if (state_ == State::kStarting || state_ == State::kRunning) {
-    finish(ExitStatus::error(session::kServerStoppingMessage));
-    return;
-  }
-  abandon("closed by the server", websocket::kCloseGoingAway);
-}
+void WsRemoteCommand::close() { core_->endForStop(websocket::kCloseGoingAway); }
+
+void WsRemoteCommand::endForShutdown() { core_->endForShutdown("crisp.shutdown"); }
 
 void WsRemoteCommand::sendReadySignal() {
   // The kubelet writes an empty payload on the first stream it has, so the
   // client knows the session is there before any output.
+  const session::ExecSpec& spec = core_->spec();
   uint8_t channel = websocket::kChannelError;
-  if (spec_.stdout) {
+  if (spec.stdout) {
     channel = websocket::kChannelStdout;
-  } else if (spec_.stderr && !spec_.tty) {
+  } else if (spec.stderr && !spec.tty) {
     channel = websocket::kChannelStderr;
   }
   Buffer empty;
@@ -169,7 +148,7 @@ void WsRemoteCommand::sendReadySignal() {
 // WsConnectionCallbacks
 
 void WsRemoteCommand::onMessage(MessageType type, Buffer& payload) {
-  if (state_ == State::kFinished || state_ == State::kDone) {
+  if (core_->ended()) {
     return;
   }
   absl::StatusOr<websocket::InboundMessage> decoded =
@@ -179,7 +158,7 @@ void WsRemoteCommand::onMessage(MessageType type, Buffer& payload) {
     CRISP_SESSION_LOG(kSession, info, connection_id_, session_id_, "bad channel message: {}",
                       reason);
     countProtocolError(reason);
-    abandon(reason, websocket::kCloseProtocolError);
+    core_->abandon(reason, websocket::kCloseProtocolError);
     return;
   }
   websocket::InboundMessage& message = *decoded;
@@ -199,7 +178,7 @@ void WsRemoteCommand::onMessage(MessageType type, Buffer& payload) {
     case websocket::InboundMessage::Kind::kStreamClose:
       if (message.channel == websocket::kChannelStdin) {
         CRISP_SESSION_LOG(kSession, debug, connection_id_, session_id_, "client closed stdin");
-        closeStdin();
+        core_->closeStdin();
       }
       return;
     case websocket::InboundMessage::Kind::kData:
@@ -207,12 +186,12 @@ void WsRemoteCommand::onMessage(MessageType type, Buffer& payload) {
   }
   switch (message.channel) {
     case websocket::kChannelStdin:
-      if (spec_.stdin) {
-        deliverStdin(message.payload);
+      if (core_->spec().stdin) {
+        core_->deliverStdin(message.payload);
       }
       return;
     case websocket::kChannelResize:
-      deliverResize(message.payload);
+      core_->deliverResize(message.payload, "channel");
       return;
     default:
       // Clients send nothing on output and error channels; drop it.
@@ -220,106 +199,16 @@ void WsRemoteCommand::onMessage(MessageType type, Buffer& payload) {
   }
 }
 
-void WsRemoteCommand::deliverStdin(Buffer& data) {
-  const size_t len = data.length();
-  metrics_.bytes_in.inc(len);
-  if (stdin_eof_) {
-    data.drain(len);
-    return;
-  }
-  switch (state_) {
-    case State::kRunning:
-      process_->writeStdin(data);
-      if (!stdin_paused_ && process_ != nullptr &&
-          process_->stdinQueuedBytes() > ExecProcess::kStdinHighWatermark) {
-        stdin_paused_ = true;
-        connection_->pauseReading(true);
-      }
-      return;
-    case State::kWaitingToStart:
-    case State::kStarting:
-      early_stdin_.move(data);
-      if (!stdin_paused_ && early_stdin_.length() > ExecProcess::kStdinHighWatermark) {
-        stdin_paused_ = true;
-        connection_->pauseReading(true);
-      }
-      return;
-    default:
-      data.drain(len);
-      return;
-  }
-}
+void WsRemoteCommand::onOutputAboveHighWatermark() { core_->outputAboveHighWatermark(); }
 
-void WsRemoteCommand::closeStdin() {
-  if (stdin_eof_) {
-    return;
-  }
-  stdin_eof_ = true;
-  if (state_ == State::kRunning && process_ != nullptr) {
-    process_->closeStdin();
-  }
-  // Otherwise startExec() closes it after writing the early stdin.
-}
-
-void WsRemoteCommand::deliverResize(Buffer& data) {
-  const size_t len = data.length();
-  if (len == 0) {
-    return;
-  }
-  const auto* bytes = reinterpret_cast<const char*>(data.linearize(len));
-  const absl::Status status =
-      resize_decoder_.feed(std::string_view(bytes, len), [this](session::TerminalSize size) {
-        if (state_ == State::kRunning && process_ != nullptr) {
-          process_->resize(size);
-        } else if (state_ == State::kWaitingToStart || state_ == State::kStarting) {
-          latest_size_ = size;
-        }
-      });
-  data.drain(len);
-  if (!status.ok()) {
-    CRISP_SESSION_LOG(kSession, info, connection_id_, session_id_,
-                      "ignoring the resize channel from now on: {}", status.ToString());
-  }
-}
-
-void WsRemoteCommand::onOutputAboveHighWatermark() {
-  output_paused_ = true;
-  if (process_ != nullptr) {
-    process_->pauseOutput(true);
-  }
-}
-
-void WsRemoteCommand::onOutputBelowLowWatermark() {
-  output_paused_ = false;
-  if (process_ != nullptr) {
-    process_->pauseOutput(false);
-  }
-}
+void WsRemoteCommand::onOutputBelowLowWatermark() { core_->outputBelowLowWatermark(); }
 
 void WsRemoteCommand::onConnectionClosing(WsCloseReason reason, const std::string& detail) {
-  if (reason == WsCloseReason::kIdleTimeout) {
-    metrics_.idle_timeouts.inc();
-  }
-  if (state_ == State::kFinished || state_ == State::kDone) {
-    return;
-  }
-  CRISP_SESSION_LOG(kSession, debug, connection_id_, session_id_,
-                    "connection ended ({}): {}; ending the {}", closeReasonName(reason), detail,
-                    session::operationName(spec_.operation));
-  state_ = State::kFinished;
-  start_timer_->disable();
-  releaseProcess();
+  core_->connectionClosing(closeReasonName(reason), detail, reason == WsCloseReason::kIdleTimeout);
 }
 
 void WsRemoteCommand::onConnectionClosed() {
-  state_ = State::kDone;
-  start_timer_->disable();
-  releaseProcess();
-  if (counted_active_) {
-    active_gauge_.dec();
-    counted_active_ = false;
-  }
-  CRISP_SESSION_LOG(kSession, debug, connection_id_, session_id_, "session closed");
+  core_->connectionClosed();
   if (on_done_) {
     DoneCallback done = std::move(on_done_);
     on_done_ = nullptr;
@@ -327,30 +216,30 @@ void WsRemoteCommand::onConnectionClosed() {
   }
 }
 
-// session::ExecCallbacks
-
-void WsRemoteCommand::onStdout(Buffer& data) {
-  if (!spec_.stdout) {
-    data.drain(data.length());
-    return;
+bool WsRemoteCommand::onIdleTimeout() {
+  if (core_->ended()) {
+    return false;
   }
-  sendOutput(websocket::kChannelStdout, data);
+  // The status goes on the error channel, then the close.
+  core_->endIdle(config_.connection.idle_timeout, "ws.idle_timeout");
+  return true;
 }
 
-void WsRemoteCommand::onStderr(Buffer& data) {
-  if (!spec_.stderr || spec_.tty) {
-    data.drain(data.length());
-    return;
+// RemoteCommandWire
+
+void WsRemoteCommand::pauseReading(bool paused) { connection_->pauseReading(paused); }
+
+bool WsRemoteCommand::acceptsOutput(StreamType type) const {
+  const session::ExecSpec& spec = core_->spec();
+  if (type == StreamType::kStdout) {
+    return spec.stdout;
   }
-  sendOutput(websocket::kChannelStderr, data);
+  return type == StreamType::kStderr && spec.stderr && !spec.tty;
 }
 
-void WsRemoteCommand::sendOutput(uint8_t channel, Buffer& data) {
-  if (state_ != State::kRunning && state_ != State::kStarting) {
-    data.drain(data.length());
-    return;
-  }
-  metrics_.bytes_out.inc(data.length());
+void WsRemoteCommand::sendOutput(StreamType type, Buffer& data) {
+  const uint8_t channel =
+      type == StreamType::kStdout ? websocket::kChannelStdout : websocket::kChannelStderr;
   const size_t limit = std::max<size_t>(config_.max_output_message_bytes, 1);
   while (!data.empty()) {
     Buffer chunk;
@@ -366,109 +255,25 @@ void WsRemoteCommand::sendChannel(uint8_t channel, Buffer& payload) {
   connection_->sendMessage(type, message);
 }
 
-void WsRemoteCommand::onExit(const ExitStatus& status) { finish(status); }
-
-void WsRemoteCommand::onStdinDrained() {
-  if (stdin_paused_) {
-    stdin_paused_ = false;
-    connection_->pauseReading(false);
-  }
-}
-
-void WsRemoteCommand::startExec() {
-  if (state_ != State::kWaitingToStart) {
-    return;
-  }
-  if (!spec_.stdin && !spec_.stdout && !spec_.stderr) {
-    finish(ExitStatus::error("one of stdin, stdout, or stderr must be set"));
-    return;
-  }
-  state_ = State::kStarting;
-  CRISP_SESSION_LOG(
-      kSession, debug, connection_id_, session_id_, "starting (tty={}, initial size {})", spec_.tty,
-      latest_size_.has_value()
-          ? std::to_string(latest_size_->width) + "x" + std::to_string(latest_size_->height)
-          : std::string("unknown"));
-  absl::StatusOr<std::unique_ptr<ExecProcess>> started =
-      runtime_.startExec(dispatcher_, spec_, latest_size_, *this);
-  if (!started.ok()) {
-    CRISP_SESSION_LOG(kSession, info, connection_id_, session_id_, "start failed: {}",
-                      started.status().ToString());
-    finish(ExitStatus::error(std::string(started.status().message())));
-    return;
-  }
-  std::unique_ptr<ExecProcess> process = std::move(started).value();
-  if (state_ != State::kStarting || process == nullptr) {
-    // It ended (or the client left) while starting.
-    if (process != nullptr) {
-      dispatcher_.deferredDelete(std::move(process));
-    }
-    if (state_ == State::kStarting) {
-      finish(ExitStatus::error("the runtime returned no process"));
-    }
-    return;
-  }
-  process_ = std::move(process);
-  state_ = State::kRunning;
-  // Each call below may end the process synchronously (onExit), so check
-  // after each one.
-  if (output_paused_) {
-    process_->pauseOutput(true);
-  }
-  if (process_ != nullptr && !early_stdin_.empty()) {
-    process_->writeStdin(early_stdin_);
-  }
-  if (process_ != nullptr && stdin_eof_) {
-    process_->closeStdin();
-  }
-  if (process_ != nullptr && stdin_paused_ &&
-      process_->stdinQueuedBytes() <= ExecProcess::kStdinHighWatermark) {
-    stdin_paused_ = false;
-    connection_->pauseReading(false);
-  }
-}
-
-void WsRemoteCommand::finish(const ExitStatus& status) {
-  if (state_ != State::kWaitingToStart && state_ != State::kStarting && state_ != State::kRunning) {
-    return;
-  }
-  state_ = State::kFinished;
-  start_timer_->disable();
-  CRISP_SESSION_LOG(kSession, debug, connection_id_, session_id_, "{} ended: {} {} {}",
-                    session::operationName(spec_.operation), exitKindName(status.kind),
-                    status.exit_code, status.message);
+void WsRemoteCommand::endWithStatus(const std::string& payload) {
   // The output went out as it came, through the same connection, so the
-  // status below follows every byte of it; the close follows the status.
-  std::string payload = session::errorStreamPayload(version_, spec_, status);
+  // status below follows every byte of it; the close follows the status. The
+  // close is a normal one even when crisp ended the session: clients report
+  // any other close code instead of the status.
   if (!payload.empty()) {
     Buffer body;
     body.add(payload);
     sendChannel(websocket::kChannelError, body);
   }
-  releaseProcess();
   connection_->close(websocket::kCloseNormal);
 }
 
-void WsRemoteCommand::abandon(const std::string& why, uint16_t close_code) {
-  if (state_ == State::kFinished || state_ == State::kDone) {
-    return;
-  }
-  CRISP_SESSION_LOG(kSession, debug, connection_id_, session_id_, "ending the session: {}", why);
-  state_ = State::kFinished;
-  start_timer_->disable();
-  releaseProcess();
+void WsRemoteCommand::endWithoutStatus(const std::string& why, int close_code) {
   // The reason is a stable dotted name (ws.channel.bad_close_signal: ...);
   // only the name goes on the wire.
+  const auto code = static_cast<uint16_t>(close_code);
   const std::string_view reason = std::string_view(why).substr(0, why.find(':'));
-  connection_->close(close_code,
-                     close_code == websocket::kCloseNormal ? std::string_view() : reason);
-}
-
-void WsRemoteCommand::releaseProcess() {
-  if (process_ != nullptr) {
-    // Deferred: this may run inside one of the process's own callbacks.
-    dispatcher_.deferredDelete(std::move(process_));
-  }
+  connection_->close(code, code == websocket::kCloseNormal ? std::string_view() : reason);
 }
 
 // WsUpgradeHandler
@@ -532,5 +337,9 @@ size_t WsUpgradeHandler::activeSessions(event::Dispatcher& dispatcher) {
 }
 
 void WsUpgradeHandler::closeAll(event::Dispatcher& dispatcher) { sessions_.closeAll(dispatcher); }
+
+void WsUpgradeHandler::endAllForShutdown(event::Dispatcher& dispatcher) {
+  sessions_.forEach(dispatcher, [](auto& session) { session.endForShutdown(); });
+}
 
 }  // namespace crisp::stream

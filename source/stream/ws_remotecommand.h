@@ -32,9 +32,11 @@
 // 4. End: on onExit, after every byte of output, the status goes on the
 //    error channel (session::errorStreamPayload(): plain text for v1 and the
 //    base64 v1 protocol, nothing on success; a JSON Status for v4 and v5),
-//    then the connection closes with 1000. The client going away (close
-//    frame, EOF, transport error, protocol error, idle timeout) ends the
-//    exec at once by destroying the ExecProcess.
+//    then the connection closes with 1000. An idle timeout (no message for
+//    idle_timeout) or the end of a drain ends the same way, with a Failure
+//    status that says why. The client going away (close frame, EOF,
+//    transport error, protocol error) ends the exec at once by destroying
+//    the ExecProcess.
 //
 // WsUpgradeHandler takes upgraded WebSocket connections from the HTTP/1.1
 // front and owns their sessions until they end; port-forward requests go to
@@ -58,6 +60,7 @@
 #include "source/common/dispatcher.h"
 #include "source/session/remotecommand.h"
 #include "source/session/runtime.h"
+#include "source/stream/remotecommand_session.h"
 #include "source/stream/transport.h"
 #include "source/stream/session_registry.h"
 #include "source/stream/upgrade.h"
@@ -94,9 +97,12 @@ struct WsSessionSetup {
   // The metric label and log text, e.g. "ws/v5.channel.k8s.io".
   std::string protocol_name;
   session::ExecSpec spec;
+  // For the audit log; create() takes them from the transport.
+  std::string client_address;
+  std::string client_subject;
 };
 
-class WsRemoteCommand : private WsConnectionCallbacks, private session::ExecCallbacks {
+class WsRemoteCommand : private WsConnectionCallbacks, private RemoteCommandWire {
  public:
   // Called once, on the session's dispatcher, when the session is over and its
   // transport closed. The owner then destroys the session, deferred (the call
@@ -124,24 +130,20 @@ class WsRemoteCommand : private WsConnectionCallbacks, private session::ExecCall
   // connection closed with 1001; `on_done` follows once the transport is
   // closed.
   void close();
+  // Ends the session at the end of a drain: the exec is ended, a Failure
+  // status saying crisp is shutting down goes on the error channel, then the
+  // connection closes as after an exit (1000).
+  void endForShutdown();
 
   uint64_t connectionId() const { return connection_id_; }
   uint64_t sessionId() const { return session_id_; }
   const websocket::ChannelProtocol& channelProtocol() const { return protocol_; }
   session::RemoteCommandVersion version() const { return version_; }
   // True once the exec was started (and until it ends).
-  bool processRunning() const { return process_ != nullptr; }
+  bool processRunning() const { return core_->processRunning(); }
   const WsConnection& connection() const { return *connection_; }
 
  private:
-  enum class State {
-    kWaitingToStart,  // ready signal sent; the start runs from the loop
-    kStarting,        // inside Runtime::startExec()
-    kRunning,         // pumping
-    kFinished,        // status queued (or session abandoned); connection closing
-    kDone,            // transport closed, on_done called
-  };
-
   WsRemoteCommand(event::Dispatcher& dispatcher, session::Runtime& runtime, WsSessionSetup&& setup,
                   const websocket::ChannelProtocol& protocol, const WsRemoteCommandConfig& config,
                   DoneCallback on_done);
@@ -152,28 +154,19 @@ class WsRemoteCommand : private WsConnectionCallbacks, private session::ExecCall
   void onOutputBelowLowWatermark() override;
   void onConnectionClosing(WsCloseReason reason, const std::string& detail) override;
   void onConnectionClosed() override;
+  bool onIdleTimeout() override;
 
-  // session::ExecCallbacks
-  void onStdout(Buffer& data) override;
-  void onStderr(Buffer& data) override;
-  void onExit(const session::ExitStatus& status) override;
-  void onStdinDrained() override;
+  // RemoteCommandWire
+  void pauseReading(bool paused) override;
+  bool acceptsOutput(session::StreamType type) const override;
+  void sendOutput(session::StreamType type, Buffer& data) override;
+  void endWithStatus(const std::string& payload) override;
+  void endWithoutStatus(const std::string& why, int close_code) override;
 
   void sendReadySignal();
-  void startExec();
-  void deliverStdin(Buffer& data);
-  void closeStdin();
-  void deliverResize(Buffer& data);
-  void sendOutput(uint8_t channel, Buffer& data);
   void sendChannel(uint8_t channel, Buffer& payload);
-  // Writes the final status and closes the connection.
-  void finish(const session::ExitStatus& status);
-  // Ends the exec without a status (the client is gone or gave up).
-  void abandon(const std::string& why, uint16_t close_code);
-  void releaseProcess();
 
   event::Dispatcher& dispatcher_;
-  session::Runtime& runtime_;
   const WsRemoteCommandConfig config_;
   DoneCallback on_done_;
   const uint64_t connection_id_;
@@ -182,25 +175,11 @@ class WsRemoteCommand : private WsConnectionCallbacks, private session::ExecCall
   const std::string subprotocol_;
   const websocket::ChannelProtocol protocol_;
   const session::RemoteCommandVersion version_;
-  const std::string protocol_name_;
-  const session::ExecSpec spec_;
 
   std::unique_ptr<WsConnection> connection_;
-  std::unique_ptr<session::ExecProcess> process_;
-  event::TimerPtr start_timer_;
-  State state_ = State::kWaitingToStart;
-
-  std::optional<session::TerminalSize> latest_size_;
-  session::ResizeDecoder resize_decoder_;
-  // Stdin received before the process exists.
-  Buffer early_stdin_;
-  bool stdin_eof_ = false;
-  bool stdin_paused_ = false;
-  bool output_paused_ = false;
-
-  session::SessionMetrics& metrics_;
-  stats::Gauge& active_gauge_;
-  bool counted_active_ = false;
+  // Declared after the connection, so the exec ends before the transport closes.
+  std::unique_ptr<RemoteCommandSession> core_;
+  bool started_ = false;
 };
 
 // Serves upgraded WebSocket connections: exec and attach requests on a
@@ -236,6 +215,9 @@ class WsUpgradeHandler : public UpgradeHandler {
   size_t activeSessions(event::Dispatcher& dispatcher);
   // Ends every session of `dispatcher` (shutdown). Call on its thread.
   void closeAll(event::Dispatcher& dispatcher);
+  // Ends every session of `dispatcher` with a status saying crisp is shutting
+  // down (the end of a drain). Call on its thread.
+  void endAllForShutdown(event::Dispatcher& dispatcher);
 
  private:
   session::Runtime& runtime_;

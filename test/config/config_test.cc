@@ -455,7 +455,7 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(
         ErrorCase{"UnknownTopLevelKey", withMinimal("streams:\n  listen: 127.0.0.1:1\n"),
                   "t.yaml:3: streams: unknown key (expected one of: cri, stream, cache, admin, "
-                  "log, runtime)"},
+                  "log, runtime, audit, recording)"},
         ErrorCase{"UnknownNestedKey", withMinimal("cache:\n  ttl: 1m\n  size: 10\n"),
                   "t.yaml:5: cache.size: unknown key (expected one of: ttl, shards, "
                   "max_in_flight)"},
@@ -596,6 +596,55 @@ TEST(ConfigTest, ShippedUpstreamExampleLoads) {
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->cri.upstream, "/run/containerd/containerd.sock");
   EXPECT_TRUE(c->runtime.embedded.containers.empty());
+}
+
+// Drain, audit and recording keys: read, defaulted, checked.
+TEST(ConfigTest, ReadsDrainAuditAndRecordingKeys) {
+  absl::StatusOr<Config> c = loadString(withMinimal("stream:\n  drain_grace_period: 45s\n"
+                                                    "audit:\n  path: /var/log/crisp/audit.log\n"
+                                                    "  max_bytes: 65536\n  max_files: 2\n"
+                                                    "recording:\n  dir: /var/lib/crisp/rec\n"
+                                                    "  max_bytes: 4096\n  retention: 168h\n"
+                                                    "  input: true\n"),
+                                        "t.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->stream.drain_grace_period, seconds(45));
+  ASSERT_TRUE(c->audit.has_value());
+  EXPECT_EQ(c->audit->path, "/var/log/crisp/audit.log");
+  EXPECT_EQ(c->audit->max_bytes, 65536u);
+  EXPECT_EQ(c->audit->max_files, 2u);
+  ASSERT_TRUE(c->recording.has_value());
+  EXPECT_EQ(c->recording->dir, "/var/lib/crisp/rec");
+  EXPECT_EQ(c->recording->max_bytes, 4096u);
+  EXPECT_EQ(c->recording->retention_age, hours(168));
+  EXPECT_EQ(c->recording->retention_count, 0u);
+  EXPECT_TRUE(c->recording->input);
+
+  absl::StatusOr<Config> d =
+      loadString(withMinimal("audit:\nrecording:\n  dir: /r\n  retention: 20\n"), "t.yaml");
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->stream.drain_grace_period, seconds(30));
+  ASSERT_TRUE(d->audit.has_value());
+  EXPECT_EQ(d->audit->path, "");  // standard output
+  EXPECT_EQ(d->audit->max_files, 5u);
+  EXPECT_EQ(d->recording->retention_count, 20u);
+  EXPECT_EQ(d->recording->retention_age, milliseconds(0));
+  EXPECT_FALSE(loadString(kMinimal, "t.yaml")->audit.has_value());
+}
+
+TEST(ConfigTest, RefusesBadDrainAuditAndRecordingValues) {
+  EXPECT_THAT(errorOf(withMinimal("stream:\n  drain_grace_period: 2h\n")),
+              HasSubstr("t.yaml:4: stream.drain_grace_period: must be from 0 to 1h"));
+  EXPECT_THAT(errorOf(withMinimal("audit:\n  path: audit.log\n")),
+              HasSubstr("audit.path: expected an absolute path, got \"audit.log\""));
+  EXPECT_THAT(errorOf(withMinimal("audit:\n  max_files: 0\n")),
+              HasSubstr("audit.max_files: expected an integer from 1 to 1000"));
+  EXPECT_THAT(errorOf(withMinimal("recording:\n  max_bytes: 10\n")),
+              HasSubstr("recording.dir: required key is missing"));
+  EXPECT_THAT(errorOf(withMinimal("recording:\n  dir: /r\n  retention: forever\n")),
+              HasSubstr("recording.retention: expected a number of recordings (100) or an age"));
+  EXPECT_THAT(errorOf(withMinimal("recording:\n  dir: /r\n  input: yes\n")),
+              HasSubstr("recording.input: expected true or false"));
 }
 
 }  // namespace

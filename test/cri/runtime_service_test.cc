@@ -425,6 +425,25 @@ TEST_F(RuntimeServiceTest, PortForwardAcceptsPodSandboxIdAndNoPorts) {
   EXPECT_TRUE(spec->ports.empty());
 }
 
+// While crisp drains, no stream URL is handed out: UNAVAILABLE, naming why.
+TEST_F(RuntimeServiceTest, DrainingRefusesNewStreamUrls) {
+  service_.stopIssuingStreams();
+  expectStatus(service_.exec(execRequest(false, false, true, true)).status(),
+               absl::StatusCode::kUnavailable,
+               "crisp is shutting down and accepts no new exec sessions; retry on another node "
+               "or after the restart");
+  expectStatus(service_.attach(attachRequest(false, true, true, true)).status(),
+               absl::StatusCode::kUnavailable,
+               "crisp is shutting down and accepts no new attach sessions; retry on another node "
+               "or after the restart");
+  ::runtime::v1::PortForwardRequest r;
+  r.set_pod_sandbox_id("c1");
+  expectStatus(service_.portForward(r).status(), absl::StatusCode::kUnavailable,
+               "crisp is shutting down and accepts no new portforward sessions; retry on "
+               "another node or after the restart");
+  EXPECT_EQ(cache_.size(), 0u);
+}
+
 TEST(RuntimeServiceBaseUrlTest, ResolvesLikeARelativeReference) {
   FixedTimeSource time;
   CountingRandomSource random;

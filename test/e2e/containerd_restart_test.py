@@ -6,8 +6,9 @@
   started then works at once.
 - An exec in flight when crisp stops: crisp bridges every stream to
   containerd's stream server, so the stream ends with crisp. On SIGTERM crisp
-  ends it with a Status, and kubectl (SPDY and WebSocket alike) prints
-  "crisp is shutting down" after the output it had and exits 1. On SIGKILL
+  drains: at the end of the grace period it ends the stream with a Status,
+  and kubectl (SPDY and WebSocket alike) prints "crisp is shutting down"
+  after the output it had and exits 1. On SIGKILL
   there is no Status: kubectl over WebSocket reports the abnormal closure and
   exits 1, kubectl over SPDY exits 0 with the output cut short (it takes the
   lost connection for the end). Never a hang, never a stack.
@@ -41,9 +42,10 @@ LONG_EXEC = ["sh", "-c", "for i in $(seq 1 40); do echo line-$i; sleep 0.1; done
 LONG_EXEC_OUTPUT = "".join("line-%d\n" % i for i in range(1, 41))
 # A stack trace or panic is never a clear message.
 UNCLEAR = re.compile(r"goroutine \d+|panic:")
-# What kubectl prints for a session crisp ends on SIGTERM (docs/operations.md).
-STOPPING = ("error: Internal error occurred: error executing command in container: "
-            "crisp is shutting down")
+# What kubectl prints for a session still running when crisp's drain grace
+# period (1 s here) after SIGTERM is over (docs/operations.md, "Drain").
+STOPPING = ("error: crisp is shutting down: the session was ended at the end of the drain "
+            "grace period (stream.drain_grace_period)")
 # What kubectl 1.33 over WebSocket prints when crisp is killed under a
 # session: the connection is gone with no Status to carry a reason.
 KILLED_WS = ("error: error reading from error stream: next reader: websocket: close 1006 "

@@ -81,6 +81,7 @@ cri:
 stream:
   listen: 127.0.0.1:0
   stream_creation_timeout: 10s
+  drain_grace_period: 1s
 admin:
   listen: 127.0.0.1:0
 log:

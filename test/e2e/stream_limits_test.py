@@ -204,9 +204,13 @@ class LimitsAndTimeoutsTest(unittest.TestCase):
         with ws.RawWebSocket(url, "v4.channel.k8s.io") as client:
             self.assertEqual(client.recv_message(), (0x2, b"\x01"))  # the ready signal
             start = time.monotonic()
-            _, code = client.read_until_close()
+            channels, code = client.read_until_close()
             elapsed = time.monotonic() - start
-        self.assertEqual(code, 1001)
+        # The reason on the error channel, then a normal close, so that kubectl
+        # shows the reason.
+        self.assertEqual(code, 1000)
+        self.assertIn(b"crisp ended the session: no input or output for 2s "
+                      b"(stream.stream_idle_timeout)", channels.get(3, b""))
         self.assertGreaterEqual(elapsed, 1.9)
         self.assertLess(elapsed, 6)
         self.assertEqual(wait_for_at_least(self.cluster, "crisp_session_timeouts_total",

@@ -135,19 +135,36 @@ TEST(RemoteCommandTest, ExitCodesUpTo255CarriedUnchanged) {
 
 TEST(RemoteCommandTest, ExitCodeOutsideByteIsInternalError) {
   const auto spec = execSpec({"x"}, false, false, true, false);
-  EXPECT_EQ(errorStreamPayload(V::kV4, spec, ExitStatus{ExitStatus::Kind::kNonZeroExit, 256, ""}),
+  EXPECT_EQ(errorStreamPayload(V::kV4, spec,
+                               ExitStatus{ExitStatus::Kind::kNonZeroExit, 256, "", "", 0}),
             R"({"metadata":{},"status":"Failure","message":"Internal error occurred: error )"
             R"(executing command in container: process exited with code 256","reason":)"
             R"("InternalError","details":{"causes":[{"message":"error executing command in )"
             R"(container: process exited with code 256"}]},"code":500})");
   const std::string negative =
-      errorStreamPayload(V::kV4, spec, ExitStatus{ExitStatus::Kind::kNonZeroExit, -1, ""});
+      errorStreamPayload(V::kV4, spec, ExitStatus{ExitStatus::Kind::kNonZeroExit, -1, "", "", 0});
   EXPECT_NE(negative.find(R"("reason":"InternalError")"), std::string::npos) << negative;
+}
+
+// A session crisp ends (shutdown, idle timeout) is a Failure the client shows
+// as it stands, for exec and attach alike; v1-v3 get the text alone.
+TEST(RemoteCommandTest, EndedByServerIsAFailureWithItsOwnReason) {
+  const ExitStatus status =
+      ExitStatus::endedByServer("crisp is shutting down", "ServiceUnavailable", 503);
+  for (auto op : {session::Operation::kExec, session::Operation::kAttach}) {
+    auto spec = execSpec({"sh"}, true, true, true, false);
+    spec.operation = op;
+    EXPECT_EQ(errorStreamPayload(V::kV4, spec, status),
+              R"({"metadata":{},"status":"Failure","message":"crisp is shutting down",)"
+              R"("reason":"ServiceUnavailable","details":{"causes":[{"message":)"
+              R"("crisp is shutting down"}]},"code":503})");
+    EXPECT_EQ(errorStreamPayload(V::kV2, spec, status), "crisp is shutting down");
+  }
 }
 
 TEST(RemoteCommandTest, BackendTextReplacesDefaultExitText) {
   const auto spec = execSpec({"x"}, false, false, true, false);
-  ExitStatus status{ExitStatus::Kind::kNonZeroExit, 2, "exec failed: <no> & \"so\""};
+  ExitStatus status{ExitStatus::Kind::kNonZeroExit, 2, "exec failed: <no> & \"so\"", "", 0};
   EXPECT_EQ(nonZeroExitMessage(spec, status),
             "command terminated with non-zero exit code: exec failed: <no> & \"so\"");
   EXPECT_EQ(errorStreamPayload(V::kV4, spec, status),

@@ -16,6 +16,7 @@
 
 #include "source/stream/raw_socket_transport.h"
 
+#include "test/stream/fake_exec_runtime.h"
 #include "test/stream/spdy_test_client.h"
 
 namespace crisp::stream {
@@ -42,274 +43,13 @@ using testing::SpdyTestClient;
 using Frame = SpdyTestClient::Frame;
 
 constexpr char kSuccessJson[] = R"({"metadata":{},"status":"Success"})";
-constexpr uint64_t kFnvOffset = 14695981039346656037ull;
-constexpr uint64_t kFnvPrime = 1099511628211ull;
-
-uint64_t fnv(uint64_t h, const char* p, size_t n) {
-  for (size_t i = 0; i < n; ++i) {
-    h = (h ^ static_cast<uint8_t>(p[i])) * kFnvPrime;
-  }
-  return h;
-}
-
-// The byte the fake process writes at stdout offset `k`.
-char outputByte(uint64_t k) { return static_cast<char>((k * 131 + 7) % 251); }
-
-// What the fake process does.
-struct Script {
-  bool echo_stdin = false;                      // stdout gets what stdin gets
-  std::optional<ExitStatus> exit_on_stdin_eof;  // exit once stdin is closed and consumed
-  size_t output_bytes = 0;                      // stdout produced from the start
-  std::optional<ExitStatus> exit_after_output;  // exit once output_bytes are out
-  absl::Status start_error;                     // startExec() fails with this
-  bool slow_stdin = false;                      // stdin consumed 64 KiB per millisecond
-};
-
-// What the fake runtime saw. Guarded by FakeRuntime's mutex.
-struct Record {
-  int starts = 0;
-  ExecSpec spec;
-  std::optional<TerminalSize> initial;
-  uint64_t stdin_bytes = 0;
-  uint64_t stdin_hash = kFnvOffset;
-  std::string stdin_head;  // the first MiB
-  bool stdin_closed = false;
-  std::vector<TerminalSize> resizes;
-  std::vector<bool> pauses;
-  size_t max_stdin_queue = 0;
-  int live = 0;
-  int destroyed = 0;
-  uint64_t stdout_produced = 0;
-};
-
-class FakeProcess;
-
-// A scripted session::Runtime. startExec() and the processes run on the
-// loop; the test reads the Record from its own thread.
-class FakeRuntime : public session::Runtime {
- public:
-  Script script;
-
-  Record snapshot() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return rec_;
-  }
-
-  bool waitUntil(const std::function<bool(const Record&)>& pred,
-                 milliseconds timeout = std::chrono::seconds(5)) {
-    std::unique_lock<std::mutex> lock(mu_);
-    return cv_.wait_for(lock, timeout, [&] { return pred(rec_); });
-  }
-
-  // On the loop: every live process exits with `status`.
-  void exitAll(const ExitStatus& status);
-
-  std::vector<session::ContainerInfo> listContainers() const override { return {}; }
-  absl::StatusOr<session::ContainerInfo> container(const std::string&) const override {
-    return absl::NotFoundError("no containers here");
-  }
-
-  absl::StatusOr<std::unique_ptr<session::ExecProcess>> startExec(
-      event::Dispatcher& dispatcher, const ExecSpec& spec, std::optional<TerminalSize> initial,
-      session::ExecCallbacks& callbacks) override;
-
-  template <class F>
-  void update(F f) {
-    std::lock_guard<std::mutex> lock(mu_);
-    f(rec_);
-    cv_.notify_all();
-  }
-
-  std::set<FakeProcess*> live_;
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  Record rec_;
-};
-
-class FakeProcess : public session::ExecProcess {
- public:
-  FakeProcess(FakeRuntime& runtime, event::Dispatcher& dispatcher,
-              session::ExecCallbacks& callbacks)
-      : runtime_(runtime),
-        script_(runtime.script),
-        callbacks_(callbacks),
-        timer_(dispatcher, [this] { tick(); }) {
-    runtime_.live_.insert(this);
-    runtime_.update([](Record& r) { ++r.live; });
-    timer_.enable(milliseconds(0));
-  }
-
-  ~FakeProcess() override {
-    runtime_.live_.erase(this);
-    runtime_.update([](Record& r) {
-      --r.live;
-      ++r.destroyed;
-    });
-  }
-
-  void writeStdin(Buffer& data) override {
-    if (exited_) {
-      data.drain(data.length());
-      return;
-    }
-    if (script_.slow_stdin) {
-      queue_.move(data);
-      if (queue_.length() > kStdinHighWatermark) {
-        was_high_ = true;
-      }
-      const size_t queued = queue_.length();
-      runtime_.update([&](Record& r) { r.max_stdin_queue = std::max(r.max_stdin_queue, queued); });
-      if (!timer_.enabled()) {
-        timer_.enable(milliseconds(1));
-      }
-      return;
-    }
-    consume(data, data.length());
-    timer_.enable(milliseconds(0));
-  }
-  size_t stdinQueuedBytes() const override { return queue_.length(); }
-  void closeStdin() override {
-    stdin_closed_ = true;
-    runtime_.update([](Record& r) { r.stdin_closed = true; });
-    timer_.enable(milliseconds(0));
-  }
-  void resize(TerminalSize size) override {
-    runtime_.update([&](Record& r) { r.resizes.push_back(size); });
-  }
-  void pauseOutput(bool paused) override {
-    paused_ = paused;
-    runtime_.update([&](Record& r) { r.pauses.push_back(paused); });
-    if (!paused) {
-      timer_.enable(milliseconds(0));
-    }
-  }
-
-  void exit(const ExitStatus& status) {
-    if (exited_) {
-      return;
-    }
-    exited_ = true;
-    timer_.disable();
-    callbacks_.onExit(status);
-  }
-
- private:
-  void consume(Buffer& data, size_t n) {
-    const auto* p = reinterpret_cast<const char*>(data.linearize(n));
-    runtime_.update([&](Record& r) {
-      r.stdin_bytes += n;
-      r.stdin_hash = fnv(r.stdin_hash, p, n);
-      if (r.stdin_head.size() < (1u << 20)) {
-        r.stdin_head.append(p, std::min(n, (1u << 20) - r.stdin_head.size()));
-      }
-    });
-    if (script_.echo_stdin) {
-      echo_.move(data, n);
-    } else {
-      data.drain(n);
-    }
-  }
-
-  void tick() {
-    if (exited_) {
-      return;
-    }
-    if (!queue_.empty()) {
-      consume(queue_, std::min<size_t>(queue_.length(), 64 * 1024));
-      if (was_high_ && queue_.length() < 256 * 1024) {
-        was_high_ = false;
-        callbacks_.onStdinDrained();
-        if (exited_) {
-          return;
-        }
-      }
-    }
-    if (!echo_.empty()) {
-      callbacks_.onStdout(echo_);
-      if (exited_) {
-        return;
-      }
-    }
-    for (int chunks = 0; chunks < 4 && !paused_ && produced_ < script_.output_bytes; ++chunks) {
-      const size_t n = std::min<size_t>(16 * 1024, script_.output_bytes - produced_);
-      std::string bytes(n, '\0');
-      for (size_t i = 0; i < n; ++i) {
-        bytes[i] = outputByte(produced_ + i);
-      }
-      produced_ += n;
-      runtime_.update([&](Record& r) { r.stdout_produced = produced_; });
-      Buffer chunk;
-      chunk.add(bytes);
-      callbacks_.onStdout(chunk);
-      if (exited_) {
-        return;
-      }
-    }
-    if (stdin_closed_ && queue_.empty() && echo_.empty() && script_.exit_on_stdin_eof) {
-      exit(*script_.exit_on_stdin_eof);
-      return;
-    }
-    if (script_.output_bytes > 0 && produced_ == script_.output_bytes &&
-        script_.exit_after_output) {
-      exit(*script_.exit_after_output);
-      return;
-    }
-    if (!echo_.empty() || (!paused_ && produced_ < script_.output_bytes)) {
-      timer_.enable(milliseconds(0));
-    } else if (!queue_.empty()) {
-      // A slow reader of stdin: about 64 MB/s, slower than the socket.
-      timer_.enable(milliseconds(1));
-    }
-  }
-
-  FakeRuntime& runtime_;
-  const Script script_;
-  session::ExecCallbacks& callbacks_;
-  event::Timer timer_;
-  Buffer queue_;
-  Buffer echo_;
-  bool was_high_ = false;
-  bool stdin_closed_ = false;
-  bool paused_ = false;
-  bool exited_ = false;
-  uint64_t produced_ = 0;
-};
-
-void FakeRuntime::exitAll(const ExitStatus& status) {
-  const std::vector<FakeProcess*> all(live_.begin(), live_.end());
-  for (FakeProcess* p : all) {
-    p->exit(status);
-  }
-}
-
-absl::StatusOr<std::unique_ptr<session::ExecProcess>> FakeRuntime::startExec(
-    event::Dispatcher& dispatcher, const ExecSpec& spec, std::optional<TerminalSize> initial,
-    session::ExecCallbacks& callbacks) {
-  update([&](Record& r) {
-    ++r.starts;
-    r.spec = spec;
-    r.initial = initial;
-  });
-  if (!script.start_error.ok()) {
-    return script.start_error;
-  }
-  return std::unique_ptr<session::ExecProcess>(
-      std::make_unique<FakeProcess>(*this, dispatcher, callbacks));
-}
-
-ExecSpec execSpec(std::vector<std::string> command, bool tty, bool in, bool out, bool err) {
-  ExecSpec spec;
-  spec.operation = session::Operation::kExec;
-  spec.container_id = "ctr";
-  spec.command = std::move(command);
-  spec.tty = tty;
-  spec.stdin = in;
-  spec.stdout = out;
-  spec.stderr = err;
-  return spec;
-}
+using testing::execSpec;
+using testing::FakeRuntime;
+using testing::fnv;
+using testing::kFnvOffset;
+using testing::outputByte;
+using testing::Record;
+using testing::Script;
 
 // Stops a loop when it goes out of scope, before the objects declared ahead
 // of it (which live on that loop) are destroyed.
@@ -431,6 +171,48 @@ class SpdyRemoteCommandTest : public ::testing::Test {
   bool done_ = false;  // loop thread only
   std::unique_ptr<SpdyTestClient> client_;
 };
+
+// No frame for the idle timeout ends the exec; the client reads why on the
+// error stream (a Failure it shows), then GOAWAY.
+TEST_F(SpdyRemoteCommandTest, IdleTimeoutEndsTheSessionWithAStatus) {
+  const uint64_t before = session::SessionMetrics::get().idle_timeouts.value();
+  SpdyRemoteCommandConfig config = testConfig();
+  config.connection.idle_timeout = milliseconds(300);
+  start(execSpec({"sleep", "1d"}, false, true, true, false), Protocol::kSpdyRemoteCommandV4,
+        config);
+  const StreamIds ids = openStreams(true, true, false, false);
+  ASSERT_TRUE(runtime_.waitUntil([](const Record& r) { return r.live == 1; }));
+  EXPECT_EQ(statusOn(ids.error),
+            R"j({"metadata":{},"status":"Failure","message":"crisp ended the session: no )j"
+            R"j(input or output for 300ms (stream.stream_idle_timeout)","reason":"Timeout",)j"
+            R"j("details":{"causes":[{"message":"crisp ended the session: no input or output )j"
+            R"j(for 300ms (stream.stream_idle_timeout)"}]},"code":504})j");
+  EXPECT_TRUE(client_->stream(ids.out).fin);
+  ASSERT_TRUE(client_->waitForEof(milliseconds(3000)));
+  EXPECT_TRUE(client_->goAwayReceived());
+  EXPECT_TRUE(runtime_.waitUntil([](const Record& r) { return r.live == 0; }));
+  EXPECT_TRUE(sessionDone());
+  EXPECT_EQ(session::SessionMetrics::get().idle_timeouts.value(), before + 1);
+}
+
+// The end of a drain: the client reads that crisp is shutting down.
+TEST_F(SpdyRemoteCommandTest, ShutdownEndsTheSessionWithAStatus) {
+  StreamIds ids;
+  startAndWaitRunning(execSpec({"sleep", "1d"}, false, true, true, false),
+                      Protocol::kSpdyRemoteCommandV4, ids);
+  loop_.run([&] {
+    session_->endForShutdown();
+    return 0;
+  });
+  const std::string status = statusOn(ids.error);
+  EXPECT_NE(status.find(R"("status":"Failure","message":"crisp is shutting down)"),
+            std::string::npos)
+      << status;
+  EXPECT_NE(status.find(R"("reason":"ServiceUnavailable")"), std::string::npos) << status;
+  ASSERT_TRUE(client_->waitForEof(milliseconds(3000)));
+  EXPECT_TRUE(runtime_.waitUntil([](const Record& r) { return r.live == 0; }));
+  EXPECT_TRUE(sessionDone());
+}
 
 // B01: piped stdin, then FIN; `cat; exit 3` must see EOF and the exit code
 // must reach the client after all of stdout.
@@ -1063,7 +845,8 @@ TEST_F(SpdyRemoteCommandTest, UpgradeHandlerCloseAllEndsRunningSessions) {
   EXPECT_TRUE(runtime_.waitUntil([](const Record& r) { return r.live == 0; }));
   // The running command's client is told why it ended, before the GOAWAY.
   const std::string status = statusOn(ids.error);
-  EXPECT_NE(status.find("error executing command in container: crisp is shutting down"),
+  EXPECT_NE(status.find(R"("status":"Failure","message":"crisp is shutting down: the session was )"
+                        R"(ended as crisp stopped")"),
             std::string::npos)
       << status;
   ASSERT_TRUE(client_->waitForEof());

@@ -33,11 +33,12 @@
 
 #include "source/codec/spdy/codec.h"
 #include "source/common/buffer.h"
+#include "test/stream/socket_test_client.h"
 #include "source/common/dispatcher.h"
 
 namespace crisp::stream::testing {
 
-class SpdyTestClient : private spdy::CodecCallbacks {
+class SpdyTestClient : public SocketTestClient, private spdy::CodecCallbacks {
  public:
   // A frame received from the server.
   struct Frame {
@@ -74,7 +75,6 @@ class SpdyTestClient : private spdy::CodecCallbacks {
 
   // Takes ownership of `fd` (made non-blocking).
   explicit SpdyTestClient(int fd);
-  ~SpdyTestClient() override;
   SpdyTestClient(const SpdyTestClient&) = delete;
   SpdyTestClient& operator=(const SpdyTestClient&) = delete;
 
@@ -88,37 +88,15 @@ class SpdyTestClient : private spdy::CodecCallbacks {
   bool rst(uint32_t stream_id, spdy::RstStatus status = spdy::RstStatus::kCancel);
   bool ping(uint32_t ping_id);
   bool goAway(uint32_t last_good_stream_id = 0);
-  bool raw(std::string_view bytes);
-  void cork() { corked_ = true; }
-  bool uncork();
-  // Returns (and forgets) the bytes queued while corked, without sending them.
-  std::string takeCorked();
   // The id the next openStream() will use.
   uint32_t nextStreamId() const { return next_stream_id_; }
 
-  void setReadWhileWriting(bool on) { read_while_writing_ = on; }
-  void setSendTimeout(std::chrono::milliseconds t) { send_timeout_ = t; }
 
-  // Reads and decodes until `done()` holds (true), or EOF / error / timeout
-  // (false, unless `done()` holds by then).
-  bool waitFor(const std::function<bool()>& done,
-               std::chrono::milliseconds timeout = std::chrono::seconds(5));
-  // Reads until the server closes the connection.
-  bool waitForEof(std::chrono::milliseconds timeout = std::chrono::seconds(5));
-  // Reads raw bytes (no SPDY decoding) until `delimiter` was seen; returns
-  // them, delimiter included. For the HTTP response before the frames.
-  std::optional<std::string> readRawUntil(
-      std::string_view delimiter, std::chrono::milliseconds timeout = std::chrono::seconds(5));
 
-  // Closes the socket now (a client that goes away).
-  void closeSocket();
-  // shutdown(SHUT_WR).
-  void shutdownWrite();
 
   const std::vector<Frame>& frames() const { return frames_; }
   // The state of a stream (an empty state when nothing was seen on it).
   const StreamState& stream(uint32_t stream_id);
-  bool eof() const { return eof_; }
   bool goAwayReceived() const { return goaway_.has_value(); }
   std::optional<spdy::GoAwayStatus> goAwayStatus() const { return goaway_; }
   // Frames of this type received so far.
@@ -126,10 +104,9 @@ class SpdyTestClient : private spdy::CodecCallbacks {
   // Index in frames() of the first frame matching `pred`, if any.
   std::optional<size_t> find(const std::function<bool(const Frame&)>& pred) const;
   std::optional<size_t> findLast(const std::function<bool(const Frame&)>& pred) const;
-  // Non-empty when the socket or the server's framing failed.
-  const std::string& error() const { return error_; }
 
  private:
+  void decode() override;
   // spdy::CodecCallbacks
   void onSynStream(uint32_t stream_id, uint32_t associated_id, uint8_t priority, uint8_t flags,
                    spdy::HeaderList&& headers) override;
@@ -142,25 +119,12 @@ class SpdyTestClient : private spdy::CodecCallbacks {
   void onGoAway(uint32_t last_good_stream_id, spdy::GoAwayStatus status) override;
   void onWindowUpdate(uint32_t stream_id, uint32_t delta) override;
 
-  bool send();
-  // Reads what is available without blocking; false on EOF or error.
-  bool readAvailable();
-  void decode();
 
-  int fd_;
   spdy::Codec codec_;
-  Buffer out_;
-  Buffer in_;
-  bool corked_ = false;
-  bool read_while_writing_ = true;
-  bool eof_ = false;
-  bool decode_failed_ = false;
-  std::chrono::milliseconds send_timeout_ = std::chrono::seconds(10);
   uint32_t next_stream_id_ = 1;
   std::vector<Frame> frames_;
   std::map<uint32_t, StreamState> streams_;
   std::optional<spdy::GoAwayStatus> goaway_;
-  std::string error_;
 };
 
 // An event loop on its own thread. Objects living on the loop must be created

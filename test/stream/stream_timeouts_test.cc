@@ -126,7 +126,12 @@ TEST_F(StreamTimeoutsTest, IdleExecSessionIsClosedAndCounted) {
   ASSERT_TRUE(client_->waitFor([&] { return client_->stream(error).replied; }));
   ASSERT_TRUE(client_->waitForEof(milliseconds(3000)));
   EXPECT_EQ(client_->goAwayStatus(), spdy::GoAwayStatus::kOk);
-  EXPECT_TRUE(client_->stream(error).reset);
+  // The error stream says why before the close, even before the exec started.
+  EXPECT_TRUE(client_->stream(error).fin);
+  EXPECT_NE(client_->stream(error).data.find(
+                "crisp ended the session: no input or output for 200ms"),
+            std::string::npos)
+      << client_->stream(error).data;
   EXPECT_EQ(idleTimeouts(), idle + 1);
   EXPECT_EQ(creationTimeouts(), creation);
 }

@@ -31,6 +31,7 @@
 #include "source/codec/websocket/channel.h"
 #include "source/codec/websocket/ws_codec.h"
 #include "source/common/buffer.h"
+#include "test/stream/socket_test_client.h"
 #include "source/common/time.h"
 
 namespace crisp::stream::testing {
@@ -41,7 +42,7 @@ namespace crisp::stream::testing {
 std::string rawFrame(uint8_t opcode, std::string_view payload, bool masked = true, bool fin = true,
                      std::optional<uint64_t> length_override = std::nullopt);
 
-class WsTestClient : private websocket::CodecCallbacks {
+class WsTestClient : public SocketTestClient, private websocket::CodecCallbacks {
  public:
   // What the server sent, in order.
   struct Event {
@@ -60,7 +61,6 @@ class WsTestClient : private websocket::CodecCallbacks {
   // sendChannel() encodes and how received messages are decoded.
   explicit WsTestClient(int fd,
                         websocket::ChannelFraming framing = websocket::ChannelFraming::kBinary);
-  ~WsTestClient() override;
   WsTestClient(const WsTestClient&) = delete;
   WsTestClient& operator=(const WsTestClient&) = delete;
 
@@ -74,31 +74,10 @@ class WsTestClient : private websocket::CodecCallbacks {
   bool sendStreamClose(uint8_t channel);
   bool ping(std::string_view payload);
   bool close(uint16_t code = websocket::kCloseNormal, std::string_view reason = {});
-  bool raw(std::string_view bytes);
-  void cork() { corked_ = true; }
-  bool uncork();
-  // Returns (and forgets) the bytes queued while corked, without sending them.
-  std::string takeCorked();
 
-  void setReadWhileWriting(bool on) { read_while_writing_ = on; }
   void setAutoReply(bool on) { auto_reply_ = on; }
-  void setSendTimeout(std::chrono::milliseconds t) { send_timeout_ = t; }
 
-  // Reads and decodes until `done()` holds (true), or EOF / error / timeout
-  // (false, unless `done()` holds by then).
-  bool waitFor(const std::function<bool()>& done,
-               std::chrono::milliseconds timeout = std::chrono::seconds(5));
-  // Reads until the server closes the connection.
-  bool waitForEof(std::chrono::milliseconds timeout = std::chrono::seconds(5));
-  // Reads raw bytes (no WebSocket decoding) until `delimiter` was seen;
-  // returns them, delimiter included. For the HTTP response before the frames.
-  std::optional<std::string> readRawUntil(
-      std::string_view delimiter, std::chrono::milliseconds timeout = std::chrono::seconds(5));
 
-  // Closes the socket now (a client that goes away).
-  void closeSocket();
-  // shutdown(SHUT_WR).
-  void shutdownWrite();
 
   const std::vector<Event>& events() const { return events_; }
   // Every decoded payload byte received on `channel`, in order.
@@ -110,46 +89,31 @@ class WsTestClient : private websocket::CodecCallbacks {
   std::optional<size_t> findLast(const std::function<bool(const Event&)>& pred) const;
   size_t count(Event::Kind kind) const;
 
-  bool eof() const { return eof_; }
   bool closeReceived() const { return close_.has_value(); }
   // The server's close frame: code (kCloseNoStatus when none) and reason.
   std::optional<uint16_t> closeCode() const;
   std::string closeReason() const;
-  // Non-empty when the socket failed or the server's framing was bad.
-  const std::string& error() const { return error_; }
 
  private:
+  void decode() override;
   // websocket::CodecCallbacks
   void onMessage(websocket::MessageType type, Buffer& payload) override;
   void onPing(std::string_view payload) override;
   void onPong(std::string_view payload) override;
   void onClose(uint16_t code, std::string_view reason) override;
 
-  bool send();
-  // Reads what is available without blocking; false on EOF or error.
-  bool readAvailable();
-  void decode();
   // Queues the codec's own frames (pongs, close replies) and tries to write
   // them without blocking.
   void takeReplies();
 
-  int fd_;
   const websocket::ChannelFraming framing_;
   SystemRandomSource random_;
   std::unique_ptr<websocket::Codec> codec_;
-  Buffer out_;
-  Buffer in_;
-  bool corked_ = false;
-  bool read_while_writing_ = true;
   bool auto_reply_ = true;
-  bool eof_ = false;
-  bool decode_failed_ = false;
-  std::chrono::milliseconds send_timeout_ = std::chrono::seconds(10);
   std::vector<Event> events_;
   std::map<int, std::string> channel_data_;
   std::map<int, size_t> channel_messages_;
   std::optional<std::pair<uint16_t, std::string>> close_;
-  std::string error_;
 };
 
 }  // namespace crisp::stream::testing
