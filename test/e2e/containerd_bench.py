@@ -1,20 +1,27 @@
 """Streaming figures with real kubectl: containerd's own stream server as the
-reference, and crisp's stream server beside it in the same run.
+reference, and crisp bridged to it beside it in the same run.
 
 Rows:
-- containerd: crisp passes Exec/Attach/PortForward through, kubectl streams
-  to containerd's stream server (via the development API server), into runc
-  containers of a private containerd (containerd_env.py). The reference.
-- crisp-bridged: crisp serves the stream and bridges it to containerd; runs
-  when containerd_test.BRIDGED_CONFIG is set.
+- containerd: the development API server calls containerd's CRI socket
+  itself, so kubectl streams go to containerd's stream server with no crisp in
+  the path; into runc containers of a private containerd (containerd_env.py).
+  The reference.
+- crisp-bridged: the same containerd behind crisp (cri.upstream); crisp serves
+  every stream and bridges it to containerd's stream server.
 - crisp-embedded: crisp's own stream server and embedded runtime (processes on
   the host), the same kubectl and API server path.
+
+kubectl 1.27 speaks SPDY; kubectl 1.33 offers WebSocket first (v5 for exec,
+the SPDY tunnel for port-forward): crisp serves that and bridges it to SPDY
+toward containerd, while containerd's stream server has neither, so its row
+for 1.33 is kubectl's fallback to SPDY.
 
 Figures: kubectl exec stdout throughput (`head -c N /dev/zero`, read from a
 pipe), port-forward throughput (HTTP GET of N zero bytes from busybox httpd
 on 127.0.0.1 in the host-network pod), exec setup latency (`kubectl exec --
 true`, median and 90th percentile), and CPU seconds per GiB of exec output
-spent by containerd and its shims (from /proc/PID/stat), or by crisp.
+spent by containerd and its shims plus crisp (from /proc/PID/stat), and by
+crisp alone.
 
 Usage: containerd_bench.py --crisp PATH --devapiserver PATH --cricall PATH
                            [--bytes N] [--latency-runs N] [--kubectl 1.27,1.33]
@@ -53,6 +60,19 @@ def cpu_seconds(pids):
     return total / CLOCK_TICKS
 
 
+class RuntimeDirect(exec_base.Cluster):
+    """The development API server on a runtime's own CRI socket: kubectl
+    streams go to the runtime's stream server, no crisp in the path."""
+
+    def __init__(self, tmp, cri_socket):  # pylint: disable=super-init-not-called
+        self.dir = tmp
+        self.cri_socket = cri_socket
+        self.start_devapiserver()
+
+    def stop(self):
+        return self.devapi.stop()
+
+
 class Row:
     """One stream server under measurement: a cluster (crisp + development
     API server), the processes whose CPU is charged to it, and the names of
@@ -70,7 +90,9 @@ class Row:
         argv = self.cluster.kubectl_argv(version, "exec", self.exec_target, "--", "head", "-c",
                                          str(n), "/dev/zero")
         pids = self.cpu_pids()
+        crisp = [self.cluster.crisp.pid] if getattr(self.cluster, "crisp", None) else []
         cpu0 = cpu_seconds(pids)
+        crisp0 = cpu_seconds(crisp)
         start = time.monotonic()
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 env=self.cluster.kubectl_env(), start_new_session=True)
@@ -84,10 +106,12 @@ class Row:
         code = proc.wait(timeout=600)
         elapsed = time.monotonic() - start
         cpu = cpu_seconds(pids) - cpu0
+        crisp_cpu = cpu_seconds(crisp) - crisp0
         if (code, got) != (0, n):
             raise RuntimeError("%s: exec got %d of %d bytes, exit %d: %s" %
                                (self.name, got, n, code, err.decode(errors="replace")))
-        return got / MIB / elapsed, cpu / (n / (1 << 30))
+        gib = n / (1 << 30)
+        return got / MIB / elapsed, cpu / gib, crisp_cpu / gib
 
     def port_forward_throughput(self, version, n):
         proc = harness.Process("bench-pf-%d" % time.monotonic_ns(), self.cluster.kubectl_argv(
@@ -145,15 +169,14 @@ def main():
     ARGS = parser.parse_args()
     for name in ("crisp", "devapiserver", "cricall"):
         setattr(ARGS, name, os.path.abspath(getattr(ARGS, name)))
-    ARGS.mode = "direct"
     cells.ARGS = exec_base.ARGS = pf.ARGS = ARGS
     versions = ARGS.kubectl.split(",")
 
     with harness.TempDir(prefix="crisp-bench-") as tmp:
-        env = cells.Environment(os.path.join(tmp.path, "direct"))
+        env = cells.Environment(os.path.join(tmp.path, "bridged"))
         os.makedirs(env.tmp)
         env.start()
-        clusters = [env.cluster]
+        clusters = []
         try:
             ctd = env.containerd
             sock = ctd.socket
@@ -161,27 +184,25 @@ def main():
             def containerd_pids():
                 return [ctd.process.pid] + containerd_env._pids_with("-address " + sock)
 
-            def crisp_pid(cluster):
-                return lambda: [cluster.crisp.pid]
-
-            rows = [Row("containerd", env.cluster, containerd_pids, "work", "web", env.web_port)]
-            if cells.BRIDGED_CONFIG is not None:
-                bdir = os.path.join(tmp.path, "bridged")
-                os.makedirs(bdir)
-                bridged = exec_base.Cluster(bdir, cells.crisp_config("bridged", sock))
-                clusters.append(bridged)
-                rows.append(Row("crisp-bridged", bridged,
-                                lambda: containerd_pids() + [bridged.crisp.pid], "work", "web",
-                                env.web_port))
+            ddir = os.path.join(tmp.path, "direct")
+            os.makedirs(ddir)
+            direct = RuntimeDirect(ddir, sock)
+            clusters.append(direct)
             edir = os.path.join(tmp.path, "embedded")
             os.makedirs(edir)
             embedded = exec_base.Cluster(edir, exec_base.CRISP_CONFIG.replace("id: echoer",
                                                                               "id: work"))
             clusters.append(embedded)
-            # Port-forward on the embedded runtime reaches 127.0.0.1 on the
-            # host, where the pod's httpd listens (host network).
-            rows.append(Row("crisp-embedded", embedded, crisp_pid(embedded), "work", "demo",
-                            env.web_port))
+            rows = [
+                Row("containerd", direct, containerd_pids, "work", "web", env.web_port),
+                Row("crisp-bridged", env.cluster,
+                    lambda: containerd_pids() + [env.cluster.crisp.pid], "work", "web",
+                    env.web_port),
+                # Port-forward on the embedded runtime reaches 127.0.0.1 on the
+                # host, where the pod's httpd listens (host network).
+                Row("crisp-embedded", embedded, lambda: [embedded.crisp.pid], "work", "demo",
+                    env.web_port),
+            ]
 
             size = "%d MiB" % (ARGS.bytes // MIB)
             print("snapshotter %s; %s per transfer; the first row is the reference" %
@@ -190,7 +211,10 @@ def main():
                 results = [row.exec_throughput(version, ARGS.bytes) for row in rows]
                 report("exec stdout %s, kubectl %s" % (size, version), "MiB/s", rows,
                        [r[0] for r in results])
-                report("  CPU s/GiB (runtime+shims | crisp)", "s", rows, [r[1] for r in results])
+                report("  CPU s/GiB, all of the row's processes", "s", rows,
+                       [r[1] for r in results])
+                print("%-44s %s" % ("  of which crisp", " | ".join(
+                    "%s %.2f s" % (row.name, r[2]) for row, r in zip(rows, results))), flush=True)
             for version in versions:
                 report("port-forward %s, kubectl %s" % (size, version), "MiB/s", rows,
                        [row.port_forward_throughput(version, ARGS.bytes) for row in rows])
@@ -200,7 +224,7 @@ def main():
                        "ms", rows, [x[0] for x in lat])
                 report("exec setup p90, kubectl %s" % version, "ms", rows, [x[1] for x in lat])
         finally:
-            for cluster in clusters[1:]:
+            for cluster in clusters:
                 cluster.stop()
             env.stop()
     return 0

@@ -65,6 +65,12 @@ printf 'Content-Type: application/octet-stream\\r\\nContent-Length: %s\\r\\n\\r\
 exec head -c "$n" /dev/zero
 """
 
+# Another: the SHA-256 of the request body, for checking uploads byte for byte.
+SHA256_CGI = b"""#!/bin/sh
+printf 'Content-Type: text/plain\\r\\n\\r\\n'
+head -c "${CONTENT_LENGTH:-0}" | sha256sum | cut -d' ' -f1
+"""
+
 CONFIG_TEMPLATE = """\
 version = 2
 root = "{dir}/root"
@@ -200,7 +206,7 @@ def _tar_add(tar, name, data=None, mode=0o644, kind=tarfile.REGTYPE, target=""):
 
 def _busybox_layer(busybox="/bin/busybox"):
     """A root filesystem: busybox, a link for each of its applets, the usual
-    directories, /etc/passwd and the zero-stream CGI program."""
+    directories, /etc/passwd and the CGI programs."""
     applets = subprocess.run([busybox, "--list-full"], capture_output=True, text=True,
                              check=True, timeout=10).stdout.split()
     with open(busybox, "rb") as f:
@@ -219,6 +225,7 @@ def _busybox_layer(busybox="/bin/busybox"):
         _tar_add(tar, "etc/group", b"root:x:0:\n")
         _tar_add(tar, "var/www/index.html", b"crisp e2e\n")
         _tar_add(tar, "var/www/cgi-bin/zero", ZERO_CGI, mode=0o755)
+        _tar_add(tar, "var/www/cgi-bin/sha256", SHA256_CGI, mode=0o755)
     return out.getvalue()
 
 

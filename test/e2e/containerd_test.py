@@ -3,29 +3,37 @@
 A private containerd (containerd_env.py: its own root, state and socket under
 a temporary directory; images built from busybox-static; host-network pods)
 runs one pod of runc containers. crisp forwards every CRI call to it
-(cri.upstream); the development API server sits in front of crisp, and kubectl
-1.27 (SPDY) and 1.33 (WebSocket first) exec, attach and port-forward into the
-containers.
+(cri.upstream), answers Exec, Attach and PortForward with its own URL, and
+bridges each stream to containerd's stream server. The development API server
+sits in front of crisp, and kubectl execs, attaches and port-forwards into the
+containers:
+- kubectl 1.27 (SPDY only);
+- kubectl 1.33 with KUBECTL_REMOTE_COMMAND_WEBSOCKETS and
+  KUBECTL_PORT_FORWARD_WEBSOCKETS "false" (SPDY) and "true" (WebSocket v5,
+  and SPDY tunnelled in WebSocket for port-forward).
 
-The same cells run in two modes, chosen by --mode:
-- direct: crisp passes Exec, Attach and PortForward through, so the URL kubectl
-  is sent to is containerd's own stream server; crisp sees no stream.
-- bridged: crisp answers those calls itself and bridges each stream to
-  containerd's stream server. The crisp configuration for it is
-  BRIDGED_CONFIG below; each cell then also checks that its session went
-  through crisp (crisp_sessions_total).
+Every cell checks that its stream went through crisp over the protocol
+expected (crisp_sessions_total by protocol) and on to containerd (the
+runtime-side upgrades crisp made), that it reached the container (a file only
+the container's root filesystem has), and that crisp holds nothing afterwards:
+no session, no token, no connection to the runtime, no descriptor beyond its
+baseline.
 
-When containerd cannot run here (packages missing and not installable, runc
-unable to start a container), the tests are skipped and the reason is
-printed; any other failure fails them, with containerd's and crisp's logs.
+When containerd cannot run here (not root, packages missing and not
+installable, runc unable to start a container), the tests are skipped and the
+reason is printed; any other failure fails them, with containerd's and crisp's
+logs.
 
 Usage: containerd_test.py --crisp PATH --devapiserver PATH --cricall PATH
-                          [--mode direct|bridged] [unittest args]
+                          [unittest args]
 """
 
 import argparse
+import contextlib
+import hashlib
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -37,53 +45,77 @@ import containerd_env  # noqa: E402
 import harness  # noqa: E402
 import kubectl_exec_test as exec_base  # noqa: E402
 import kubectl_portforward_test as pf  # noqa: E402
+# The kubectl toggles and crisp's protocol labels.
+from interop_matrix_test import (PF_TOGGLE, RC_TOGGLE, SPDY_PF, SPDY_V4, WS_TUNNEL,  # noqa: E402
+                                 WS_V5)
 
 ARGS = None
-VERSIONS = ["1.27", "1.33"]
 KUBECTL_TIMEOUT = 60
 
-# crisp in front of containerd. {upstream} is containerd's socket; {extra} is
-# the mode's addition (nothing in direct mode).
+
+
+class Variant:
+    """A kubectl and the protocols it speaks to crisp with `env`."""
+
+    def __init__(self, name, version, env, remotecommand, portforward):
+        self.name = name
+        self.version = version
+        self.env = env
+        self.remotecommand = remotecommand
+        self.portforward = portforward
+
+
+# kubectl 1.27 reads neither toggle.
+VARIANTS = [
+    Variant("1.27 spdy", "1.27", {}, SPDY_V4, SPDY_PF),
+    Variant("1.33 spdy", "1.33", {RC_TOGGLE: "false", PF_TOGGLE: "false"}, SPDY_V4, SPDY_PF),
+    Variant("1.33 websocket", "1.33", {RC_TOGGLE: "true", PF_TOGGLE: "true"}, WS_V5, WS_TUNNEL),
+]
+VERSIONS = ["1.27", "1.33"]
+
+# crisp in front of containerd; {upstream} is containerd's socket.
 CRISP_CONFIG = """
 cri:
   listen: {{dir}}/crisp.sock
   upstream: {upstream}
 stream:
   listen: 127.0.0.1:0
+  stream_creation_timeout: 10s
+  drain_grace_period: 1s
 admin:
   listen: 127.0.0.1:0
 log:
   level: {{log_level}}
-{extra}
+runtime:
+  stream_server:
+    connect_timeout: 5s
+    upgrade_timeout: 10s
 """
 
-# The configuration that makes crisp serve Exec, Attach and PortForward itself
-# and bridge them to the runtime's stream server. None: crisp has no such
-# setting, and --mode bridged stops with that message.
-BRIDGED_CONFIG = None
+# A word only the exec container's root filesystem holds (written by its own
+# command at start): what an exec reads there proves where it ran.
+MARKER = "ctr-" + os.urandom(6).hex()
+# What every container's image has and the host does not.
+IMAGE_FILE = "/var/www/index.html"
+IMAGE_FILE_CONTENT = "crisp e2e\n"
 
 # The pod every test uses, one container per role.
 POD = "e2e"
 CONTAINERS = [
     # exec target.
-    ("work", ["/bin/sleep", "2147483647"], {}),
+    ("work", ["/bin/sh", "-c", "echo %s > /marker && exec sleep 2147483647" % MARKER], {}),
     # attach -it target: an interactive shell on a terminal.
     ("shell", ["/bin/sh"], {"tty": True, "stdin": True}),
     # attach target without a terminal: a line every 100 ms.
     ("ticker", ["/bin/sh", "-c", "i=0; while :; do echo tick-$i; i=$((i+1)); sleep 0.1; done"],
      {}),
 ]
+# Served by the web container's httpd and fetched through port-forward.
+BLOB = os.urandom(6 << 20)
 
 
-def crisp_config(mode, upstream):
-    if mode == "direct":
-        extra = ""
-    elif BRIDGED_CONFIG is None:
-        raise SystemExit("--mode bridged: crisp has no stream bridge setting yet "
-                         "(BRIDGED_CONFIG in %s)" % __file__)
-    else:
-        extra = BRIDGED_CONFIG
-    return CRISP_CONFIG.format(upstream=upstream, extra=extra)
+def crisp_config(upstream):
+    return CRISP_CONFIG.format(upstream=upstream)
 
 
 def skip(reason):
@@ -115,8 +147,7 @@ class Environment:
             web = ("web", ["httpd", "-f", "-p", "127.0.0.1:%d" % self.web_port, "-h",
                            "/var/www"], {})
             self.pod = self.containerd.run_pod(POD, CONTAINERS + [web])
-            self.cluster = exec_base.Cluster(
-                self.tmp, crisp_config(ARGS.mode, self.containerd.socket))
+            self.cluster = exec_base.Cluster(self.tmp, crisp_config(self.containerd.socket))
         except containerd_env.ContainerdUnavailable as e:
             self.stop()
             skip("containerd cannot run on this machine: %s" % e)
@@ -136,8 +167,14 @@ class Environment:
             parts += [self.cluster.crisp.logs(), self.cluster.devapi.logs()]
         return "\n".join(parts)
 
-    def kubectl(self, version, *args, stdin_data=None, timeout=KUBECTL_TIMEOUT):
-        return self.cluster.kubectl(version, *args, stdin_data=stdin_data, timeout=timeout)
+    def kubectl(self, version, *args, stdin_data=None, timeout=KUBECTL_TIMEOUT, env=None):
+        return self.cluster.kubectl(version, *args, stdin_data=stdin_data, timeout=timeout,
+                                    env=env)
+
+    def kubectl_env(self, extra=None):
+        env = self.cluster.kubectl_env()
+        env.update(extra or {})
+        return env
 
     def container_state(self, name):
         """(state, started_at_ns) of a container of the pod, from containerd."""
@@ -145,12 +182,12 @@ class Environment:
                                                 self.pod.container_ids[name]).split()
         return state, int(started)
 
-    def crisp_sessions(self):
-        return self.cluster.metric("crisp_sessions_total")
+    def open_fds(self):
+        return len(os.listdir("/proc/%d/fd" % self.cluster.crisp.pid))
 
 
 class ContainerdCells(unittest.TestCase):
-    """Each test runs for kubectl 1.27 and 1.33 (subtests)."""
+    """Each test runs for every variant (subtests) on one containerd and crisp."""
 
     env = None
 
@@ -160,7 +197,18 @@ class ContainerdCells(unittest.TestCase):
         cls.env = Environment(cls.tmp.path)
         try:
             cls.env.start()
+            # The file httpd serves, written through crisp; and the connections
+            # crisp keeps (to containerd's CRI) opened before the baseline.
+            # The shell's own stdout stays open while cat reads: containerd
+            # 1.6 closes an exec's stdin as soon as its stdout ends, and
+            # `cat > file` alone would lose all but the first bytes.
+            r = cls.env.kubectl(VERSIONS[0], "exec", "-i", "web", "--", "sh", "-c",
+                                "cat > /var/www/blob; wc -c < /var/www/blob", stdin_data=BLOB)
+            assert (r.returncode, r.stdout.strip()) == (0, str(len(BLOB))), \
+                "%s\n%s" % (r, cls.env.logs())
+            cls.fds = cls.env.open_fds()
         except BaseException:
+            cls.env.stop()
             cls.tmp.cleanup()
             raise
 
@@ -170,18 +218,31 @@ class ContainerdCells(unittest.TestCase):
         cls.tmp.cleanup()
         assert code == 0, "crisp exited with %s" % code
 
-    def setUp(self):
-        self.sessions_before = self.env.crisp_sessions()
-        self.opens_streams = True
-
     def tearDown(self):
-        # The mode is what each cell claims: streams through crisp when bridged,
-        # never when direct.
-        after = self.env.crisp_sessions()
-        if ARGS.mode == "direct" or not self.opens_streams:
-            self.assertEqual(after, self.sessions_before, "crisp served a stream in direct mode")
-        else:
-            self.assertGreater(after, self.sessions_before, "no stream went through crisp")
+        # Whatever a cell did, crisp holds nothing of it afterwards.
+        cluster = self.env.cluster
+        for metric in ("crisp_sessions_active", "crisp_tokens_live",
+                       "crisp_runtime_stream_connections_active"):
+            self.assertEqual(cluster.wait_for_metric(metric, 0), 0, "%s after the test" % metric)
+        deadline = time.monotonic() + 10
+        while self.env.open_fds() > self.fds and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertLessEqual(self.env.open_fds(), self.fds, "descriptors left open by crisp")
+
+    @contextlib.contextmanager
+    def through_crisp(self, operation, protocol, sessions=1):
+        """Asserts that the block opened `sessions` sessions of `operation`
+        on crisp over `protocol`, each bridged by an upgrade to containerd."""
+        cluster = self.env.cluster
+        labels = {"operation": operation, "protocol": protocol}
+        before = cluster.metric("crisp_sessions_total", labels)
+        upgrades = cluster.metric("crisp_runtime_stream_upgrades_total", {"result": "ok"})
+        yield
+        self.assertEqual(cluster.metric("crisp_sessions_total", labels) - before, sessions,
+                         "%s sessions over %s on crisp" % (operation, protocol))
+        self.assertEqual(
+            cluster.metric("crisp_runtime_stream_upgrades_total", {"result": "ok"}) - upgrades,
+            sessions, "upgrades from crisp to containerd's stream server")
 
     def check(self, result, want_code, want_stdout=None):
         msg = "%s\n%s" % (result, self.env.logs() if result.returncode < 0 else "")
@@ -189,71 +250,79 @@ class ContainerdCells(unittest.TestCase):
         if want_stdout is not None:
             self.assertEqual(result.stdout, want_stdout, msg)
 
-    def test_stream_urls_point_at_the_modes_server(self):
-        url = self.env.containerd.cri("exec", self.env.pod.container_ids["work"], "--", "true",
-                                      socket_path=self.env.cluster.cri_socket)
-        self.opens_streams = False
+    def test_stream_urls_are_crisps(self):
+        crisp_url = self.env.containerd.cri("exec", self.env.pod.container_ids["work"], "--",
+                                            "true", socket_path=self.env.cluster.cri_socket)
+        runtime_url = self.env.containerd.stream_url(self.env.pod.container_ids["work"])
         crisp_base = re.search(r"\(base URL (\S+)\)", self.env.cluster.crisp.logs()).group(1)
-        self.assertRegex(url, r"^http://127\.0\.0\.1:\d+/exec/")
-        self.assertEqual(url.startswith(crisp_base), ARGS.mode == "bridged", (url, crisp_base))
+        self.assertTrue(crisp_url.startswith(crisp_base.rstrip("/") + "/exec/"),
+                        (crisp_url, crisp_base))
+        self.assertRegex(runtime_url, r"^http://127\.0\.0\.1:\d+/exec/")
+        self.assertFalse(runtime_url.startswith(crisp_base), (runtime_url, crisp_base))
+        # A client that upgrades and goes away at once: the token is taken, and
+        # crisp lets go of the session it bridged (tearDown).
+        host, port, path = re.match(r"http://([^:/]+):(\d+)(/.*)", crisp_url).groups()
+        with socket.create_connection((host, int(port)), timeout=20) as s:
+            s.sendall(("GET %s HTTP/1.1\r\nHost: %s:%s\r\nConnection: Upgrade\r\n"
+                       "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                       "Sec-WebSocket-Key: Y3Jpc3AtdGVzdC1rZXkxMg==\r\n"
+                       "Sec-WebSocket-Protocol: v5.channel.k8s.io\r\n\r\n" %
+                       (path, host, port)).encode())
+            self.assertTrue(s.recv(4096).startswith(b"HTTP/1.1 101 "))
 
-    def test_exec_echo(self):
-        for version in VERSIONS:
-            with self.subTest(kubectl=version):
-                r = self.env.kubectl(version, "exec", "work", "--", "echo", "hello", "from runc")
-                self.check(r, 0, "hello from runc\n")
+    def test_runtime_cri_errors_pass_unchanged(self):
+        direct = subprocess.run(self.env.containerd.cricall_base() + [
+            "exec", "no-such-container", "--", "true"], capture_output=True, text=True,
+            timeout=30)
+        through = subprocess.run(self.env.containerd.cricall_base(self.env.cluster.cri_socket) + [
+            "exec", "no-such-container", "--", "true"], capture_output=True, text=True,
+            timeout=30)
+        self.assertNotEqual(direct.returncode, 0, direct)
+        self.assertEqual((through.returncode, through.stderr), (direct.returncode, direct.stderr))
+        self.assertIn("not found", direct.stderr)
+
+    def test_exec_echo_in_the_container(self):
+        for v in VARIANTS:
+            with self.subTest(kubectl=v.name), self.through_crisp("exec", v.remotecommand):
+                r = self.env.kubectl(v.version, "exec", "work", "--", "sh", "-c",
+                                     "echo hello from runc; cat /marker; echo err >&2",
+                                     env=v.env)
+                self.check(r, 0, "hello from runc\n%s\n" % MARKER)
+                self.assertEqual(r.stderr, "err\n")
 
     def test_exec_exit_code(self):
-        for version in VERSIONS:
-            with self.subTest(kubectl=version):
-                r = self.env.kubectl(version, "exec", "work", "--", "sh", "-c", "exit 7")
+        for v in VARIANTS:
+            with self.subTest(kubectl=v.name), self.through_crisp("exec", v.remotecommand):
+                r = self.env.kubectl(v.version, "exec", "work", "--", "sh", "-c", "exit 7",
+                                     env=v.env)
                 self.check(r, 7)
                 self.assertIn("command terminated with exit code 7", r.stderr)
 
-    def test_exec_runs_inside_the_container(self):
-        # The image's root filesystem (busybox, no /etc/os-release unlike the
-        # host) and the container's own PID namespace.
-        r = self.env.kubectl(VERSIONS[0], "exec", "work", "--", "sh", "-c",
-                             "readlink /bin/sh; ls /etc/os-release 2>&1 >/dev/null | wc -l; "
-                             "cat /proc/1/cmdline | tr '\\0' ' '")
-        self.check(r, 0)
-        self.assertEqual(r.stdout.splitlines(),
-                         ["/bin/busybox", "1", "/bin/sleep 2147483647 "], str(r))
-
     def test_exec_piped_stdin_reaches_eof(self):
         data = b"".join(b"line %d\n" % i for i in range(20000))
-        for version in VERSIONS:
-            with self.subTest(kubectl=version):
+        for v in VARIANTS:
+            with self.subTest(kubectl=v.name), self.through_crisp("exec", v.remotecommand):
                 start = time.monotonic()
-                r = self.env.kubectl(version, "exec", "-i", "work", "--", "sh", "-c",
-                                     "cat; echo eof-seen; exit 3", stdin_data=data)
-                self.check(r, 3, data.decode() + "eof-seen\n")
+                r = self.env.kubectl(v.version, "exec", "-i", "work", "--", "sh", "-c",
+                                     "cat; cat /marker; exit 3", stdin_data=data, env=v.env)
+                self.check(r, 3, data.decode() + MARKER + "\n")
                 self.assertLess(time.monotonic() - start, 30)
 
-    def test_exec_stdout_and_stderr_stay_apart(self):
-        for version in VERSIONS:
-            with self.subTest(kubectl=version):
-                r = self.env.kubectl(version, "exec", "work", "--", "sh", "-c",
-                                     "echo out; echo err >&2")
-                self.check(r, 0, "out\n")
-                self.assertEqual(r.stderr, "err\n")
-
     def test_exec_interactive_terminal(self):
-        for version in VERSIONS:
-            with self.subTest(kubectl=version):
-                term = exec_base.PtyKubectl(self.env.cluster, version,
-                                            ["exec", "-it", "work", "--", "sh"], rows=33, cols=101)
+        for v in VARIANTS:
+            with self.subTest(kubectl=v.name), self.through_crisp("exec", v.remotecommand):
+                term = exec_base.PtyKubectl(self.env.cluster, v.version,
+                                            ["exec", "-it", "work", "--", "sh"], rows=33,
+                                            cols=101, env=v.env)
                 try:
-                    term.send("stty size; echo typed-$((6*7))\r")
-                    term.expect(rb"33 101\r\n")
-                    term.expect(rb"typed-42\r\n")
+                    term.send("stty size; cat /marker\r")
+                    term.expect(rb"33 101\r\n%s\r\n" % MARKER.encode())
                     term.resize(40, 120)
-                    # kubectl sends the new size on SIGWINCH; poll until it lands.
+                    # kubectl sends the new size on SIGWINCH; ask until it lands.
                     deadline = time.monotonic() + 15
                     while not re.search(rb"40 120\r\n", term.output):
                         self.assertLess(time.monotonic(), deadline, term.output)
                         term.send("stty size\r")
-                        time.sleep(0.2)
                         try:
                             term.expect(rb"40 120\r\n", timeout=0.5)
                         except AssertionError:
@@ -263,79 +332,99 @@ class ContainerdCells(unittest.TestCase):
                 finally:
                     term.kill()
 
+    def test_exec_error_status_from_containerd(self):
+        # containerd's stream server ends the session with a failure Status:
+        # kubectl shows containerd's own words, through crisp.
+        for v in VARIANTS:
+            with self.subTest(kubectl=v.name), self.through_crisp("exec", v.remotecommand):
+                start = time.monotonic()
+                r = self.env.kubectl(v.version, "exec", "work", "--", "/no/such/binary",
+                                     env=v.env, timeout=30)
+                self.assertNotEqual(r.returncode, 0, str(r))
+                self.assertRegex(r.stderr, r"/no/such/binary.*no such file or directory",
+                                 str(r))
+                self.assertIn("OCI runtime exec failed", r.stderr)
+                self.assertLess(time.monotonic() - start, 20)
+
     def test_attach_interactive_shell(self):
-        for version in VERSIONS:
-            with self.subTest(kubectl=version):
-                term = exec_base.PtyKubectl(self.env.cluster, version,
-                                            ["attach", "-it", "shell"], rows=24, cols=80)
+        for v in VARIANTS:
+            with self.subTest(kubectl=v.name), self.through_crisp("attach", v.remotecommand):
+                term = exec_base.PtyKubectl(self.env.cluster, v.version,
+                                            ["attach", "-it", "shell"], rows=24, cols=80,
+                                            env=v.env)
                 try:
-                    marker = "attached-%s" % version.replace(".", "-")
-                    term.send("echo %s-$((6*7))\r" % marker)
-                    term.expect((marker + "-42\r\n").encode())
+                    marker = "attached-%s" % v.name.replace(" ", "-").replace(".", "-")
+                    term.send("echo %s-$((6*7)); cat %s\r" % (marker, IMAGE_FILE))
+                    term.expect((marker + "-42\r\n" + IMAGE_FILE_CONTENT.replace(
+                        "\n", "\r\n")).encode())
                 finally:
                     term.kill()
                 # Detaching leaves the container running.
                 self.assertEqual(self.env.container_state("shell")[0], "CONTAINER_RUNNING")
 
     def test_attach_output_without_terminal(self):
-        for version in VERSIONS:
-            with self.subTest(kubectl=version):
-                proc = harness.Process("attach-%s" % version, self.env.cluster.kubectl_argv(
-                    version, "attach", "ticker"), self.env.tmp,
-                    env=self.env.cluster.kubectl_env()).start()
+        for v in VARIANTS:
+            with self.subTest(kubectl=v.name), self.through_crisp("attach", v.remotecommand):
+                proc = harness.Process("attach-%d" % time.monotonic_ns(),
+                                       self.env.cluster.kubectl_argv(v.version, "attach",
+                                                                     "ticker"),
+                                       self.env.tmp, env=self.env.kubectl_env(v.env)).start()
                 try:
                     first = pf.wait_for_line(proc.stdout_path, r"tick-(\d+)\n", proc)
-                    later = pf.wait_for_line(proc.stdout_path,
-                                             r"tick-(%d)\n" % (int(first.group(1)) + 5), proc)
-                    self.assertTrue(later)
+                    pf.wait_for_line(proc.stdout_path,
+                                     r"tick-(%d)\n" % (int(first.group(1)) + 5), proc)
                 finally:
                     proc.stop()
                 self.assertEqual(self.env.container_state("ticker")[0], "CONTAINER_RUNNING")
 
-    def port_forward(self, version):
-        name = "port-forward-%s-%d" % (version, time.monotonic_ns())
-        proc = harness.Process(name, self.env.cluster.kubectl_argv(
-            version, "port-forward", "--address", "127.0.0.1", "pod/web",
-            ":%d" % self.env.web_port), self.env.tmp, env=self.env.cluster.kubectl_env()).start()
-        self.addCleanup(proc.stop)
-        m = pf.wait_for_line(proc.stdout_path,
-                             r"Forwarding from 127\.0\.0\.1:(\d+) -> %d\n" % self.env.web_port,
-                             proc)
-        return proc, int(m.group(1))
+    @contextlib.contextmanager
+    def port_forward(self, variant, port):
+        """kubectl port-forward to `port` of the web pod; yields the process
+        and its local port, and stops it after the block."""
+        proc = harness.Process("port-forward-%d" % time.monotonic_ns(),
+                               self.env.cluster.kubectl_argv(
+                                   variant.version, "port-forward", "--address", "127.0.0.1",
+                                   "pod/web", ":%d" % port),
+                               self.env.tmp, env=self.env.kubectl_env(variant.env)).start()
+        try:
+            m = pf.wait_for_line(proc.stdout_path,
+                                 r"Forwarding from 127\.0\.0\.1:(\d+) -> %d\n" % port, proc)
+            yield proc, int(m.group(1))
+        finally:
+            proc.stop()
 
-    def test_port_forward_to_httpd_in_the_pod(self):
-        for version in VERSIONS:
-            with self.subTest(kubectl=version):
-                proc, local = self.port_forward(version)
+    def test_port_forward_bytes_both_ways(self):
+        upload = os.urandom(3 << 20)
+        for v in VARIANTS:
+            with self.subTest(kubectl=v.name), self.through_crisp("portforward", v.portforward), \
+                    self.port_forward(v, self.env.web_port) as (proc, local):
                 base = "http://127.0.0.1:%d" % local
-                with urllib.request.urlopen(base + "/", timeout=20) as r:
-                    self.assertEqual(r.read(), b"crisp e2e\n")
-                # A larger body, and several connections over one session.
-                for n in (1, 1 << 20, 8 << 20):
-                    with urllib.request.urlopen(base + "/cgi-bin/zero?%d" % n, timeout=60) as r:
-                        body = r.read()
-                    self.assertEqual((len(body), body.count(b"\0")), (n, n))
-                proc.stop()
+                # From the container's root filesystem, byte for byte.
+                with urllib.request.urlopen(base + "/index.html", timeout=20) as r:
+                    self.assertEqual(r.read().decode(), IMAGE_FILE_CONTENT)
+                with urllib.request.urlopen(base + "/blob", timeout=60) as r:
+                    body = r.read()
+                self.assertEqual((len(body), hashlib.sha256(body).hexdigest()),
+                                 (len(BLOB), hashlib.sha256(BLOB).hexdigest()))
+                # To it: the container's sha256sum of what it received.
+                req = urllib.request.Request(base + "/cgi-bin/sha256", data=upload,
+                                             method="POST")
+                with urllib.request.urlopen(req, timeout=60) as r:
+                    self.assertEqual(r.read().decode().strip(),
+                                     hashlib.sha256(upload).hexdigest())
+                self.assertTrue(proc.running(), proc.logs())
 
-    def test_port_forward_to_a_closed_port_reports_it(self):
+    def test_port_forward_to_a_closed_port_reports_containerds_error(self):
         closed = containerd_env.free_port()
-        for version in VERSIONS:
-            with self.subTest(kubectl=version):
-                proc = harness.Process("pf-closed-%s" % version, self.env.cluster.kubectl_argv(
-                    version, "port-forward", "--address", "127.0.0.1", "pod/web",
-                    ":%d" % closed), self.env.tmp, env=self.env.cluster.kubectl_env()).start()
-                try:
-                    m = pf.wait_for_line(proc.stdout_path,
-                                         r"Forwarding from 127\.0\.0\.1:(\d+) -> %d\n" % closed,
-                                         proc)
-                    with self.assertRaises(OSError):
-                        with urllib.request.urlopen("http://127.0.0.1:%s/" % m.group(1),
-                                                    timeout=20) as r:
-                            r.read()
-                    # kubectl names the refused port on its stderr.
-                    pf.wait_for_line(proc.stderr_path, str(closed), proc)
-                finally:
-                    proc.stop()
+        for v in VARIANTS:
+            with self.subTest(kubectl=v.name), self.through_crisp("portforward", v.portforward), \
+                    self.port_forward(v, closed) as (proc, local):
+                with socket.create_connection(("127.0.0.1", local), timeout=20) as s:
+                    self.assertEqual(pf.read_to_close(s), b"")
+                text = pf.wait_for_line(proc.stderr_path, r"error forwarding port %d[^\n]*"
+                                        % closed, proc).group(0)
+                self.assertIn("connection refused", text)
+                self.assertEqual(text.count("error forwarding port"), 1, text)
 
 
 def main():
@@ -344,7 +433,6 @@ def main():
     parser.add_argument("--crisp", required=True)
     parser.add_argument("--devapiserver", required=True)
     parser.add_argument("--cricall", required=True)
-    parser.add_argument("--mode", choices=["direct", "bridged"], default="direct")
     ARGS, rest = parser.parse_known_args()
     for name in ("crisp", "devapiserver", "cricall"):
         setattr(ARGS, name, os.path.abspath(getattr(ARGS, name)))

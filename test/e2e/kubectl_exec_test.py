@@ -75,11 +75,15 @@ class Cluster:
         self.crisp = harness.Process("crisp", [ARGS.crisp, "--config", config], tmp).start()
         ready = self._wait_for_log(self.crisp, r"crisp ready: .* admin (\S+)")
         self.admin = ready.group(1)
-        self.kubeconfig = os.path.join(tmp, "kubeconfig")
-        ready_file = os.path.join(tmp, "devapiserver.ready")
+        self.start_devapiserver()
+
+    def start_devapiserver(self):
+        """The development API server on self.cri_socket, and its kubeconfig."""
+        self.kubeconfig = os.path.join(self.dir, "kubeconfig")
+        ready_file = os.path.join(self.dir, "devapiserver.ready")
         self.devapi = harness.Process("devapiserver", [
             ARGS.devapiserver, "--listen", "127.0.0.1:0", "--cri", self.cri_socket,
-            "--kubeconfig", self.kubeconfig, "--ready-file", ready_file], tmp).start()
+            "--kubeconfig", self.kubeconfig, "--ready-file", ready_file], self.dir).start()
         self.devapi.wait_for_file(ready_file, START_TIMEOUT)
 
     @staticmethod
@@ -140,11 +144,14 @@ class Cluster:
 class PtyKubectl:
     """kubectl in a pseudo-terminal of a given size, for -it sessions."""
 
-    def __init__(self, cluster, version, args, rows, cols):
+    def __init__(self, cluster, version, args, rows, cols, env=None):
+        """env: extra environment variables for kubectl."""
         self.master, slave = pty.openpty()
         self.set_size(rows, cols)
+        full_env = cluster.kubectl_env()
+        full_env.update(env or {})
         self.proc = subprocess.Popen(cluster.kubectl_argv(version, *args), stdin=slave,
-                                     stdout=slave, stderr=slave, env=cluster.kubectl_env(),
+                                     stdout=slave, stderr=slave, env=full_env,
                                      start_new_session=True)
         os.close(slave)
         self.output = b""

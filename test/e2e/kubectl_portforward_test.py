@@ -117,6 +117,19 @@ class Cluster:
         return proc, local
 
 
+def read_to_close(sock):
+    """Reads `sock` until the far end closes or resets it; returns the bytes."""
+    got = b""
+    try:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return got
+            got += chunk
+    except ConnectionResetError:
+        return got
+
+
 def wait_for_line(path, pattern, process, timeout=START_TIMEOUT):
     deadline = time.monotonic() + timeout
     while True:

@@ -17,8 +17,6 @@ Usage: kubectl_upstream_test.py --crisp PATH --devapiserver PATH [unittest args]
 
 import argparse
 import os
-import pty
-import re
 import select
 import socket
 import socketserver
@@ -31,7 +29,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 import kubectl_exec_test as exec_test  # noqa: E402
-from kubectl_portforward_test import wait_for_line  # noqa: E402
+from kubectl_portforward_test import read_text, read_to_close, wait_for_line  # noqa: E402
 
 ARGS = None
 START_TIMEOUT = 20
@@ -40,6 +38,8 @@ SPDY_KUBECTL = "1.27"
 NEWEST_KUBECTL = "1.33"
 # kubectl 1.33 speaking WebSocket v5 to crisp; crisp speaks SPDY v4 upstream.
 WS_ENV = {"KUBECTL_REMOTE_COMMAND_WEBSOCKETS": "true"}
+# Port-forward over SPDY, and over the SPDY tunnel in WebSocket.
+PF_VARIANTS = ((SPDY_KUBECTL, None), (NEWEST_KUBECTL, {"KUBECTL_PORT_FORWARD_WEBSOCKETS": "true"}))
 
 # The runtime: kubectl_exec_test's crisp with its containers, on its own
 # socket, advertising the relay.
@@ -231,6 +231,11 @@ class UpstreamTest(unittest.TestCase):
         cls.echo.daemon_threads = True
         threading.Thread(target=cls.echo.serve_forever, daemon=True).start()
         cls.echo_port = cls.echo.server_address[1]
+        # The connections crisp keeps (to the runtime's CRI socket) open before
+        # the descriptor baseline every test is held to.
+        r = cls.cluster.kubectl(SPDY_KUBECTL, "exec", "demo", "--", "true")
+        assert r.returncode == 0, str(r)
+        cls.fds = cls.cluster.open_fds()
 
     @classmethod
     def tearDownClass(cls):
@@ -248,6 +253,11 @@ class UpstreamTest(unittest.TestCase):
                        "crisp_runtime_stream_connections_active"):
             self.assertEqual(self.cluster.wait_for_metric(metric, 0), 0,
                              "front crisp: %s after the test" % metric)
+        deadline = time.monotonic() + 10
+        while self.cluster.open_fds() > self.fds and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertLessEqual(self.cluster.open_fds(), self.fds,
+                             "front crisp: descriptors left open")
 
     def kubectl(self, version, *args, env=None, **kwargs):
         return self.cluster.kubectl(version, *args, env=env, **kwargs)
@@ -294,8 +304,8 @@ class UpstreamTest(unittest.TestCase):
     def test_interactive_tty_with_resize(self):
         for version, env in ((SPDY_KUBECTL, None), (NEWEST_KUBECTL, WS_ENV)):
             with self.subTest(kubectl=version):
-                term = PtyKubectlEnv(self.cluster, version, ["exec", "-it", "demo", "--", "sh"],
-                                     40, 100, env or {})
+                term = exec_test.PtyKubectl(self.cluster, version,
+                                            ["exec", "-it", "demo", "--", "sh"], 40, 100, env)
                 try:
                     self.assertEqual(exec_test.wait_for_terminal_size(term, b"40 100"), b"40 100")
                     term.resize(50, 120)
@@ -395,15 +405,14 @@ class UpstreamTest(unittest.TestCase):
 
     # The runtime's stream server misbehaving.
 
-    def assert_exec_fails_clearly(self, version, expect, env=None):
+    def assert_exec_fails_clearly(self, version, expect, env=None, command=("echo", "hi")):
         start = time.monotonic()
-        r = self.kubectl(version, "exec", "demo", "--", "echo", "hi", env=env, timeout=20)
+        r = self.kubectl(version, "exec", "demo", "--", *command, env=env, timeout=20)
         self.assertNotEqual(r.returncode, 0, str(r))
         self.assertRegex(r.stderr, expect, str(r))
         self.assertLess(time.monotonic() - start, 10, "no answer in time")
 
     def test_refused_connection(self):
-        fds = self.cluster.open_fds()
         # Nothing listens on the advertised port while the relay is stopped.
         self.cluster.relay.set_mode("refuse")
         for version, env in ((SPDY_KUBECTL, None), (NEWEST_KUBECTL, WS_ENV)):
@@ -413,7 +422,6 @@ class UpstreamTest(unittest.TestCase):
                     r"127\.0\.0\.1:\d+: Connection refused", env)
         self.assertEqual(self.cluster.metric("crisp_runtime_stream_upgrades_total",
                                              {"result": "connect_failed"}), 2)
-        self.assertLessEqual(self.cluster.open_fds(), fds)
 
     def test_connection_closed_before_the_answer(self):
         self.cluster.relay.set_mode("close")
@@ -454,35 +462,52 @@ class UpstreamTest(unittest.TestCase):
                         os.killpg(proc.pid, 9)
                         proc.communicate()
 
+    def test_runtime_error_status_reaches_kubectl(self):
+        # The runtime's stream server ends the session with a failure Status
+        # of its own: kubectl shows the runtime's words.
+        for version, env in ((SPDY_KUBECTL, None), (NEWEST_KUBECTL, WS_ENV)):
+            with self.subTest(kubectl=version):
+                self.assert_exec_fails_clearly(version, r"/no/such/binary", env,
+                                               command=["/no/such/binary"])
+        self.assertEqual(self.cluster.runtime_metric("crisp_sessions_active"), 0)
+
     def test_port_forward_upgrade_refused(self):
         self.cluster.relay.set_mode("http500")
-        proc, local = self.port_forward(SPDY_KUBECTL, self.echo_port)
-        try:
-            with socket.create_connection(("127.0.0.1", local), timeout=10) as s:
-                s.settimeout(10)
+        for version, env in PF_VARIANTS:
+            with self.subTest(kubectl=version, env=env):
+                proc, local = self.port_forward(version, self.echo_port, env)
                 try:
-                    s.recv(100)
-                except OSError:
-                    pass
-            text = wait_for_line(proc.stderr_path, r"error forwarding port[^\n]*", proc).group(0)
-            self.assertIn("refused the upgrade: 500", text)
-        finally:
-            proc.stop()
+                    with socket.create_connection(("127.0.0.1", local), timeout=10) as s:
+                        read_to_close(s)
+                    text = wait_for_line(proc.stderr_path, r"error forwarding port[^\n]*",
+                                         proc).group(0)
+                    self.assertIn("refused the upgrade: 500", text)
+                finally:
+                    proc.stop()
 
-
-class PtyKubectlEnv(exec_test.PtyKubectl):
-    """PtyKubectl with extra environment variables."""
-
-    def __init__(self, cluster, version, args, rows, cols, env):
-        self.master, slave = pty.openpty()
-        self.set_size(rows, cols)
-        full_env = cluster.kubectl_env()
-        full_env.update(env)
-        self.proc = subprocess.Popen(cluster.kubectl_argv(version, *args), stdin=slave,
-                                     stdout=slave, stderr=slave, env=full_env,
-                                     start_new_session=True)
-        os.close(slave)
-        self.output = b""
+    def test_port_forward_runtime_dies_mid_connection(self):
+        for version, env in PF_VARIANTS:
+            with self.subTest(kubectl=version, env=env):
+                proc, local = self.port_forward(version, self.echo_port, env)
+                try:
+                    with socket.create_connection(("127.0.0.1", local), timeout=10) as s:
+                        s.settimeout(10)
+                        s.sendall(b"before the cut\n")
+                        got = b""
+                        while len(got) < 15:
+                            chunk = s.recv(100)
+                            self.assertTrue(chunk, "closed before the echo")
+                            got += chunk
+                        self.assertEqual(got, b"before the cut\n")
+                        self.cluster.relay.cut_all()
+                        # The forwarded connection ends; nothing hangs.
+                        read_to_close(s)
+                    # kubectl says the session is gone and exits.
+                    self.assertNotEqual(proc._popen.wait(timeout=20), 0, proc.logs())
+                    self.assertRegex(read_text(proc.stderr_path), r"lost connection to pod",
+                                     proc.logs())
+                finally:
+                    proc.stop()
 
 
 def main():

@@ -123,8 +123,25 @@ class UpstreamPortConnection : public session::PortConnection {
     post([error](session::PortCallbacks& cb) { cb.onError(error); });
   }
 
+  // The pod side's end reaches the client only once the error stream ended
+  // without text: a runtime built on the kubelet's streaming library
+  // (containerd) ends the data stream of a failed connection before it writes
+  // why on the error stream, and the client must get that text, not a clean
+  // close.
+  void maybeDeliverEof() {
+    if (ended_ || eof_delivered_ || !remote_eof_ || !error_ended_) {
+      return;
+    }
+    eof_delivered_ = true;
+    if (!connected_) {
+      connected_ = true;
+      callbacks_.onConnected();
+    }
+    callbacks_.onRemoteEof();
+  }
+
   void maybeClosed() {
-    if (!ended_ && remote_eof_ && fin_sent_ && error_ended_) {
+    if (!ended_ && eof_delivered_ && fin_sent_ && error_ended_) {
       ended_ = true;
       post([](session::PortCallbacks& cb) { cb.onClosed(); });
     }
@@ -158,11 +175,6 @@ class UpstreamPortConnection : public session::PortConnection {
     }
     if (stream_id == data_id_) {
       remote_eof_ = true;
-      if (!connected_) {
-        connected_ = true;
-        callbacks_.onConnected();
-      }
-      callbacks_.onRemoteEof();
     } else if (stream_id == error_id_) {
       error_ended_ = true;
       if (!error_text_.empty()) {
@@ -170,6 +182,7 @@ class UpstreamPortConnection : public session::PortConnection {
         return;
       }
     }
+    maybeDeliverEof();
     maybeClosed();
   }
 
@@ -193,6 +206,7 @@ class UpstreamPortConnection : public session::PortConnection {
       fail(PortError::Kind::kRuntimeReported, error_text_);
       return;
     }
+    maybeDeliverEof();
     maybeClosed();
   }
 
@@ -212,7 +226,8 @@ class UpstreamPortConnection : public session::PortConnection {
   Buffer pending_;
   std::string error_text_;
   bool connected_ = false;
-  bool remote_eof_ = false;
+  bool remote_eof_ = false;  // the runtime FIN'd the data stream
+  bool eof_delivered_ = false;
   bool error_ended_ = false;
   bool write_shut_ = false;
   bool fin_sent_ = false;
