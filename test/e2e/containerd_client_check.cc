@@ -223,15 +223,18 @@ TEST_F(ContainerdClientCheck, ContainerSpecAndExecProcessComeFromTheContainer) {
 
   // The exec sees the container's env, cwd and user.
   OutputFifo out("spec-out");
+  OutputFifo err("spec-err");
   ExecRequest request;
   request.container_id = container_;
   request.exec_id = ContainerdClient::newExecId();
   request.args = {"sh", "-c", "env; echo CWD=$(pwd); echo UID=$(id -u) GID=$(id -g)"};
   request.stdout_path = out.path();
+  request.stderr_path = err.path();
   auto pid = exec(request);
   ASSERT_TRUE(pid.ok()) << pid.status();
   auto exit_future = beginWait(loop_.client(), request.exec_id);
   const std::string text = out.contents();
+  EXPECT_EQ(err.contents(), "");
   auto exit = exit_future.get();
   ASSERT_TRUE(exit.ok()) << exit.status();
   EXPECT_EQ(exit->exit_status, 0u) << text;
@@ -279,12 +282,14 @@ TEST_F(ContainerdClientCheck, StdoutStderrAndExitStatus) {
 TEST_F(ContainerdClientCheck, StdinThroughCatIsByteExact) {
   InputFifo in("cat-in");
   OutputFifo out("cat-out");
+  OutputFifo err("cat-err");
   ExecRequest request;
   request.container_id = container_;
   request.exec_id = ContainerdClient::newExecId();
   request.args = {"cat"};
   request.stdin_path = in.path();
   request.stdout_path = out.path();
+  request.stderr_path = err.path();
   auto pid = exec(request);
   ASSERT_TRUE(pid.ok()) << pid.status();
   auto exit_future = beginWait(loop_.client(), request.exec_id);
@@ -302,6 +307,7 @@ TEST_F(ContainerdClientCheck, StdinThroughCatIsByteExact) {
   const std::string echoed = out.contents();
   EXPECT_EQ(echoed.size(), data.size());
   EXPECT_TRUE(echoed == data) << "cat's output differs from its input";
+  EXPECT_EQ(err.contents(), "");
   auto exit = exit_future.get();
   ASSERT_TRUE(exit.ok()) << exit.status();
   EXPECT_EQ(exit->exit_status, 0u);
@@ -338,12 +344,11 @@ TEST_F(ContainerdClientCheck, TerminalResize) {
 }
 
 TEST_F(ContainerdClientCheck, KillEndsALongWait) {
-  OutputFifo out("sleep-out");
   ExecRequest request;
   request.container_id = container_;
   request.exec_id = ContainerdClient::newExecId();
+  // No stdio: the shim gives the process /dev/null.
   request.args = {"sleep", "100"};
-  request.stdout_path = out.path();
   auto pid = exec(request);
   ASSERT_TRUE(pid.ok()) << pid.status();
   // On the client whose calls have a one-second deadline: Wait has none, and
@@ -357,7 +362,6 @@ TEST_F(ContainerdClientCheck, KillEndsALongWait) {
   auto exit = exit_future.get();
   ASSERT_TRUE(exit.ok()) << exit.status();
   EXPECT_EQ(exit->exit_status, 128u + SIGTERM);
-  EXPECT_EQ(out.contents(), "");
   EXPECT_TRUE(deleteProcess(request.exec_id).ok());
 }
 
@@ -381,13 +385,37 @@ TEST_F(ContainerdClientCheck, UnknownContainerIsNotFoundWithContainerdsMessage) 
   EXPECT_NE(killed.message().find("containerd Tasks/Kill: "), absl::string_view::npos) << killed;
 }
 
-TEST_F(ContainerdClientCheck, InvalidExecIdIsRefusedBeforeAnyCall) {
+TEST_F(ContainerdClientCheck, FailedStartCarriesTheShimsErrorAndFreesTheExecId) {
+  // Regular files that do not exist: the shim cannot open them at Start.
+  ExecRequest request;
+  request.container_id = container_;
+  request.exec_id = ContainerdClient::newExecId();
+  request.args = {"true"};
+  request.stdout_path = absl::StrCat(env("FIFO_DIR"), "/missing/out");
+  request.stderr_path = absl::StrCat(env("FIFO_DIR"), "/missing/err");
+  auto pid = exec(request);
+  ASSERT_FALSE(pid.ok());
+  const std::string message(pid.status().message());
+  EXPECT_NE(message.find("containerd Tasks/Start: "), std::string::npos) << message;
+  EXPECT_NE(message.find(request.stdout_path), std::string::npos) << message;
+  auto deleted = deleteProcess(request.exec_id);
+  EXPECT_EQ(deleted.status().code(), absl::StatusCode::kNotFound) << deleted.status();
+}
+
+TEST_F(ContainerdClientCheck, RequestsContainerdWouldRefuseAreRefusedFirst) {
   ExecRequest request;
   request.container_id = container_;
   request.exec_id = "bad id/..";
   request.args = {"true"};
   auto pid = exec(request);
   EXPECT_EQ(pid.status().code(), absl::StatusCode::kInvalidArgument) << pid.status();
+
+  OutputFifo out("lone-out");
+  request.exec_id = ContainerdClient::newExecId();
+  request.stdout_path = out.path();
+  pid = exec(request);
+  EXPECT_EQ(pid.status().code(), absl::StatusCode::kInvalidArgument) << pid.status();
+  EXPECT_NE(pid.status().message().find("stderr"), absl::string_view::npos) << pid.status();
 }
 
 TEST_F(ContainerdClientCheck, UnreachableSocketIsUnavailableNamingIt) {

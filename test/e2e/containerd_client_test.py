@@ -9,6 +9,7 @@ Skipped, with the reason, only when containerd cannot run on this machine.
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,7 +34,8 @@ def main():
     parser.add_argument("--cricall", required=True)
     parser.add_argument("--check", required=True, help="the containerd_client_check binary")
     args, rest = parser.parse_known_args()
-    tmp = tempfile.mkdtemp(prefix="crisp-ctrd-client-", dir=os.environ.get("TEST_TMPDIR"))
+    # Under /tmp, not TEST_TMPDIR: containerd's sockets need a short path.
+    tmp = tempfile.mkdtemp(prefix="crisp-ctrd-client-")
     env = containerd_env.Containerd(os.path.join(tmp, "containerd"),
                                     os.path.abspath(args.cricall))
     try:
@@ -55,6 +57,7 @@ def main():
         return r.returncode
     finally:
         env.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

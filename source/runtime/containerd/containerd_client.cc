@@ -273,6 +273,13 @@ ContainerdClient::CallId ContainerdClient::exec(const ExecRequest& request, PidC
     invalid = absl::InvalidArgumentError("exec: no command");
   } else if (request.terminal && !request.stderr_path.empty()) {
     invalid = absl::InvalidArgumentError("exec: a terminal has no separate stderr");
+  } else if (!request.terminal &&
+             (!request.stdin_path.empty() || !request.stdout_path.empty() ||
+              !request.stderr_path.empty()) &&
+             (request.stdout_path.empty() || request.stderr_path.empty())) {
+    invalid = absl::InvalidArgumentError(
+        "exec: without a terminal, containerd's runc shim needs both stdout and stderr "
+        "paths once any stdio path is given");
   }
   if (!invalid.ok()) {
     // Reported like any call result: from the loop, never from inside exec().

@@ -16,6 +16,11 @@
 // output FIFOs for reading (O_RDONLY|O_NONBLOCK), the stdin FIFO so that it
 // stays open (O_RDWR); the shim sees stdin's end only after every writer closed
 // and closeStdin() was called. With terminal=true there is one output (stdout).
+// Without a terminal the runc shim copies stdout and stderr together: either
+// all three paths are empty (the process gets /dev/null) or both outputs are
+// given (a caller that wants no stderr still drains one). The shim also holds
+// a read end of each output FIFO itself, so its writes never fail for want of
+// a reader; a caller that stops reading stalls the process, not the shim.
 //
 // Every call carries the namespace as the `containerd-namespace` header. Errors
 // keep containerd's gRPC code and message, prefixed with the method, e.g.
@@ -74,7 +79,7 @@ struct ExecRequest {
   std::vector<std::string> args;
   bool terminal = false;
   // FIFO paths the shim opens; empty for none. stderr must be empty with a
-  // terminal.
+  // terminal, and given with stdout without one (see above).
   std::string stdin_path;
   std::string stdout_path;
   std::string stderr_path;
