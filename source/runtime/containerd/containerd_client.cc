@@ -198,6 +198,7 @@ ContainerdClient::ContainerdClient(event::Dispatcher& dispatcher, std::string so
 ContainerdClient::~ContainerdClient() {
   // Calls first: each resets its stream on the still-open connection.
   calls_.clear();
+  refusals_.clear();
 }
 
 std::string ContainerdClient::newExecId() {
@@ -242,7 +243,10 @@ void ContainerdClient::finished(CallId id) {
   }
 }
 
-void ContainerdClient::cancel(CallId id) { calls_.erase(id); }
+void ContainerdClient::cancel(CallId id) {
+  calls_.erase(id);
+  refusals_.erase(id);
+}
 
 ContainerdClient::CallId ContainerdClient::containerSpec(const std::string& container_id,
                                                          SpecCallback done) {
@@ -283,8 +287,18 @@ ContainerdClient::CallId ContainerdClient::exec(const ExecRequest& request, PidC
   }
   if (!invalid.ok()) {
     // Reported like any call result: from the loop, never from inside exec().
-    dispatcher_.post([this, flow, invalid]() { flow->done(invalid); });
-    return flow->id;
+    const CallId id = flow->id;
+    auto timer = std::make_unique<event::Timer>(dispatcher_, [this, id, flow, invalid] {
+      auto it = refusals_.find(id);
+      if (it != refusals_.end()) {
+        dispatcher_.deferredDelete(std::move(it->second));
+        refusals_.erase(it);
+      }
+      flow->done(invalid);
+    });
+    timer->enable(std::chrono::milliseconds(0));
+    refusals_[id] = std::move(timer);
+    return id;
   }
   containers_v1::GetContainerRequest get;
   get.set_id(request.container_id);

@@ -148,7 +148,7 @@ class ContainerdClient {
   // Ends a call without its callback (no-op for a finished or unknown id).
   void cancel(CallId id);
   // Calls in flight (tests).
-  size_t activeCalls() const { return calls_.size(); }
+  size_t activeCalls() const { return calls_.size() + refusals_.size(); }
 
  private:
   class UnaryCall;
@@ -169,6 +169,9 @@ class ContainerdClient {
   cri::GrpcClient grpc_;
   CallId next_id_ = 1;
   std::unordered_map<CallId, std::unique_ptr<UnaryCall>> calls_;
+  // Requests refused before any call; their callbacks run on the next loop
+  // iteration unless cancelled first.
+  std::unordered_map<CallId, std::unique_ptr<event::Timer>> refusals_;
 };
 
 }  // namespace crisp::containerd

@@ -242,5 +242,24 @@ TEST_F(FakeContainerdTest, ACallbackMayDestroyTheClient) {
   EXPECT_TRUE(close.stdin());
 }
 
+TEST_F(FakeContainerdTest, RefusedExecAnswersFromTheLoopAndCanBeCancelled) {
+  ContainerdClient client(dispatcher_, dir_.file("containerd.sock"));
+  ExecRequest lone_stdout = request();
+  lone_stdout.stderr_path.clear();
+  std::optional<absl::StatusOr<uint32_t>> pid;
+  client.exec(lone_stdout, [&](absl::StatusOr<uint32_t> r) { pid = r; });
+  EXPECT_FALSE(pid.has_value());
+  ASSERT_TRUE(runUntil(dispatcher_, [&] { return pid.has_value(); }));
+  EXPECT_EQ(pid->status().code(), absl::StatusCode::kInvalidArgument);
+
+  bool called = false;
+  auto id = client.exec(lone_stdout, [&](auto) { called = true; });
+  client.cancel(id);
+  settle(dispatcher_);
+  EXPECT_FALSE(called);
+  EXPECT_TRUE(handler_.calls.empty());
+  EXPECT_EQ(client.activeCalls(), 0u);
+}
+
 }  // namespace
 }  // namespace crisp::containerd
