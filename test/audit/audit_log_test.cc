@@ -11,23 +11,10 @@
 
 #include "gtest/gtest.h"
 
+#include "test/common/temp_dir.h"
+
 namespace crisp::audit {
 namespace {
-
-std::string tempDir() {
-  const char* base = std::getenv("TEST_TMPDIR");
-  std::string templ = std::string(base != nullptr ? base : "/tmp") + "/audit-XXXXXX";
-  return ::mkdtemp(templ.data());
-}
-
-std::vector<std::string> linesOf(const std::string& path) {
-  std::ifstream in(path);
-  std::vector<std::string> lines;
-  for (std::string line; std::getline(in, line);) {
-    lines.push_back(line);
-  }
-  return lines;
-}
 
 bool exists(const std::string& path) {
   struct stat st {};
@@ -35,19 +22,21 @@ bool exists(const std::string& path) {
 }
 
 TEST(AuditLogTest, AppendsOneLinePerRecord) {
-  const std::string path = tempDir() + "/audit.log";
+  const testing::TempDir dir("audit");
+  const std::string path = dir.path() + "/audit.log";
   auto log = AuditLog::open({path, 1 << 20, 3});
   ASSERT_TRUE(log.ok()) << log.status();
   (*log)->write(R"({"event":"session_start"})");
   (*log)->write(R"({"event":"session_end"})");
-  EXPECT_EQ(linesOf(path),
+  EXPECT_EQ(testing::readLines(path),
             (std::vector<std::string>{R"({"event":"session_start"})", R"({"event":"session_end"})"}));
 }
 
 // Lines are never split; at most max_files rotated files are kept, the
 // newest lines in the live file.
 TEST(AuditLogTest, RotatesBySizeAndKeepsMaxFiles) {
-  const std::string path = tempDir() + "/audit.log";
+  const testing::TempDir dir("audit");
+  const std::string path = dir.path() + "/audit.log";
   const uint64_t rotations_before = AuditMetrics::get().rotations.value();
   auto log = AuditLog::open({path, 1000, 2});
   ASSERT_TRUE(log.ok()) << log.status();
@@ -66,7 +55,7 @@ TEST(AuditLogTest, RotatesBySizeAndKeepsMaxFiles) {
     struct stat st {};
     ASSERT_EQ(::stat(p.c_str(), &st), 0);
     EXPECT_LE(st.st_size, 1000);
-    for (const std::string& line : linesOf(p)) {
+    for (const std::string& line : testing::readLines(p)) {
       ASSERT_EQ(line.size(), 92u) << line;
       const int n = std::stoi(line.substr(5));
       if (expected_next >= 0) {

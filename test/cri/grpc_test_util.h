@@ -20,27 +20,12 @@
 #include "source/common/dispatcher.h"
 #include "source/cri/grpc_client.h"
 #include "source/cri/grpc_server.h"
+#include "test/common/temp_dir.h"
 
 namespace crisp::cri::testing {
 
-// A fresh directory under /tmp (short enough for sun_path), removed on
-// destruction.
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/crisp-grpc-XXXXXX";
-    const char* dir = ::mkdtemp(tmpl);
-    path_ = dir == nullptr ? std::string("/tmp") : std::string(dir);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
+// Unix sockets go in a directory of the test's own.
+using ::crisp::testing::TempDir;
 
 // Runs loop iterations until `done()` holds or `timeout` passes; returns done().
 inline bool runUntil(event::Dispatcher& dispatcher, const std::function<bool()>& done,

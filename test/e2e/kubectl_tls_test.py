@@ -10,6 +10,7 @@ Usage: kubectl_tls_test.py --crisp PATH --devapiserver PATH --cricall PATH [unit
 """
 
 import argparse
+import json
 import os
 import re
 import signal
@@ -45,6 +46,8 @@ stream:
   listen: 127.0.0.1:0
 log:
   level: debug
+audit:
+  path: {dir}/audit.log
 runtime:
   embedded:
     containers:
@@ -298,6 +301,19 @@ class KubectlTlsClientCertificateTest(unittest.TestCase):
         self.assertEqual((r.returncode, r.stdout), (0, "hi\n"), str(r))
         self.cluster.wait_for_log(r"\[C\d+\] POST /exec/\S+: upgrading to spdy/v4\.channel\.k8s\.io "
                                   r"for client \"%s\"" % re.escape(CLIENT_SUBJECT))
+        # The audit log names the client too, on both lines of the session.
+        deadline = time.monotonic() + 10
+        records = []
+        while time.monotonic() < deadline:
+            with open(os.path.join(self.cluster.dir, "audit.log")) as f:
+                records = [json.loads(line) for line in f if line.strip()]
+            records = [r for r in records if r["command"] == ["echo", "hi"]]
+            if any(r["event"] == "session_end" for r in records):
+                break
+            time.sleep(0.05)
+        self.assertEqual(sorted(r["event"] for r in records), ["session_end", "session_start"])
+        for record in records:
+            self.assertEqual(record["client_subject"], CLIENT_SUBJECT, record)
 
 
 def main():

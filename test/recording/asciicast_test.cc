@@ -11,23 +11,10 @@
 
 #include "gtest/gtest.h"
 
+#include "test/common/temp_dir.h"
+
 namespace crisp::recording {
 namespace {
-
-std::string tempDir() {
-  const char* base = std::getenv("TEST_TMPDIR");
-  std::string templ = std::string(base != nullptr ? base : "/tmp") + "/rec-XXXXXX";
-  return ::mkdtemp(templ.data());
-}
-
-std::vector<std::string> linesOf(const std::string& path) {
-  std::ifstream in(path);
-  std::vector<std::string> lines;
-  for (std::string line; std::getline(in, line);) {
-    lines.push_back(line);
-  }
-  return lines;
-}
 
 // The event's code and data, without its time: `"o","text"`.
 std::string body(const std::string& event) { return event.substr(event.find(',') + 1); }
@@ -45,7 +32,8 @@ size_t castFiles(const std::string& dir) {
 
 TEST(AsciicastTest, HeaderOutputResizeAndInput) {
   RecordingOptions options;
-  options.dir = tempDir() + "/sub";  // created on demand
+  const testing::TempDir dir("rec");
+  options.dir = dir.path() + "/sub";  // created on demand
   options.input = true;
   auto rec = Recorder::start(options, "demo", 7, 100, 40, {"sh", "-c", "echo \"hi\""});
   ASSERT_NE(rec, nullptr);
@@ -56,7 +44,7 @@ TEST(AsciicastTest, HeaderOutputResizeAndInput) {
   const std::string path = rec->path();
   EXPECT_NE(path.find("-demo-s7.cast"), std::string::npos) << path;
   rec.reset();
-  const auto lines = linesOf(path);
+  const auto lines = testing::readLines(path);
   ASSERT_EQ(lines.size(), 5u);
   EXPECT_EQ(lines[0].substr(0, 41), R"({"version":2,"width":100,"height":40,"tim)");
   EXPECT_NE(lines[0].find(R"("command":"sh -c echo \"hi\""})"), std::string::npos) << lines[0];
@@ -70,7 +58,8 @@ TEST(AsciicastTest, HeaderOutputResizeAndInput) {
 // what comes before it goes out at once.
 TEST(AsciicastTest, KeepsSplitUtf8CharactersWhole) {
   RecordingOptions options;
-  options.dir = tempDir();
+  const testing::TempDir dir("rec");
+  options.dir = dir.path();
   auto rec = Recorder::start(options, "demo", 1, 80, 24, {"sh"});
   ASSERT_NE(rec, nullptr);
   rec->output("caf\xC3");
@@ -80,7 +69,7 @@ TEST(AsciicastTest, KeepsSplitUtf8CharactersWhole) {
   rec->input("ignored without recording.input");
   const std::string path = rec->path();
   rec.reset();
-  const auto lines = linesOf(path);
+  const auto lines = testing::readLines(path);
   ASSERT_EQ(lines.size(), 4u);
   EXPECT_EQ(body(lines[1]), "\"o\",\"caf\"]");
   EXPECT_EQ(body(lines[2]), "\"o\",\"\xC3\xA9!\"]");
@@ -90,7 +79,8 @@ TEST(AsciicastTest, KeepsSplitUtf8CharactersWhole) {
 // At the cap the recording ends with an "m" event saying so, under the cap.
 TEST(AsciicastTest, StopsAtMaxBytesAndSaysSo) {
   RecordingOptions options;
-  options.dir = tempDir();
+  const testing::TempDir dir("rec");
+  options.dir = dir.path();
   options.max_bytes = 1024;
   const uint64_t capped_before = RecordingMetrics::get().capped.value();
   auto rec = Recorder::start(options, "demo", 2, 80, 24, {"sh"});
@@ -102,7 +92,7 @@ TEST(AsciicastTest, StopsAtMaxBytesAndSaysSo) {
   const std::string path = rec->path();
   EXPECT_LE(rec->bytesWritten(), 1024u);
   rec.reset();
-  const auto lines = linesOf(path);
+  const auto lines = testing::readLines(path);
   ASSERT_GT(lines.size(), 3u);
   EXPECT_EQ(body(lines.back()),
             R"("m","recording stopped: recording.max_bytes (1024) reached"])");
@@ -111,7 +101,8 @@ TEST(AsciicastTest, StopsAtMaxBytesAndSaysSo) {
 
 TEST(AsciicastTest, RetentionKeepsTheNewestCount) {
   RecordingOptions options;
-  options.dir = tempDir();
+  const testing::TempDir dir("rec");
+  options.dir = dir.path();
   options.retention_count = 2;
   for (uint64_t i = 1; i <= 4; ++i) {
     auto rec = Recorder::start(options, "demo", i, 80, 24, {"sh"});

@@ -49,10 +49,7 @@ StreamUrl parseStreamUrl(const std::string& url) {
 }
 
 InProcessCrisp::InProcessCrisp(const InProcessCrispOptions& options) : ca_("crisp test CA") {
-  // TEST_TMPDIR is too deep for a unix socket path (108 bytes at most).
-  char socket_dir[] = "/tmp/crisp-test-XXXXXX";
-  socket_dir_ = ::mkdtemp(socket_dir) != nullptr ? socket_dir : dir_.path();
-  socket_ = socket_dir_ + "/crisp.sock";
+  socket_ = dir_.file("crisp.sock");
 
   config::Config config;
   config.cri.listen = socket_;
@@ -94,8 +91,6 @@ InProcessCrisp::~InProcessCrisp() {
     thread_.join();
   }
   server_.reset();
-  ::unlink(socket_.c_str());
-  ::rmdir(socket_dir_.c_str());
 }
 
 absl::StatusOr<std::string> InProcessCrisp::exec(const std::vector<std::string>& cmd, bool stdin,

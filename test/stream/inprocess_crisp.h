@@ -64,7 +64,6 @@ class InProcessCrisp {
  private:
   TempDir dir_;
   TestCa ca_;
-  std::string socket_dir_;
   std::string socket_;
   absl::Status status_;
   std::unique_ptr<exe::Server> server_;

@@ -248,43 +248,6 @@ std::string serialOf(const std::string& cert_pem) {
   return out;
 }
 
-TempDir::TempDir() {
-  const char* base = std::getenv("TEST_TMPDIR");
-  std::string pattern = std::string(base != nullptr ? base : "/tmp") + "/tlsXXXXXX";
-  if (::mkdtemp(pattern.data()) == nullptr) {
-    std::perror("mkdtemp");
-    std::abort();
-  }
-  path_ = pattern;
-}
-
-TempDir::~TempDir() {
-  if (DIR* dir = ::opendir(path_.c_str())) {
-    while (dirent* entry = ::readdir(dir)) {
-      const std::string name = entry->d_name;
-      if (name != "." && name != "..") {
-        ::unlink((path_ + "/" + name).c_str());
-      }
-    }
-    ::closedir(dir);
-  }
-  ::rmdir(path_.c_str());
-}
-
-std::string TempDir::write(const std::string& name, std::string_view content) const {
-  const std::string path = path_ + "/" + name;
-  const std::string tmp = path_ + "/." + name + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out.write(content.data(), static_cast<std::streamsize>(content.size()));
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::perror("rename");
-    std::abort();
-  }
-  return path;
-}
-
 std::pair<int, int> loopbackPair() {
   const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in addr{};

@@ -25,6 +25,8 @@
 #include <utility>
 #include <vector>
 
+#include "test/common/temp_dir.h"
+
 typedef struct evp_pkey_st EVP_PKEY;
 typedef struct x509_st X509;
 typedef struct ssl_st SSL;
@@ -74,22 +76,8 @@ class TestCa {
 // `key_pem`'s key written encrypted with `passphrase` (AES-256-CBC).
 std::string encryptedKeyPem(const std::string& key_pem, const std::string& passphrase);
 
-// A fresh directory under TEST_TMPDIR (or /tmp), removed with its files.
-class TempDir {
- public:
-  TempDir();
-  ~TempDir();
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  const std::string& path() const { return path_; }
-  // Writes `content` to path()/name through a new file renamed into place
-  // (a new inode, as tools that rotate certificates do); returns the path.
-  std::string write(const std::string& name, std::string_view content) const;
-
- private:
-  std::string path_;
-};
+// A directory of the test's own, for certificate and key files.
+using ::crisp::testing::TempDir;
 
 // A connected loopback TCP pair {client, server}, both blocking.
 std::pair<int, int> loopbackPair();
