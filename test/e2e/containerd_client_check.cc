@@ -183,7 +183,7 @@ class InputFifo {
   int fd_ = -1;
 };
 
-class ContainerdClientCheck : public testing::Test {
+class ContainerdClientCheck : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_FALSE(env("CONTAINERD_SOCKET").empty()) << "run by containerd_client_test.py";

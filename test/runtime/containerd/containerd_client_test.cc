@@ -102,7 +102,7 @@ TEST(ValidIdentifier, FollowsContainerdsRule) {
 }
 
 // crisp's gRPC server on a unix socket, answering as containerd would.
-class FakeContainerdTest : public testing::Test {
+class FakeContainerdTest : public ::testing::Test {
  protected:
   void SetUp() override {
     server_.setFallback(&handler_);
