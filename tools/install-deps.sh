@@ -10,6 +10,7 @@ packages=(
   libhttp-parser-dev zlib1g-dev libprotobuf-dev protobuf-compiler libspdlog-dev
   kubectl openssl curl python3 procps util-linux
   containerd runc busybox-static
+  nlohmann-json3-dev
 )
 
 missing=()

@@ -1,0 +1,265 @@
+#include "source/runtime/containerd/containerd_client.h"
+
+#include <cstdint>
+#include <limits>
+#include <string>
+
+#include "absl/status/status.h"
+#include "gtest/gtest.h"
+
+#include "api/containerd/services/containers/v1/containers.pb.h"
+#include "api/containerd/services/tasks/v1/tasks.pb.h"
+#include "source/common/dispatcher.h"
+#include "source/cri/grpc_server.h"
+#include "test/cri/grpc_test_util.h"
+
+namespace crisp::containerd {
+namespace {
+
+using cri::testing::field;
+using cri::testing::RecordedCall;
+using cri::testing::RecordingHandler;
+using cri::testing::runUntil;
+using cri::testing::settle;
+using cri::testing::TempDir;
+using nlohmann::json;
+
+constexpr uint64_t kUnlimited = std::numeric_limits<uint64_t>::max();
+
+json containerSpec() {
+  return json{
+      {"ociVersion", "1.0.2-dev"},
+      {"process",
+       {{"terminal", false},
+        {"consoleSize", {{"height", 10}, {"width", 20}}},
+        {"user", {{"uid", 1000}, {"gid", 1001}, {"additionalGids", {1001, 20}}}},
+        {"args", {"sleep", "100"}},
+        {"env", {"PATH=/bin", "HOSTNAME=pod"}},
+        {"cwd", "/work"},
+        {"rlimits", {{{"type", "RLIMIT_NOFILE"}, {"hard", kUnlimited}, {"soft", kUnlimited}}}},
+        {"noNewPrivileges", true}}},
+      {"root", {{"path", "rootfs"}}}};
+}
+
+TEST(ExecProcessSpec, IsTheContainersProcessWithTheRequestsArgsAndTerminal) {
+  auto process = execProcessSpec(containerSpec(), {"ls", "-l"}, false);
+  ASSERT_TRUE(process.ok()) << process.status();
+  EXPECT_EQ((*process)["args"], json({"ls", "-l"}));
+  EXPECT_EQ((*process)["terminal"], false);
+  EXPECT_EQ((*process)["env"], json({"PATH=/bin", "HOSTNAME=pod"}));
+  EXPECT_EQ((*process)["cwd"], "/work");
+  EXPECT_EQ((*process)["user"]["uid"], 1000);
+  EXPECT_EQ((*process)["user"]["additionalGids"], json({1001, 20}));
+  EXPECT_EQ((*process)["noNewPrivileges"], true);
+  EXPECT_FALSE(process->contains("consoleSize"));
+  // 64-bit limits survive the JSON round trip exactly.
+  const std::string text = process->dump();
+  EXPECT_NE(text.find("\"hard\":18446744073709551615"), std::string::npos) << text;
+}
+
+TEST(ExecProcessSpec, TerminalGetsTermUnlessTheContainerSetsOne) {
+  auto process = execProcessSpec(containerSpec(), {"sh"}, true);
+  ASSERT_TRUE(process.ok());
+  EXPECT_EQ((*process)["terminal"], true);
+  EXPECT_EQ((*process)["env"], json({"PATH=/bin", "HOSTNAME=pod", "TERM=xterm"}));
+
+  json spec = containerSpec();
+  spec["process"]["env"].push_back("TERM=vt100");
+  process = execProcessSpec(spec, {"sh"}, true);
+  ASSERT_TRUE(process.ok());
+  EXPECT_EQ((*process)["env"], json({"PATH=/bin", "HOSTNAME=pod", "TERM=vt100"}));
+
+  spec = containerSpec();
+  spec["process"].erase("env");
+  process = execProcessSpec(spec, {"sh"}, true);
+  ASSERT_TRUE(process.ok());
+  EXPECT_EQ((*process)["env"], json({"TERM=xterm"}));
+}
+
+TEST(ExecProcessSpec, RefusesASpecWithoutProcessAndAnEmptyCommand) {
+  EXPECT_EQ(execProcessSpec(json{{"ociVersion", "1"}}, {"sh"}, false).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(execProcessSpec(json{{"process", "x"}}, {"sh"}, false).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(execProcessSpec(containerSpec(), {}, false).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ValidIdentifier, FollowsContainerdsRule) {
+  EXPECT_TRUE(validIdentifier("a"));
+  EXPECT_TRUE(validIdentifier("crisp-0123abcd"));
+  EXPECT_TRUE(validIdentifier("a.b_c-d"));
+  EXPECT_TRUE(validIdentifier(std::string(kMaxIdentifierLength, 'x')));
+  EXPECT_FALSE(validIdentifier(std::string(kMaxIdentifierLength + 1, 'x')));
+  EXPECT_FALSE(validIdentifier(""));
+  EXPECT_FALSE(validIdentifier("-a"));
+  EXPECT_FALSE(validIdentifier("a-"));
+  EXPECT_FALSE(validIdentifier("a--b"));
+  EXPECT_FALSE(validIdentifier("a b"));
+  EXPECT_FALSE(validIdentifier("a/b"));
+  EXPECT_TRUE(validIdentifier(ContainerdClient::newExecId()));
+  EXPECT_NE(ContainerdClient::newExecId(), ContainerdClient::newExecId());
+}
+
+// crisp's gRPC server on a unix socket, answering as containerd would.
+class FakeContainerdTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    server_.setFallback(&handler_);
+    ASSERT_TRUE(server_.listenUnix(dir_.file("containerd.sock"), 0600).ok());
+    handler_.on_half_close = [this](RecordedCall& call) { answer(call); };
+  }
+
+  void answer(RecordedCall& call) {
+    const std::string& path = call.call->path();
+    if (path == "/containerd.services.containers.v1.Containers/Get") {
+      ::containerd::services::containers::v1::GetContainerResponse response;
+      response.mutable_container()->set_id("c1");
+      response.mutable_container()->mutable_spec()->set_value(containerSpec().dump());
+      call.call->sendMessage(response.SerializeAsString());
+      call.call->finish(absl::OkStatus());
+    } else if (path == "/containerd.services.tasks.v1.Tasks/Start") {
+      if (!start_status_.ok()) {
+        call.call->finish(start_status_);
+        return;
+      }
+      ::containerd::services::tasks::v1::StartResponse response;
+      response.set_pid(4242);
+      call.call->sendMessage(response.SerializeAsString());
+      call.call->finish(absl::OkStatus());
+    } else if (path == "/containerd.services.tasks.v1.Tasks/Wait") {
+      // Held open: the process "runs".
+    } else {
+      // Exec, DeleteProcess: google.protobuf.Empty / an empty DeleteResponse.
+      call.call->sendMessage("");
+      call.call->finish(absl::OkStatus());
+    }
+  }
+
+  std::vector<std::string> paths() const {
+    std::vector<std::string> out;
+    for (const auto& call : handler_.calls) {
+      out.push_back(call->call->path());
+    }
+    return out;
+  }
+
+  ExecRequest request() const {
+    ExecRequest r;
+    r.container_id = "c1";
+    r.exec_id = "e1";
+    r.args = {"ls"};
+    r.stdout_path = "/fifo/out";
+    r.stderr_path = "/fifo/err";
+    return r;
+  }
+
+  event::Dispatcher dispatcher_;
+  TempDir dir_;
+  RecordingHandler handler_;
+  cri::GrpcServer server_{dispatcher_};
+  absl::Status start_status_;
+};
+
+TEST_F(FakeContainerdTest, ExecIsGetExecStartInTheNamespaceWithTheContainersProcess) {
+  ContainerdClient client(dispatcher_, dir_.file("containerd.sock"));
+  std::optional<absl::StatusOr<uint32_t>> pid;
+  client.exec(request(), [&](absl::StatusOr<uint32_t> r) { pid = r; });
+  ASSERT_TRUE(runUntil(dispatcher_, [&] { return pid.has_value(); }));
+  ASSERT_TRUE(pid->ok()) << pid->status();
+  EXPECT_EQ(**pid, 4242u);
+  EXPECT_EQ(paths(), (std::vector<std::string>{
+                         "/containerd.services.containers.v1.Containers/Get",
+                         "/containerd.services.tasks.v1.Tasks/Exec",
+                         "/containerd.services.tasks.v1.Tasks/Start"}));
+  for (const auto& call : handler_.calls) {
+    EXPECT_EQ(field(call->call->metadata(), "containerd-namespace"), "k8s.io");
+    EXPECT_TRUE(call->call->deadline().has_value());
+  }
+  ::containerd::services::tasks::v1::ExecProcessRequest exec;
+  ASSERT_TRUE(exec.ParseFromString(handler_.calls[1]->messages.at(0)));
+  EXPECT_EQ(exec.container_id(), "c1");
+  EXPECT_EQ(exec.exec_id(), "e1");
+  EXPECT_EQ(exec.stdout(), "/fifo/out");
+  EXPECT_EQ(exec.stderr(), "/fifo/err");
+  EXPECT_EQ(exec.spec().type_url(), kProcessTypeUrl);
+  json process = json::parse(exec.spec().value());
+  EXPECT_EQ(process["args"], json({"ls"}));
+  EXPECT_EQ(process["cwd"], "/work");
+  EXPECT_EQ(client.activeCalls(), 0u);
+}
+
+TEST_F(FakeContainerdTest, FailedStartDeletesTheProcessAndReportsStartsError) {
+  start_status_ = absl::Status(absl::StatusCode::kUnknown, "runc exec failed: no sh");
+  ContainerdClient client(dispatcher_, dir_.file("containerd.sock"));
+  std::optional<absl::StatusOr<uint32_t>> pid;
+  client.exec(request(), [&](absl::StatusOr<uint32_t> r) { pid = r; });
+  ASSERT_TRUE(runUntil(dispatcher_, [&] { return pid.has_value(); }));
+  EXPECT_EQ(pid->status().code(), absl::StatusCode::kUnknown);
+  EXPECT_EQ(pid->status().message(), "containerd Tasks/Start: runc exec failed: no sh");
+  ASSERT_EQ(paths().size(), 4u);
+  EXPECT_EQ(paths()[3], "/containerd.services.tasks.v1.Tasks/DeleteProcess");
+}
+
+TEST_F(FakeContainerdTest, WaitHasNoDeadlineAndCancelEndsItWithoutCallback) {
+  ContainerdClient client(dispatcher_, dir_.file("containerd.sock"));
+  bool called = false;
+  auto id = client.wait("c1", "e1", [&](auto) { called = true; });
+  ASSERT_TRUE(runUntil(dispatcher_, [&] { return handler_.calls.size() == 1; }));
+  EXPECT_FALSE(handler_.calls[0]->call->deadline().has_value());
+  EXPECT_EQ(field(handler_.calls[0]->call->metadata(), "grpc-timeout"), std::nullopt);
+  client.cancel(id);
+  ASSERT_TRUE(runUntil(dispatcher_, [&] { return handler_.calls[0]->cancelled.has_value(); }));
+  settle(dispatcher_);
+  EXPECT_FALSE(called);
+  EXPECT_EQ(client.activeCalls(), 0u);
+}
+
+TEST_F(FakeContainerdTest, DestroyingTheClientEndsItsCallsWithoutCallbacks) {
+  bool called = false;
+  {
+    ContainerdClient client(dispatcher_, dir_.file("containerd.sock"));
+    client.wait("c1", "e1", [&](auto) { called = true; });
+    ASSERT_TRUE(runUntil(dispatcher_, [&] { return handler_.calls.size() == 1; }));
+  }
+  ASSERT_TRUE(runUntil(dispatcher_, [&] { return handler_.calls[0]->cancelled.has_value(); }));
+  settle(dispatcher_);
+  EXPECT_FALSE(called);
+}
+
+TEST_F(FakeContainerdTest, ACallbackMayDestroyTheClient) {
+  auto client = std::make_unique<ContainerdClient>(dispatcher_, dir_.file("containerd.sock"));
+  bool done = false;
+  client->closeStdin("c1", "e1", [&](const absl::Status& s) {
+    EXPECT_TRUE(s.ok()) << s;
+    client.reset();
+    done = true;
+  });
+  ASSERT_TRUE(runUntil(dispatcher_, [&] { return done; }));
+  settle(dispatcher_);
+  ::containerd::services::tasks::v1::CloseIORequest close;
+  ASSERT_TRUE(close.ParseFromString(handler_.calls.at(0)->messages.at(0)));
+  EXPECT_TRUE(close.stdin());
+}
+
+TEST_F(FakeContainerdTest, RefusedExecAnswersFromTheLoopAndCanBeCancelled) {
+  ContainerdClient client(dispatcher_, dir_.file("containerd.sock"));
+  ExecRequest lone_stdout = request();
+  lone_stdout.stderr_path.clear();
+  std::optional<absl::StatusOr<uint32_t>> pid;
+  client.exec(lone_stdout, [&](absl::StatusOr<uint32_t> r) { pid = r; });
+  EXPECT_FALSE(pid.has_value());
+  ASSERT_TRUE(runUntil(dispatcher_, [&] { return pid.has_value(); }));
+  EXPECT_EQ(pid->status().code(), absl::StatusCode::kInvalidArgument);
+
+  bool called = false;
+  auto id = client.exec(lone_stdout, [&](auto) { called = true; });
+  client.cancel(id);
+  settle(dispatcher_);
+  EXPECT_FALSE(called);
+  EXPECT_TRUE(handler_.calls.empty());
+  EXPECT_EQ(client.activeCalls(), 0u);
+}
+
+}  // namespace
+}  // namespace crisp::containerd
