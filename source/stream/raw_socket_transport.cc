@@ -76,6 +76,8 @@ void RawSocketTransport::write(Buffer& data) {
 
 size_t RawSocketTransport::queuedBytes() const { return output_.length(); }
 
+size_t RawSocketTransport::unacknowledgedBytes() const { return unacknowledgedSocketBytes(fd_); }
+
 void RawSocketTransport::pauseReading(bool paused) {
   if (closed()) {
     return;

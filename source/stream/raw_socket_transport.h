@@ -66,6 +66,7 @@ class RawSocketTransport : public Transport {
   void start() override;
   void write(Buffer& data) override;
   size_t queuedBytes() const override;
+  size_t unacknowledgedBytes() const override;
   void pauseReading(bool paused) override;
   void unreadInput(Buffer& data) override;
   void shutdownWrite() override;

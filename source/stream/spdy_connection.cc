@@ -39,7 +39,16 @@ SpdyConnection::SpdyConnection(event::Dispatcher& dispatcher, TransportPtr trans
                    peerName(), queuedOutputBytes());
     closeTransport();
   });
-  linger_timer_ = std::make_unique<event::Timer>(dispatcher_, [this] { closeTransport(); });
+  linger_ = std::make_unique<CloseLinger>(
+      dispatcher_, config_.linger_timeout, config_.drain_timeout, [this](size_t unacknowledged) {
+        if (unacknowledged > 0) {
+          CRISP_CONN_LOG(kSpdy, info, id_,
+                         "{} stopped reading while the connection closed; {} bytes it did not "
+                         "receive are dropped",
+                         peerName(), unacknowledged);
+        }
+        closeTransport();
+      });
 }
 
 SpdyConnection::~SpdyConnection() {
@@ -383,7 +392,7 @@ void SpdyConnection::finishFlush() {
     return;
   }
   transport_->shutdownWrite();
-  linger_timer_->enable(config_.linger_timeout);
+  linger_->start(*transport_);
 }
 
 void SpdyConnection::closeTransport() {
@@ -395,7 +404,7 @@ void SpdyConnection::closeTransport() {
   state_ = State::kClosed;
   idle_timer_->disable();
   drain_timer_->disable();
-  linger_timer_->disable();
+  linger_->cancel();
   transport_->close();
   control_.drain(control_.length());
   data_.drain(data_.length());

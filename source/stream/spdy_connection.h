@@ -31,8 +31,9 @@
 // - idle timeout: any frame in or out re-arms it; expiry closes;
 // - close: RST_STREAM(CANCEL) on every stream we have not FIN'd, GOAWAY(OK),
 //   both after the DATA already queued (nothing queued is dropped); flush;
-//   shut the write side down; wait for the peer's close up to
-//   linger_timeout; close. A codec error closes the same way with
+//   shut the write side down; keep the socket open while the peer still
+//   acknowledges bytes in flight (CloseLinger), then wait for the peer's
+//   close up to linger_timeout; close. A codec error closes the same way with
 //   GOAWAY(PROTOCOL_ERROR); one that is a limit (codec_limits) is counted in
 //   crisp_stream_limit_hits_total (stream_limits.h). The peer closing its
 //   side, or a transport error, ends the connection at once.
@@ -57,6 +58,7 @@
 #include "source/codec/spdy/codec.h"
 #include "source/common/buffer.h"
 #include "source/common/dispatcher.h"
+#include "source/stream/close_linger.h"
 #include "source/stream/transport.h"
 
 namespace crisp::stream {
@@ -270,7 +272,7 @@ class SpdyConnection : private spdy::CodecCallbacks, private TransportCallbacks 
 
   event::TimerPtr idle_timer_;
   event::TimerPtr drain_timer_;
-  event::TimerPtr linger_timer_;
+  std::unique_ptr<CloseLinger> linger_;
 
   Buffer input_;
   // Control frames, handed to the transport before the next DATA frame.

@@ -211,6 +211,8 @@ void TlsTransport::write(Buffer& data) {
 
 size_t TlsTransport::queuedBytes() const { return output_.length(); }
 
+size_t TlsTransport::unacknowledgedBytes() const { return unacknowledgedSocketBytes(fd_); }
+
 void TlsTransport::pauseReading(bool paused) {
   if (closed()) {
     return;

@@ -86,6 +86,7 @@ class TlsTransport : public Transport {
   void start() override;
   void write(Buffer& data) override;
   size_t queuedBytes() const override;
+  size_t unacknowledgedBytes() const override;
   void pauseReading(bool paused) override;
   void unreadInput(Buffer& data) override;
   void shutdownWrite() override;

@@ -22,6 +22,10 @@
 // Bytes queued by the old owner (the 101 response) keep their place, and the
 // returned input is delivered to the new owner before anything newer.
 
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+
 #include <cstddef>
 #include <memory>
 #include <string>
@@ -68,6 +72,9 @@ class Transport {
   virtual void write(Buffer& data) = 0;
   // Bytes queued and not yet handed to the layer below.
   virtual size_t queuedBytes() const = 0;
+  // Bytes handed to the kernel that the peer has not acknowledged yet; 0
+  // where the layer below cannot tell.
+  virtual size_t unacknowledgedBytes() const { return 0; }
   // Stops (true) or resumes (false) delivering onTransportData().
   virtual void pauseReading(bool paused) = 0;
   // Puts `data` (drained) back in front of the input: it is delivered again,
@@ -93,5 +100,22 @@ class Transport {
 };
 
 using TransportPtr = std::unique_ptr<Transport>;
+
+// What a TCP socket's kernel send queue holds that the peer has not
+// acknowledged (SIOCOUTQ); 0 for other sockets (a unix socket's peer keeps
+// what was queued for it when the sender closes) and when it cannot be told.
+inline size_t unacknowledgedSocketBytes(int fd) {
+  int domain = 0;
+  socklen_t len = sizeof(domain);
+  if (fd < 0 || ::getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) != 0 ||
+      (domain != AF_INET && domain != AF_INET6)) {
+    return 0;
+  }
+  int bytes = 0;
+  if (::ioctl(fd, SIOCOUTQ, &bytes) != 0 || bytes < 0) {
+    return 0;
+  }
+  return static_cast<size_t>(bytes);
+}
 
 }  // namespace crisp::stream

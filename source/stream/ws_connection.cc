@@ -71,7 +71,16 @@ WsConnection::WsConnection(event::Dispatcher& dispatcher, std::unique_ptr<Transp
                    transport_->queuedBytes());
     closeNow();
   });
-  linger_timer_ = std::make_unique<event::Timer>(dispatcher_, [this] { closeNow(); });
+  linger_ = std::make_unique<CloseLinger>(
+      dispatcher_, config_.linger_timeout, config_.drain_timeout, [this](size_t unacknowledged) {
+        if (unacknowledged > 0) {
+          CRISP_CONN_LOG(kStream, info, id_,
+                         "client stopped reading while the connection closed; {} bytes it did "
+                         "not receive are dropped",
+                         unacknowledged);
+        }
+        closeNow();
+      });
 }
 
 WsConnection::~WsConnection() {
@@ -79,7 +88,7 @@ WsConnection::~WsConnection() {
   keepalive_timer_.reset();
   close_timer_.reset();
   drain_timer_.reset();
-  linger_timer_.reset();
+  linger_.reset();
   if (transport_ != nullptr) {
     if (state_ != State::kClosed) {
       transport_->close();
@@ -224,7 +233,7 @@ void WsConnection::onTransportDrained() {
       closeNow();
       return;
     }
-    linger_timer_->enable(config_.linger_timeout);
+    linger_->start(*transport_);
     return;
   }
   drain_timer_->enable(config_.drain_timeout);
@@ -389,7 +398,7 @@ void WsConnection::beginFlush() {
       closeNow();
       return;
     }
-    linger_timer_->enable(config_.linger_timeout);
+    linger_->start(*transport_);
     return;
   }
   drain_timer_->enable(config_.drain_timeout);
@@ -412,7 +421,7 @@ void WsConnection::closeNow() {
   keepalive_timer_->disable();
   close_timer_->disable();
   drain_timer_->disable();
-  linger_timer_->disable();
+  linger_->cancel();
   const size_t dropped = transport_->queuedBytes();
   transport_->close();
   input_.drain(input_.length());

@@ -23,10 +23,11 @@
 //   already queued (nothing the owner sent is lost) and waits up to
 //   close_timeout for the client's close frame; then, and after the
 //   client's own close or a protocol error, every queued byte is written,
-//   the write side is shut down and the connection waits up to
-//   linger_timeout for the client to close its side before closing the
-//   transport. A client that stops reading meanwhile is cut off once no
-//   write progress happened for drain_timeout.
+//   the write side is shut down, the socket stays open while the client
+//   still acknowledges bytes in flight (CloseLinger), and the connection
+//   waits up to linger_timeout for the client to close its side before
+//   closing the transport. A client that stops reading meanwhile is cut off
+//   once no write progress happened for drain_timeout.
 // - protocol errors (codec.h lists them: unmasked frame, oversized message,
 //   bad close code, invalid UTF-8, ...) close with the codec's close code
 //   (1002, 1009, 1007) and the codec's reason as the close reason; the owner
@@ -53,6 +54,7 @@
 #include "source/codec/websocket/ws_codec.h"
 #include "source/common/buffer.h"
 #include "source/common/dispatcher.h"
+#include "source/stream/close_linger.h"
 #include "source/stream/transport.h"
 
 namespace crisp::stream {
@@ -222,7 +224,7 @@ class WsConnection : private TransportCallbacks, private websocket::CodecCallbac
   event::TimerPtr keepalive_timer_;
   event::TimerPtr close_timer_;
   event::TimerPtr drain_timer_;
-  event::TimerPtr linger_timer_;
+  std::unique_ptr<CloseLinger> linger_;
 
   Buffer input_;
   bool owner_paused_ = false;
