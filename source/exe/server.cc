@@ -34,6 +34,7 @@
 #include "source/stream/http1_server.h"
 #include "source/stream/listener.h"
 #include "source/stream/spdy_portforward.h"
+#include "source/stream/stream_metrics.h"
 #include "source/stream/spdy_remotecommand.h"
 #include "source/stream/stream_limits.h"
 #include "source/stream/tls_context.h"
@@ -244,6 +245,7 @@ class Server::Impl {
     // Every metric list is registered up front, so that /metrics names each
     // family (with its help) before its first event.
     session::SessionMetrics::get();
+    stream::registerStreamMetrics(stats::registry());
     session::PortForwardMetrics::get();
     audit::AuditMetrics::get();
     recording::RecordingMetrics::get();

@@ -77,20 +77,11 @@ std::string_view protocolErrorReason(std::string_view message) {
 
 stats::Counter& protocolErrorCounter(std::string_view reason, stats::Registry* registry) {
   stats::Registry& r = registry != nullptr ? *registry : stats::registry();
-  return r
-      .family("crisp_stream_protocol_errors_total",
-              "Client protocol violations seen by the stream server, by the stable name of the "
-              "error (ws.invalid_utf8, spdy.bad_header_block, ws.channel.bad_base64, ...).",
-              stats::Kind::kCounter, {"reason"})
-      .counter({std::string(reason)});
+  return protocolErrorsFamily(r).counter({std::string(reason)});
 }
 
 stats::Counter& clientPingCounter(std::string_view protocol) {
-  return stats::registry()
-      .family("crisp_stream_pings_total",
-              "Keepalive pings received from clients, by protocol (spdy, websocket).",
-              stats::Kind::kCounter, {"protocol"})
-      .counter({std::string(protocol)});
+  return clientPingsFamily(stats::registry()).counter({std::string(protocol)});
 }
 
 void countProtocolError(std::string_view message, stats::Registry* registry) {

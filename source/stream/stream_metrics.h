@@ -27,7 +27,12 @@ namespace crisp::stream {
     "they reached a limit, by limit.")                                                       \
   X(acceptPausesFamily, kCounter, "crisp_listener_accept_pauses_total", {"listener"},        \
     "Times a listener stopped accepting for a moment because accept() ran out of "          \
-    "descriptors or memory.")
+    "descriptors or memory.")                                                                \
+  X(protocolErrorsFamily, kCounter, "crisp_stream_protocol_errors_total", {"reason"},        \
+    "Client protocol violations seen by the stream server, by the stable name of the "      \
+    "error (ws.invalid_utf8, spdy.bad_header_block, ws.channel.bad_base64, ...).")          \
+  X(clientPingsFamily, kCounter, "crisp_stream_pings_total", {"protocol"},                   \
+    "Keepalive pings received from clients, by protocol (spdy, websocket).")
 
 #define CRISP_STREAM_METRIC_FUNCTION(function, kind, name, labels, help) \
   inline stats::Family& function(stats::Registry& registry) {            \
@@ -35,5 +40,13 @@ namespace crisp::stream {
   }
 CRISP_STREAM_METRICS(CRISP_STREAM_METRIC_FUNCTION)
 #undef CRISP_STREAM_METRIC_FUNCTION
+
+// Declares every family above in `registry`, so that /metrics names each one
+// (with its help) before its first event.
+inline void registerStreamMetrics(stats::Registry& registry) {
+#define CRISP_STREAM_METRIC_REGISTER(function, kind, name, labels, help) function(registry);
+  CRISP_STREAM_METRICS(CRISP_STREAM_METRIC_REGISTER)
+#undef CRISP_STREAM_METRIC_REGISTER
+}
 
 }  // namespace crisp::stream
