@@ -133,7 +133,7 @@ class ContainerdClient::UnaryCall : public cri::ClientCall::Callbacks {
     if (with_deadline) {
       deadline = std::chrono::steady_clock::now() + owner_.options_.call_timeout;
     }
-    call_ = owner_.grpc_.startCall(methodPath(method_),
+    call_ = owner_.grpc_->startCall(methodPath(method_),
                                    {{kNamespaceHeader, owner_.options_.namespace_name}},
                                    deadline, *this);
     call_->sendMessage(request);
@@ -188,17 +188,18 @@ ContainerdClient::ContainerdClient(event::Dispatcher& dispatcher, std::string so
                                    ContainerdClientOptions options)
     : dispatcher_(dispatcher),
       options_(std::move(options)),
-      grpc_(dispatcher, std::move(socket_path), [this] {
+      grpc_(std::make_unique<cri::GrpcClient>(dispatcher, std::move(socket_path), [this] {
         cri::GrpcClientOptions grpc_options;
         grpc_options.peer_name =
             options_.peer_name.empty() ? "containerd" : options_.peer_name;
         return grpc_options;
-      }()) {}
+      }())) {}
 
 ContainerdClient::~ContainerdClient() {
   // Calls first: each resets its stream on the still-open connection.
   calls_.clear();
   refusals_.clear();
+  dispatcher_.deferredDelete(std::move(grpc_));
 }
 
 std::string ContainerdClient::newExecId() {

@@ -166,7 +166,9 @@ class ContainerdClient {
 
   event::Dispatcher& dispatcher_;
   ContainerdClientOptions options_;
-  cri::GrpcClient grpc_;
+  // Deleted from the loop rather than with this object: a callback that
+  // destroys the client runs inside the gRPC client's frame processing.
+  std::unique_ptr<cri::GrpcClient> grpc_;
   CallId next_id_ = 1;
   std::unordered_map<CallId, std::unique_ptr<UnaryCall>> calls_;
   // Requests refused before any call; their callbacks run on the next loop
