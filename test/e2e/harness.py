@@ -57,6 +57,12 @@ def installed_kubectl_versions():
                                                      os.X_OK)]
 
 
+def address_sanitized(pid):
+    """Whether the process runs with AddressSanitizer's runtime."""
+    with open("/proc/%d/maps" % pid) as f:
+        return "libasan" in f.read()
+
+
 class TempDir:
     """A short-lived directory under /tmp (short enough for unix socket paths),
     removed on exit."""

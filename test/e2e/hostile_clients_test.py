@@ -310,6 +310,11 @@ class HostileClientsTest(unittest.TestCase):
         self.assertLessEqual(fd_count(self.pid), fds_before)
 
     def test_descriptor_exhaustion_pauses_accept_and_recovers(self):
+        if harness.address_sanitized(self.pid):
+            # UBSan's vptr check probes memory through a pipe; with the
+            # descriptor table full it cannot make one and reports a valid
+            # object as having an invalid vptr. The plain run covers this.
+            self.skipTest("the sanitizer runtime needs descriptors of its own")
         _, port, _, _ = self.stream_url("exec", "echoer", "--", "true")
         soft, hard = resource.prlimit(self.pid, resource.RLIMIT_NOFILE)
         used = fd_count(self.pid)

@@ -242,12 +242,6 @@ def rss_kib(pid):
         return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
 
 
-def address_sanitized(pid):
-    """Whether the process runs with AddressSanitizer's runtime."""
-    with open("/proc/%d/maps" % pid) as f:
-        return "libasan" in f.read()
-
-
 class PortForwardTests:
     """The tests, run once per kubectl version (VERSION), each version with a
     crisp of its own so that one cannot hide the other's results."""
@@ -340,7 +334,7 @@ class PortForwardTests:
         # to 256 MiB) rather than reused, so RSS grows with any allocation
         # and says nothing about leaks; LeakSanitizer checks them at crisp's
         # exit instead, which tearDownClass requires to be clean.
-        if not address_sanitized(self.cluster.crisp.pid):
+        if not harness.address_sanitized(self.cluster.crisp.pid):
             self.assertLess(rss_kib(self.cluster.crisp.pid) - rss, 5 * 1024)
 
     def test_application_reset_keeps_the_session(self):
