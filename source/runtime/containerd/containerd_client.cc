@@ -99,8 +99,7 @@ std::string sandboxNamespacePath(const nlohmann::json& spec, uint32_t pid) {
           continue;
         }
         const auto path = ns.find("path");
-        if (path != ns.end() && path->is_string() &&
-            !path->get_ref<const std::string&>().empty()) {
+        if (path != ns.end() && path->is_string() && !path->get_ref<const std::string&>().empty()) {
           return path->get<std::string>();
         }
       }
@@ -452,9 +451,9 @@ void ContainerdClient::networkStep(const std::shared_ptr<NetworkFlow>& flow,
       const auto& labels = response->container().labels();
       const auto kind = labels.find(kKindLabel);
       if (kind != labels.end() && kind->second != "sandbox") {
-        flow->done(absl::NotFoundError(
-            absl::StrCat("pod sandbox ", quoted, " not found (", quoted, " is a ", kind->second,
-                         ", not a pod sandbox)")));
+        flow->done(
+            absl::NotFoundError(absl::StrCat("pod sandbox ", quoted, " not found (", quoted,
+                                             " is a ", kind->second, ", not a pod sandbox)")));
         return;
       }
       auto spec = specFromResponse(*previous);
@@ -466,10 +465,9 @@ void ContainerdClient::networkStep(const std::shared_ptr<NetworkFlow>& flow,
       tasks_v1::GetRequest task;
       task.set_container_id(flow->sandbox_id);
       flow->step = NetworkFlow::Step::kTask;
-      callAs(flow->id, "Tasks/Get", task.SerializeAsString(), true,
-             [this, flow](absl::StatusOr<std::string> bytes) {
-               networkStep(flow, std::move(bytes));
-             });
+      callAs(
+          flow->id, "Tasks/Get", task.SerializeAsString(), true,
+          [this, flow](absl::StatusOr<std::string> bytes) { networkStep(flow, std::move(bytes)); });
       return;
     }
     case NetworkFlow::Step::kTask: {

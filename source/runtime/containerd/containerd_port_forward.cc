@@ -33,8 +33,8 @@ class SandboxPortConnection : public session::PortConnection {
   }
 
   void start() {
-    lookup_ = client_.sandboxNetwork(
-        pod_sandbox_id_, [this](absl::StatusOr<SandboxNetwork> network) {
+    lookup_ =
+        client_.sandboxNetwork(pod_sandbox_id_, [this](absl::StatusOr<SandboxNetwork> network) {
           lookup_ = 0;
           onNetwork(std::move(network));
         });
@@ -108,10 +108,10 @@ class SandboxPortConnection : public session::PortConnection {
   void fail(const std::string& detail) {
     failed_ = true;
     pending_.drain(pending_.length());
-    PortError error{PortError::Kind::kConnectFailed,
-                    absl::StrCat("failed to connect to localhost:", port_,
-                                 " in the network of pod sandbox \"", pod_sandbox_id_, "\": ",
-                                 detail)};
+    PortError error{
+        PortError::Kind::kConnectFailed,
+        absl::StrCat("failed to connect to localhost:", port_, " in the network of pod sandbox \"",
+                     pod_sandbox_id_, "\": ", detail)};
     CRISP_LOG(kRuntime, debug, "pod sandbox {}: {}", pod_sandbox_id_, error.message);
     callbacks_.onError(error);
   }

@@ -313,8 +313,8 @@ class SandboxNetworkTest : public FakeContainerdTest {
  protected:
   void SetUp() override {
     FakeContainerdTest::SetUp();
-    spec_["linux"]["namespaces"] = json::array(
-        {{{"type", "pid"}}, {{"type", "network"}, {"path", "/var/run/netns/cni-9"}}});
+    spec_["linux"]["namespaces"] =
+        json::array({{{"type", "pid"}}, {{"type", "network"}, {"path", "/var/run/netns/cni-9"}}});
     labels_[kKindLabel] = "sandbox";
   }
 
@@ -334,9 +334,8 @@ TEST_F(SandboxNetworkTest, IsContainersGetThenTasksGetAndPrefersTheSpecsPath) {
   ASSERT_TRUE(network.ok()) << network.status();
   EXPECT_EQ(network->pid, 4242u);
   EXPECT_EQ(network->namespace_path, "/var/run/netns/cni-9");
-  EXPECT_EQ(paths(), (std::vector<std::string>{
-                         "/containerd.services.containers.v1.Containers/Get",
-                         "/containerd.services.tasks.v1.Tasks/Get"}));
+  EXPECT_EQ(paths(), (std::vector<std::string>{"/containerd.services.containers.v1.Containers/Get",
+                                               "/containerd.services.tasks.v1.Tasks/Get"}));
   ::containerd::services::containers::v1::GetContainerRequest get;
   ASSERT_TRUE(get.ParseFromString(handler_.calls[0]->messages.at(0)));
   EXPECT_EQ(get.id(), "sb1");
@@ -378,8 +377,8 @@ TEST_F(SandboxNetworkTest, ACriContainerIsNotASandbox) {
 
 TEST_F(SandboxNetworkTest, SandboxWithoutRunningTaskIsNotRunning) {
   task_status_ = absl::NotFoundError("no running task found: task sb1 not found");
-  EXPECT_EQ(lookup().status(), absl::FailedPreconditionError(
-                                   "pod sandbox \"sb1\" is not running (it has no task)"));
+  EXPECT_EQ(lookup().status(),
+            absl::FailedPreconditionError("pod sandbox \"sb1\" is not running (it has no task)"));
   task_status_ = absl::OkStatus();
   task_state_ = ::containerd::v1::types::STOPPED;
   EXPECT_EQ(lookup().status(), absl::FailedPreconditionError(
@@ -408,8 +407,7 @@ TEST_F(SandboxNetworkTest, CancelDuringEitherStepEndsWithoutCallback) {
     auto id = client.sandboxNetwork("sb1", [&](auto) { called = true; });
     ASSERT_TRUE(runUntil(dispatcher_, [&] { return handler_.calls.size() == step + 1; }));
     client.cancel(id);
-    ASSERT_TRUE(
-        runUntil(dispatcher_, [&] { return handler_.calls[step]->cancelled.has_value(); }));
+    ASSERT_TRUE(runUntil(dispatcher_, [&] { return handler_.calls[step]->cancelled.has_value(); }));
     settle(dispatcher_);
     EXPECT_FALSE(called) << "step " << step;
     EXPECT_EQ(client.activeCalls(), 0u);

@@ -7,15 +7,16 @@
 #include <string>
 
 #include "absl/status/status.h"
-#include "gtest/gtest.h"
-#include <nlohmann/json.hpp>
-
 #include "api/containerd/services/containers/v1/containers.pb.h"
 #include "api/containerd/services/tasks/v1/tasks.pb.h"
 #include "api/containerd/types/task/task.pb.h"
+#include <nlohmann/json.hpp>
+
 #include "source/common/buffer.h"
 #include "source/common/dispatcher.h"
 #include "source/cri/grpc_server.h"
+
+#include "gtest/gtest.h"
 #include "test/cri/grpc_test_util.h"
 #include "test/runtime/embedded/port_servers.h"
 
@@ -114,9 +115,10 @@ class SandboxPortTest : public ::testing::Test {
       ::containerd::services::containers::v1::GetContainerResponse response;
       response.mutable_container()->set_id(get.id());
       (*response.mutable_container()->mutable_labels())[kKindLabel] = "sandbox";
-      json spec = {{"linux",
-                    {{"namespaces",
-                      {{{"type", "pid"}}, {{"type", "network"}, {"path", it->second.netns_path}}}}}}};
+      json spec = {
+          {"linux",
+           {{"namespaces",
+             {{{"type", "pid"}}, {{"type", "network"}, {"path", it->second.netns_path}}}}}}};
       response.mutable_container()->mutable_spec()->set_value(spec.dump());
       call.call->sendMessage(response.SerializeAsString());
     } else {
@@ -186,10 +188,10 @@ TEST_F(SandboxPortTest, ReachesTheSandboxesLoopbackAndNotCrisps) {
   ASSERT_TRUE(outside.error.has_value());
   EXPECT_EQ(outside.error->kind, PortError::Kind::kRefused);
   const std::string p = std::to_string(host.port());
-  EXPECT_EQ(outside.error->message,
-            failureText(host.port(), "sb1",
-                        "127.0.0.1:" + p + ": connection refused; [::1]:" + p +
-                            ": connection refused"));
+  EXPECT_EQ(
+      outside.error->message,
+      failureText(host.port(), "sb1",
+                  "127.0.0.1:" + p + ": connection refused; [::1]:" + p + ": connection refused"));
   EXPECT_EQ(host.accepted(), 0u);
 }
 
@@ -233,8 +235,9 @@ TEST_F(SandboxPortTest, UnknownSandbox) {
 TEST_F(SandboxPortTest, SandboxNotRunning) {
   sandboxes_["sb1"].state = ::containerd::v1::types::STOPPED;
   connect("sb1", 8080);
-  expectFailure(PortError::Kind::kConnectFailed,
-                failureText(8080, "sb1", "pod sandbox \"sb1\" is not running (its task is stopped)"));
+  expectFailure(
+      PortError::Kind::kConnectFailed,
+      failureText(8080, "sb1", "pod sandbox \"sb1\" is not running (its task is stopped)"));
 }
 
 TEST_F(SandboxPortTest, NamespaceGone) {
