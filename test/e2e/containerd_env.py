@@ -150,6 +150,8 @@ required_plugins = ["io.containerd.grpc.v1.cri"]
 # documentation range (RFC 5737). Both ends live and die with the pod's
 # namespace, so DEL has nothing to undo; nothing routes anywhere.
 POD_NETWORK_PLUGIN = "crisp-podnet"
+# How the plugin says that the kernel refused it (the machine, not the code).
+POD_NETWORK_REFUSED = "crisp-podnet: cannot make"
 POD_NETWORK_CONF = """\
 {"cniVersion": "0.4.0", "name": "crisp-e2e", "plugins": [{"type": "crisp-podnet"}]}
 """
@@ -163,7 +165,7 @@ ADD)
   if ! nsenter --net="$CNI_NETNS" ip link add "$CNI_IFNAME" type veth peer name crisp-peer0 \
        >&2 ||
      ! nsenter --net="$CNI_NETNS" ip addr add "$address" dev "$CNI_IFNAME" >&2; then
-    printf '{"cniVersion":"0.4.0","code":11,"msg":"cannot make %s in %s"}\n' \
+    printf '{"cniVersion":"0.4.0","code":11,"msg":"crisp-podnet: cannot make %s in %s"}\n' \
       "$CNI_IFNAME" "$CNI_NETNS"
     exit 1
   fi
@@ -453,6 +455,10 @@ class Containerd:
         except ContainerdError as e:
             if RUNC_REFUSED in str(e) and socket_path is None:
                 raise ContainerdUnavailable("runc cannot create a container here: %s" %
+                                            str(e).splitlines()[0])
+            if pod_network and POD_NETWORK_REFUSED in str(e):
+                raise ContainerdUnavailable("no pod network here (the kernel refused a veth "
+                                            "pair in the pod's namespace): %s" %
                                             str(e).splitlines()[0])
             raise
         pod = Pod(name, sandbox, {})
