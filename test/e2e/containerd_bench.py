@@ -8,11 +8,6 @@ Rows:
   The reference.
 - crisp-bridged: the same containerd behind crisp (cri.upstream); crisp serves
   every stream and bridges it to containerd's stream server.
-- crisp-containerd: the same containerd behind crisp with cri.backend
-  containerd: crisp runs the sessions it can through containerd's task API
-  itself instead of bridging them to containerd's stream server. Measured
-  when this crisp accepts that setting (--check-config); otherwise the row is
-  left out and the reason printed.
 - crisp-embedded: crisp's own stream server and embedded runtime (processes on
   the host), the same kubectl and API server path.
 
@@ -30,12 +25,10 @@ crisp alone.
 
 Usage: containerd_bench.py --crisp PATH --devapiserver PATH --cricall PATH
                            [--bytes N] [--latency-runs N] [--kubectl 1.27,1.33]
-                           [--no-containerd-backend]
 """
 
 import argparse
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -78,35 +71,6 @@ class RuntimeDirect(exec_base.Cluster):
 
     def stop(self):
         return self.devapi.stop()
-
-
-def containerd_backend_config(socket):
-    """crisp's configuration in front of containerd (containerd_test's) with
-    cri.backend containerd and the exec FIFOs under crisp's directory."""
-    text = cells.crisp_config(socket)
-    if re.search(r"^  backend: ", text, re.M):
-        text = re.sub(r"^  backend: .*$", "  backend: containerd", text, flags=re.M)
-    else:
-        text = re.sub(r"^(  upstream: .*)$", r"\1\n  backend: containerd", text, count=1,
-                      flags=re.M)
-    if not re.search(r"^  containerd:$", text, re.M):
-        text = re.sub(r"^runtime:$", "runtime:\n  containerd:\n    fifo_dir: {dir}/exec-fifos",
-                      text, count=1, flags=re.M)
-    return text
-
-
-def containerd_backend_refused(socket, directory):
-    """None when this crisp accepts cri.backend containerd in front of
-    `socket`, else why not (what crisp --check-config printed)."""
-    path = os.path.join(directory, "check.yaml")
-    with open(path, "w") as f:
-        f.write(containerd_backend_config(socket).format(dir=directory, log_level="info"))
-    r = subprocess.run([ARGS.crisp, "--check-config", path], capture_output=True, text=True,
-                       timeout=60)
-    if r.returncode == 0:
-        return None
-    return " ".join(line.strip() for line in (r.stderr or r.stdout).strip().splitlines()[:4]) or (
-        "exit %d" % r.returncode)
 
 
 class Row:
@@ -202,8 +166,6 @@ def main():
     parser.add_argument("--bytes", type=int, default=1 << 30, help="bytes per transfer")
     parser.add_argument("--latency-runs", type=int, default=20)
     parser.add_argument("--kubectl", default="1.27,1.33", help="kubectl versions, comma-separated")
-    parser.add_argument("--no-containerd-backend", action="store_true",
-                        help="leave out the crisp-containerd row")
     ARGS = parser.parse_args()
     for name in ("crisp", "devapiserver", "cricall"):
         setattr(ARGS, name, os.path.abspath(getattr(ARGS, name)))
@@ -236,20 +198,6 @@ def main():
                 Row("crisp-bridged", env.cluster,
                     lambda: containerd_pids() + [env.cluster.crisp.pid], "work", "web",
                     env.web_port),
-            ]
-            cdir = os.path.join(tmp.path, "containerd-backend")
-            os.makedirs(cdir)
-            refused = ("left out (--no-containerd-backend)" if ARGS.no_containerd_backend
-                       else containerd_backend_refused(sock, cdir))
-            if refused is None:
-                direct_backend = exec_base.Cluster(cdir, containerd_backend_config(sock))
-                clusters.append(direct_backend)
-                rows.append(Row("crisp-containerd", direct_backend,
-                                lambda: containerd_pids() + [direct_backend.crisp.pid], "work",
-                                "web", env.web_port))
-            else:
-                print("crisp-containerd: not measured: %s" % refused, flush=True)
-            rows += [
                 # Port-forward on the embedded runtime reaches 127.0.0.1 on the
                 # host, where the pod's httpd listens (host network).
                 Row("crisp-embedded", embedded, lambda: [embedded.crisp.pid], "work", "demo",
