@@ -384,11 +384,9 @@ class ExecCore : public std::enable_shared_from_this<ExecCore> {
                 status.ToString());
       applied_size_ = size;  // not retried
     }
-    if (!stdin_released_) {
-      stdin_released_ = true;
-      updateStdinInterest();
-    }
+    stdin_released_ = true;
     sendResize();
+    updateStdinInterest();
   }
 
   // ---- stdin ----
@@ -397,7 +395,10 @@ class ExecCore : public std::enable_shared_from_this<ExecCore> {
     if (stdin_watcher_ == nullptr) {
       return;
     }
-    const bool want = stdin_fd_.valid() && stdin_released_ && !stdin_queue_.empty();
+    // With a terminal, bytes typed after a resize wait for it, as they would
+    // on a local terminal.
+    const bool want = stdin_fd_.valid() && stdin_released_ && !stdin_queue_.empty() &&
+                      (!spec_.tty || resize_call_ == 0);
     stdin_watcher_->setEnabled(want ? event::FdWatcher::kWrite : 0);
   }
 

@@ -26,8 +26,8 @@
 //     runtime gives it. Before onExit() the process is deleted from containerd
 //     and the FIFOs and their directory are removed.
 //   - A terminal's size is applied with Tasks/ResizePty as soon as the process
-//     exists; stdin is held back until that first size is set, so what the
-//     user types meets the right size.
+//     exists; stdin is held back while a size is being set, so what the user
+//     types after a resize meets the new size.
 //   - Failures after startExec() returned (no such container, container not
 //     running, command not found) arrive as onExit() with a kError status
 //     carrying containerd's words.
