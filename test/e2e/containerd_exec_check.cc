@@ -547,7 +547,11 @@ TEST_F(ContainerdExecCheck, EarlyCloseKillsAndDeletesTheProcess) {
   Session s;
   auto exit = s.exitFuture();
   auto first = s.firstOutput();
-  start(s, spec({"sh", "-c", "echo up; exec sleep 1000"}, true, true, true));
+  // stdin flows once Start has answered: the echo shows the session knows
+  // the process runs (a close before that is the other path, in the test of
+  // 100 sessions).
+  start(s, spec({"sh", "-c", "read l; echo $l; exec sleep 1000"}, true, true, true));
+  write(s, "up\n");
   ASSERT_EQ(first.wait_for(kTimeout), std::future_status::ready);
   const std::string id = containerdExecId(*s.process);
   destroy(s);
