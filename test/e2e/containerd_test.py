@@ -127,9 +127,13 @@ def crisp_config(upstream):
     return CRISP_CONFIG.format(upstream=upstream, backend=backend())
 
 
+# cri.backend; --backend sets it (the scripts that reuse this module, the
+# restart test and the bench, keep the default).
+BACKEND = "stream-server"
+
+
 def backend():
-    # Scripts that reuse this module (restart test, bench) have no --backend.
-    return getattr(ARGS, "backend", "stream-server")
+    return BACKEND
 
 
 def containerd_backend():
@@ -479,19 +483,15 @@ class ContainerdCells(unittest.TestCase):
 
 
 def main():
-    global ARGS
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--crisp", required=True)
-    parser.add_argument("--devapiserver", required=True)
-    parser.add_argument("--cricall", required=True)
+    # --backend is this file's own; the rest is the harness's.
+    global BACKEND
+    parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--backend", choices=["stream-server", "containerd"],
                         default="stream-server")
-    ARGS, rest = parser.parse_known_args()
-    for name in ("crisp", "devapiserver", "cricall"):
-        setattr(ARGS, name, os.path.abspath(getattr(ARGS, name)))
-    exec_base.ARGS = ARGS
-    pf.ARGS = ARGS
-    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+    args, rest = parser.parse_known_args()
+    BACKEND = args.backend
+    sys.argv = [sys.argv[0]] + rest
+    harness.test_main(("crisp", "devapiserver", "cricall"), share_with=(exec_base, pf))
 
 
 if __name__ == "__main__":

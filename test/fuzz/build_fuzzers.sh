@@ -71,7 +71,8 @@ sources_of() {
         source/common/dispatcher.cc
       ;;
     cri_request)
-      echo test/fuzz/cri_request_fuzz.cc source/cri/runtime_service.cc source/cri/grpc_common.cc \
+      echo test/fuzz/cri_request_fuzz.cc source/cri/runtime_service.cc source/cri/stream_url.cc \
+        source/cri/grpc_common.cc \
         source/cache/token_cache.cc source/admin/metrics.cc source/common/logger.cc \
         source/common/buffer.cc source/common/dispatcher.cc source/common/time.cc \
         source/session/request.cc
