@@ -770,9 +770,17 @@ void readStreamServerClient(Loader& loader, const Field& field, StreamServerClie
 }
 
 void readRuntime(Loader& loader, const Field& field, Config& config) {
-  Mapping runtime(loader, field.value, field.path, field.key_line, {"embedded", "stream_server"});
+  Mapping runtime(loader, field.value, field.path, field.key_line,
+                  {"embedded", "stream_server", "containerd"});
   if (const Field* stream_server = runtime.get("stream_server")) {
     readStreamServerClient(loader, *stream_server, config.runtime.stream_server);
+  }
+  if (const Field* containerd_field = runtime.get("containerd")) {
+    Mapping containerd(loader, containerd_field->value, containerd_field->path,
+                       containerd_field->key_line, {"fifo_dir"});
+    if (const Field* fifo_dir = containerd.get("fifo_dir")) {
+      readAbsolutePath(loader, *fifo_dir, config.runtime.containerd.fifo_dir);
+    }
   }
   const Field* embedded_field = runtime.get("embedded");
   if (embedded_field == nullptr) {
@@ -810,7 +818,7 @@ void readConfig(Loader& loader, const YAML::Node& root, Config& config) {
 
   if (const Field* cri_field = top.require("cri", "section")) {
     Mapping cri(loader, cri_field->value, cri_field->path, cri_field->key_line,
-                {"listen", "upstream", "socket_mode", "socket_group"});
+                {"listen", "upstream", "backend", "socket_mode", "socket_group"});
     if (const Field* listen = cri.require("listen")) {
       if (std::optional<std::string> path = readSocketPath(loader, *listen)) {
         config.cri.listen = *path;
@@ -822,6 +830,21 @@ void readConfig(Loader& loader, const YAML::Node& root, Config& config) {
           loader.error(*upstream, "same path as cri.listen");
         } else {
           config.cri.upstream = *path;
+        }
+      }
+    }
+    if (const Field* backend = cri.get("backend")) {
+      const char* what = "one of stream-server, containerd";
+      if (std::optional<std::string> text = scalar(loader, *backend, what)) {
+        if (*text == "stream-server") {
+          config.cri.backend = CriBackend::kStreamServer;
+        } else if (*text == "containerd") {
+          config.cri.backend = CriBackend::kContainerd;
+          if (!config.cri.upstream) {
+            loader.error(*backend, "containerd needs cri.upstream (containerd's socket)");
+          }
+        } else {
+          loader.error(*backend, absl::StrCat("expected ", what, ", got ", quoted(*text)));
         }
       }
     }

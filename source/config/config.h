@@ -25,9 +25,16 @@
 
 namespace crisp::config {
 
+// Who runs the exec sessions of the runtime behind cri.upstream.
+enum class CriBackend {
+  kStreamServer,  // the runtime's own stream server (every runtime)
+  kContainerd,    // crisp, through containerd's task API on cri.upstream
+};
+
 struct CriConfig {
   std::string listen;                   // unix socket path; required
   std::optional<std::string> upstream;  // unix socket path; absent = embedded runtime
+  CriBackend backend = CriBackend::kStreamServer;  // only with upstream
   uint32_t socket_mode = 0660;          // permission bits of the listening socket
   std::optional<uint32_t> socket_gid;   // group of the socket (cri.socket_group); absent = crisp's
 };
@@ -115,9 +122,17 @@ struct StreamServerClientConfig {
   std::chrono::milliseconds upgrade_timeout{std::chrono::seconds(10)};
 };
 
+// With cri.backend containerd.
+struct ContainerdRuntimeConfig {
+  // Where exec sessions make the FIFOs containerd's shim opens (one private
+  // subdirectory each); created 0700 at start. Absolute path.
+  std::string fifo_dir = "/run/crisp/exec-fifos";
+};
+
 struct RuntimeConfig {
   EmbeddedRuntimeConfig embedded;
   StreamServerClientConfig stream_server;
+  ContainerdRuntimeConfig containerd;
 };
 
 struct Config {

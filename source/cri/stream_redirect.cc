@@ -64,6 +64,38 @@ void StreamRedirect::install(Passthrough& passthrough) {
   }
 }
 
+absl::StatusOr<std::string> StreamRedirect::answerExec(const std::string& request) {
+  absl::StatusOr<::runtime::v1::ExecRequest> r =
+      decodeMessage<::runtime::v1::ExecRequest>(request, "request");
+  if (!r.ok()) {
+    return absl::InvalidArgumentError(r.status().message());
+  }
+  // The kubelet's order and texts, as for the embedded runtime.
+  if (r->container_id().empty()) {
+    return absl::InvalidArgumentError("missing required container_id");
+  }
+  if (r->tty() && r->stderr()) {
+    return absl::InvalidArgumentError("tty and stderr cannot both be true");
+  }
+  if (!r->stdin() && !r->stdout() && !r->stderr()) {
+    return absl::InvalidArgumentError("one of stdin, stdout, or stderr must be set");
+  }
+  if (r->cmd().empty()) {
+    return absl::InvalidArgumentError("missing required cmd");
+  }
+  absl::StatusOr<std::string> url = urls_.store(session::StreamRequest{execSpecOf(*r)});
+  if (!url.ok()) {
+    return url.status();
+  }
+  ::runtime::v1::ExecResponse response;
+  response.set_url(std::move(url).value());
+  std::string out;
+  if (!response.SerializeToString(&out)) {
+    return absl::InternalError("cannot encode ExecResponse");
+  }
+  return out;
+}
+
 absl::StatusOr<std::string> StreamRedirect::rewrite(std::string_view path,
                                                     const std::string& request,
                                                     const std::string& response) {

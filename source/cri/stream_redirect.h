@@ -41,6 +41,14 @@ class StreamRedirect {
   absl::StatusOr<std::string> rewrite(std::string_view path, const std::string& request,
                                       const std::string& response);
 
+  // Exec answered by crisp itself, for a backend that runs exec sessions
+  // without the runtime's stream server (cri.backend containerd): the
+  // request's stream flags are checked as the kubelet checks them, the
+  // request is kept under a token with no runtime URL, and the answer is an
+  // ExecResponse with crisp's URL. Whether the container exists and runs is
+  // found when the session starts, and reported to its client. Thread-safe.
+  absl::StatusOr<std::string> answerExec(const std::string& request);
+
   // From now on the three calls fail with UNAVAILABLE saying crisp is
   // shutting down. Thread-safe.
   void stopIssuingStreams() { urls_.stopIssuing(); }

@@ -1,7 +1,8 @@
 // crisp: a CRI streaming proxy.
 //
 //   crisp --config FILE        run with the configuration in FILE
-//   crisp --check-config FILE  load and check FILE, print what is wrong, exit
+//   crisp --check-config FILE  load and check FILE, print what is wrong, exit; with
+//                              cri.backend containerd, also ask containerd's socket
 //
 // Exit codes: 0 after a clean stop (SIGTERM once drained, SIGINT) or a valid config, 1 when
 // the configuration is invalid or crisp cannot start, 2 for bad arguments.
@@ -9,6 +10,7 @@
 #include <malloc.h>
 #include <signal.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -16,6 +18,7 @@
 #include "source/common/logger.h"
 #include "source/config/config.h"
 #include "source/exe/server.h"
+#include "source/runtime/containerd/containerd_runtime.h"
 
 namespace {
 
@@ -47,6 +50,15 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (flag == "--check-config") {
+    if (config->cri.backend == crisp::config::CriBackend::kContainerd) {
+      // Needs the socket: crisp will run exec sessions through it.
+      absl::Status answered = crisp::containerd::ContainerdRuntime::probe(
+          *config->cri.upstream, std::chrono::seconds(5));
+      if (!answered.ok()) {
+        std::fprintf(stderr, "crisp: %s\n", std::string(answered.message()).c_str());
+        return 1;
+      }
+    }
     std::printf("%s: ok\n", path.c_str());
     return 0;
   }

@@ -25,6 +25,7 @@
 #include "source/cri/grpc_server.h"
 #include "source/cri/passthrough.h"
 #include "source/cri/runtime_service.h"
+#include "source/runtime/containerd/containerd_runtime.h"
 #include "source/cri/stream_redirect.h"
 #include "source/recording/asciicast.h"
 #include "source/runtime/embedded/embedded_runtime.h"
@@ -102,6 +103,8 @@ std::vector<std::pair<std::string, std::string>> restartOnlyKeys(const config::C
   std::vector<std::pair<std::string, std::string>> keys = {
       {"cri.listen", c.cri.listen},
       {"cri.upstream", c.cri.upstream.value_or("(none)")},
+      {"cri.backend",
+       c.cri.backend == config::CriBackend::kContainerd ? "containerd" : "stream-server"},
       {"cri.socket_mode", absl::StrCat(c.cri.socket_mode)},
       {"stream.listen", c.stream.listen.toString()},
       {"stream.advertise", c.stream.advertise},
@@ -134,6 +137,8 @@ std::vector<std::pair<std::string, std::string>> restartOnlyKeys(const config::C
           (std::vector<std::string>{"result"}))
 
 // The CRI methods crisp answers itself for its embedded runtime.
+constexpr char kExecPath[] = "/runtime.v1.RuntimeService/Exec";
+
 constexpr const char* kEmbeddedMethods[] = {
     "/runtime.v1.RuntimeService/Version",       "/runtime.v1.RuntimeService/Status",
     "/runtime.v1.RuntimeService/ListContainers", "/runtime.v1.RuntimeService/ContainerStatus",
@@ -238,6 +243,8 @@ class Server::Impl {
     n += port_forward_ ? port_forward_->activeSessions(dispatcher) : 0;
     n += ws_ ? ws_->activeSessions(dispatcher) : 0;
     n += ws_port_forward_ ? ws_port_forward_->activeSessions(dispatcher) : 0;
+    // The kill and delete of exec sessions that just ended.
+    n += containerd_ ? containerd_->activeCalls(dispatcher) : 0;
     return n;
   }
 
@@ -284,6 +291,15 @@ class Server::Impl {
       options.connection.codec_limits = stream::spdyLimits(config_.stream.max_frame_bytes);
       stream_server_ = std::make_unique<streamserver::StreamServerRuntime>(std::move(options));
       runtime_ = stream_server_.get();
+      if (config_.cri.backend == config::CriBackend::kContainerd) {
+        const std::string& fifo_dir = config_.runtime.containerd.fifo_dir;
+        if (auto s = containerd::ContainerdRuntime::prepareFifoDir(fifo_dir); !s.ok()) {
+          return s;
+        }
+        containerd_ = std::make_unique<containerd::ContainerdRuntime>(
+            *config_.cri.upstream, containerd::ContainerdExecOptions{fifo_dir}, *stream_server_);
+        runtime_ = containerd_.get();
+      }
     }
 
     if (config_.stream.tls) {
@@ -405,6 +421,13 @@ class Server::Impl {
       passthrough_ = std::make_unique<cri::Passthrough>(control_, *config_.cri.upstream);
       redirect_ = std::make_unique<cri::StreamRedirect>(cache_, base_url_);
       redirect_->install(*passthrough_);
+      if (containerd_) {
+        // crisp runs exec sessions itself: it answers Exec too.
+        grpc_->registerUnary(kExecPath,
+                             [this](std::string request, cri::GrpcServer::UnaryDone done) {
+                               done(redirect_->answerExec(request));
+                             });
+      }
       grpc_->setFallback(passthrough_.get());
     }
     if (auto s = grpc_->listenUnix(config_.cri.listen, config_.cri.socket_mode,
@@ -471,6 +494,9 @@ class Server::Impl {
       Worker* w = worker.get();
       w->dispatcher.post([this, w] { drainAndExit(*w); });
       w->thread.join();
+      if (containerd_) {
+        containerd_->releaseDispatcher(w->dispatcher);
+      }
     }
   }
 
@@ -692,7 +718,10 @@ class Server::Impl {
   std::unique_ptr<runtime::EmbeddedRuntime> embedded_;
   // With cri.upstream: sessions are served by the runtime's stream server.
   std::unique_ptr<streamserver::StreamServerRuntime> stream_server_;
-  // The backend of every stream session: one of the two above.
+  // With cri.backend containerd: exec through containerd's task API, the rest
+  // by stream_server_.
+  std::unique_ptr<containerd::ContainerdRuntime> containerd_;
+  // The backend of every stream session: one of the above.
   session::Runtime* runtime_ = nullptr;
   std::unique_ptr<stream::ListenSocket> stream_socket_;
   std::string stream_address_;

@@ -162,6 +162,33 @@ TEST(ConfigTest, ReadsEmbeddedContainers) {
   EXPECT_EQ(containers[2].user, "4242");
 }
 
+TEST(ConfigTest, ReadsTheCriBackendAndTheContainerdFifoDirectory) {
+  absl::StatusOr<Config> c = loadString(
+      "cri:\n  listen: /tmp/a.sock\n  upstream: /tmp/b.sock\n  backend: containerd\n"
+      "runtime:\n  containerd:\n    fifo_dir: /run/x/fifos\n",
+      "t.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->cri.backend, CriBackend::kContainerd);
+  EXPECT_EQ(c->runtime.containerd.fifo_dir, "/run/x/fifos");
+
+  c = loadString("cri:\n  listen: /tmp/a.sock\n  upstream: /tmp/b.sock\n  backend: stream-server\n",
+                 "t.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->cri.backend, CriBackend::kStreamServer);
+
+  const Config defaults = *loadString(kMinimal, "t.yaml");
+  EXPECT_EQ(defaults.cri.backend, CriBackend::kStreamServer);
+  EXPECT_EQ(defaults.runtime.containerd.fifo_dir, "/run/crisp/exec-fifos");
+
+  EXPECT_THAT(errorOf(withMinimal("  backend: containerd\n")),
+              HasSubstr("t.yaml:3: cri.backend: containerd needs cri.upstream"));
+  EXPECT_THAT(errorOf(withMinimal("  upstream: /tmp/b.sock\n  backend: cri-o\n")),
+              HasSubstr("t.yaml:4: cri.backend: expected one of stream-server, containerd, got "
+                        "\"cri-o\""));
+  EXPECT_THAT(errorOf(withMinimal("runtime:\n  containerd:\n    fifo_dir: fifos\n")),
+              HasSubstr("t.yaml:5: runtime.containerd.fifo_dir: expected an absolute path"));
+}
+
 TEST(ConfigTest, ReadsTheRuntimesStreamServerClient) {
   absl::StatusOr<Config> c = loadString(
       "cri:\n  listen: /tmp/a.sock\n  upstream: /tmp/b.sock\nruntime:\n  stream_server:\n"

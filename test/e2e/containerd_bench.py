@@ -8,6 +8,9 @@ Rows:
   The reference.
 - crisp-bridged: the same containerd behind crisp (cri.upstream); crisp serves
   every stream and bridges it to containerd's stream server.
+- crisp-containerd: the same containerd behind crisp with cri.backend
+  containerd; crisp runs exec sessions itself through containerd's task API
+  and serves the shim's FIFOs (port-forward is bridged as in crisp-bridged).
 - crisp-embedded: crisp's own stream server and embedded runtime (processes on
   the host), the same kubectl and API server path.
 
@@ -188,6 +191,11 @@ def main():
             os.makedirs(ddir)
             direct = RuntimeDirect(ddir, sock)
             clusters.append(direct)
+            cdir = os.path.join(tmp.path, "containerd-backend")
+            os.makedirs(cdir)
+            task_api = exec_base.Cluster(cdir, cells.CRISP_CONFIG.format(upstream=sock,
+                                                                         backend="containerd"))
+            clusters.append(task_api)
             edir = os.path.join(tmp.path, "embedded")
             os.makedirs(edir)
             embedded = exec_base.Cluster(edir, exec_base.CRISP_CONFIG.replace("id: echoer",
@@ -197,6 +205,9 @@ def main():
                 Row("containerd", direct, containerd_pids, "work", "web", env.web_port),
                 Row("crisp-bridged", env.cluster,
                     lambda: containerd_pids() + [env.cluster.crisp.pid], "work", "web",
+                    env.web_port),
+                Row("crisp-containerd", task_api,
+                    lambda: containerd_pids() + [task_api.crisp.pid], "work", "web",
                     env.web_port),
                 # Port-forward on the embedded runtime reaches 127.0.0.1 on the
                 # host, where the pod's httpd listens (host network).

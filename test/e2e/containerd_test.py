@@ -24,10 +24,17 @@ installable, runc unable to start a container), the tests are skipped and the
 reason is printed; any other failure fails them, with containerd's and crisp's
 logs.
 
+With --backend containerd (cri.backend), crisp answers Exec itself and runs
+exec sessions through containerd's task API: the exec cells run in that mode
+too (no upgrade to containerd's stream server is expected for them); attach
+and port-forward still go through the stream server and are left to the
+default mode.
+
 Usage: containerd_test.py --crisp PATH --devapiserver PATH --cricall PATH
-                          [unittest args]
+                          [--backend stream-server|containerd] [unittest args]
 """
 
+import argparse
 import contextlib
 import hashlib
 import os
@@ -77,6 +84,7 @@ CRISP_CONFIG = """
 cri:
   listen: {{dir}}/crisp.sock
   upstream: {upstream}
+  backend: {backend}
 stream:
   listen: 127.0.0.1:0
   stream_creation_timeout: 10s
@@ -89,6 +97,8 @@ runtime:
   stream_server:
     connect_timeout: 5s
     upgrade_timeout: 10s
+  containerd:
+    fifo_dir: {{dir}}/exec-fifos
 """
 
 # A word only the exec container's root filesystem holds (written by its own
@@ -114,7 +124,25 @@ BLOB = os.urandom(6 << 20)
 
 
 def crisp_config(upstream):
-    return CRISP_CONFIG.format(upstream=upstream)
+    return CRISP_CONFIG.format(upstream=upstream, backend=backend())
+
+
+# cri.backend; --backend sets it (the scripts that reuse this module, the
+# restart test and the bench, keep the default).
+BACKEND = "stream-server"
+
+
+def backend():
+    return BACKEND
+
+
+def containerd_backend():
+    return backend() == "containerd"
+
+
+# The cells of the containerd backend: crisp runs these sessions itself.
+CONTAINERD_BACKEND_CELLS = ("test_exec_", "test_stream_urls_are_crisps",
+                            "test_check_config_asks_containerd")
 
 
 def skip(reason):
@@ -217,6 +245,15 @@ class ContainerdCells(unittest.TestCase):
         cls.tmp.cleanup()
         assert code == 0, "crisp exited with %s" % code
 
+    def setUp(self):
+        if containerd_backend() and not self._testMethodName.startswith(
+                CONTAINERD_BACKEND_CELLS):
+            self.skipTest("cri.backend containerd runs the exec cells; attach and port-forward "
+                          "still use containerd's stream server, checked in the default mode")
+        if not containerd_backend() and self._testMethodName.startswith(
+                "test_check_config_asks_containerd"):
+            self.skipTest("cri.backend containerd only")
+
     def tearDown(self):
         # Whatever a cell did, crisp holds nothing of it afterwards.
         cluster = self.env.cluster
@@ -231,7 +268,9 @@ class ContainerdCells(unittest.TestCase):
     @contextlib.contextmanager
     def through_crisp(self, operation, protocol, sessions=1):
         """Asserts that the block opened `sessions` sessions of `operation`
-        on crisp over `protocol`, each bridged by an upgrade to containerd."""
+        on crisp over `protocol`, each bridged by an upgrade to containerd's
+        stream server (none for exec with the containerd backend: crisp runs
+        those through the task API)."""
         cluster = self.env.cluster
         labels = {"operation": operation, "protocol": protocol}
         before = cluster.metric("crisp_sessions_total", labels)
@@ -239,9 +278,10 @@ class ContainerdCells(unittest.TestCase):
         yield
         self.assertEqual(cluster.metric("crisp_sessions_total", labels) - before, sessions,
                          "%s sessions over %s on crisp" % (operation, protocol))
+        bridged = 0 if containerd_backend() and operation == "exec" else sessions
         self.assertEqual(
             cluster.metric("crisp_runtime_stream_upgrades_total", {"result": "ok"}) - upgrades,
-            sessions, "upgrades from crisp to containerd's stream server")
+            bridged, "upgrades from crisp to containerd's stream server")
 
     def check(self, result, want_code, want_stdout=None):
         msg = "%s\n%s" % (result, self.env.logs() if result.returncode < 0 else "")
@@ -268,6 +308,22 @@ class ContainerdCells(unittest.TestCase):
                        "Sec-WebSocket-Protocol: v5.channel.k8s.io\r\n\r\n" %
                        (path, host, port)).encode())
             self.assertTrue(s.recv(4096).startswith(b"HTTP/1.1 101 "))
+
+    def test_check_config_asks_containerd(self):
+        def check(upstream):
+            path = os.path.join(self.tmp.path, "check.yaml")
+            with open(path, "w") as f:
+                f.write("cri:\n  listen: %s/check.sock\n  upstream: %s\n  backend: containerd\n"
+                        % (self.tmp.path, upstream))
+            return subprocess.run([ARGS.crisp, "--check-config", path], capture_output=True,
+                                  text=True, timeout=30)
+        r = check(self.env.containerd.socket)
+        self.assertEqual(r.returncode, 0, r)
+        missing = os.path.join(self.tmp.path, "no-containerd.sock")
+        r = check(missing)
+        self.assertEqual(r.returncode, 1, r)
+        self.assertIn(missing, r.stderr)
+        self.assertIn("does not answer containerd's API", r.stderr)
 
     def test_runtime_cri_errors_pass_unchanged(self):
         direct = subprocess.run(self.env.containerd.cricall_base() + [
@@ -427,6 +483,14 @@ class ContainerdCells(unittest.TestCase):
 
 
 def main():
+    # --backend is this file's own; the rest is the harness's.
+    global BACKEND
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--backend", choices=["stream-server", "containerd"],
+                        default="stream-server")
+    args, rest = parser.parse_known_args()
+    BACKEND = args.backend
+    sys.argv = [sys.argv[0]] + rest
     harness.test_main(("crisp", "devapiserver", "cricall"), share_with=(exec_base, pf))
 
 
