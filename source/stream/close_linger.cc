@@ -1,6 +1,8 @@
 #include "source/stream/close_linger.h"
 
 #include <algorithm>
+#include <atomic>
+#include <cstdint>
 #include <utility>
 
 namespace crisp::stream {
@@ -9,7 +11,19 @@ namespace {
 // How often the queued and unacknowledged byte counts are looked at.
 constexpr std::chrono::milliseconds kPollInterval{50};
 
+std::atomic<int64_t> last_close_progress{0};
+
 }  // namespace
+
+std::chrono::steady_clock::time_point lastCloseProgress() {
+  return std::chrono::steady_clock::time_point(
+      std::chrono::steady_clock::duration(last_close_progress.load(std::memory_order_relaxed)));
+}
+
+void noteCloseProgress() {
+  last_close_progress.store(std::chrono::steady_clock::now().time_since_epoch().count(),
+                            std::memory_order_relaxed);
+}
 
 CloseLinger::CloseLinger(event::Dispatcher& dispatcher, std::chrono::milliseconds linger_timeout,
                          std::chrono::milliseconds stall_timeout, std::chrono::milliseconds limit,
@@ -35,6 +49,7 @@ void CloseLinger::start(const Transport& transport) {
 void CloseLinger::noteProgress() {
   if (active()) {
     last_progress_ = std::chrono::steady_clock::now();
+    noteCloseProgress();
   }
 }
 
@@ -45,6 +60,7 @@ void CloseLinger::check() {
   const size_t left = pending();
   if (left < last_pending_) {
     last_progress_ = now;
+    noteCloseProgress();
   }
   last_pending_ = left;
   // Bytes on their way: the reader must keep taking them. All taken: the

@@ -33,6 +33,13 @@
 
 namespace crisp::stream {
 
+// When a closing connection of this process last made progress (bytes
+// written or acknowledged, or a sign of life from its peer while we wait for
+// its close); the epoch before any. Any thread. The drain at shutdown keeps
+// waiting for ended sessions while this moves.
+std::chrono::steady_clock::time_point lastCloseProgress();
+void noteCloseProgress();
+
 class CloseLinger {
  public:
   // `done(pending)` gets the bytes still queued or not acknowledged when the

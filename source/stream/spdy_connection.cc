@@ -292,6 +292,7 @@ void SpdyConnection::onTransportDrained() {
     touchIdle();
   } else if (state_ == State::kClosing) {
     drain_timer_->enable(config_.drain_timeout);
+    noteCloseProgress();
   }
   pumpOutput();
   checkWatermarks();

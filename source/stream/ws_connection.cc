@@ -271,6 +271,7 @@ void WsConnection::onTransportDrained() {
   if (state_ != State::kFlushing) {
     return;
   }
+  noteCloseProgress();
   if (outputEmpty()) {
     drain_timer_->disable();
     if (peer_eof_) {
