@@ -42,6 +42,7 @@ void CloseLinger::start(const Transport& transport) {
   transport_ = &transport;
   last_pending_ = pending();
   started_ = std::chrono::steady_clock::now();
+  last_taken_ = started_;
   last_progress_ = started_;
   check();
 }
@@ -59,14 +60,16 @@ void CloseLinger::check() {
   const auto now = std::chrono::steady_clock::now();
   const size_t left = pending();
   if (left < last_pending_) {
+    last_taken_ = now;
     last_progress_ = now;
     noteCloseProgress();
   }
   last_pending_ = left;
   // Bytes on their way: the reader must keep taking them. All taken: the
   // peer has until linger_timeout after its last sign of life to close.
-  const auto allowed = left > 0 ? stall_timeout_ : linger_timeout_;
-  const auto deadline = std::min(last_progress_ + allowed, started_ + limit_);
+  const auto deadline = std::min(
+      left > 0 ? last_taken_ + stall_timeout_ : last_progress_ + linger_timeout_,
+      started_ + limit_);
   if (now >= deadline) {
     timer_->disable();
     done_(left);

@@ -12,7 +12,7 @@
 // shows signs of life, and the wait is measured from the last one:
 // - bytes still queued or unacknowledged: the wait goes on while their count
 //   falls, and gives up once it has not fallen for `stall_timeout` (a reader
-//   that stopped reading);
+//   that stopped reading, whatever else it sends);
 // - everything acknowledged: the peer (or a proxy) holds our last bytes; the
 //   wait goes on for `linger_timeout` after the last progress, re-armed by
 //   every byte the peer sends (noteProgress()), since a slow reader behind a
@@ -51,8 +51,8 @@ class CloseLinger {
   // Starts watching `transport`, which must stay open until done runs or
   // cancel() is called. Restarting resets every clock.
   void start(const Transport& transport);
-  // The peer sent bytes: a sign of life that re-arms the wait (only while
-  // active).
+  // The peer sent bytes: a sign of life that re-arms the wait for its close
+  // once everything is acknowledged (only while active).
   void noteProgress();
   void cancel();
   bool active() const { return timer_->enabled(); }
@@ -69,6 +69,8 @@ class CloseLinger {
   event::TimerPtr timer_;
   size_t last_pending_ = 0;
   std::chrono::steady_clock::time_point started_;
+  // The last fall of the pending count, and the last sign of life of any kind.
+  std::chrono::steady_clock::time_point last_taken_;
   std::chrono::steady_clock::time_point last_progress_;
 };
 
