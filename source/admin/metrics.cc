@@ -218,7 +218,25 @@ Family& Registry::histogramFamily(const std::string& name, const std::string& he
   return *slot;
 }
 
+Registry::CollectorId Registry::addCollector(std::function<void()> collect) {
+  std::lock_guard<std::mutex> lock(collectors_mutex_);
+  const CollectorId id = next_collector_++;
+  collectors_.emplace(id, std::move(collect));
+  return id;
+}
+
+void Registry::removeCollector(CollectorId id) {
+  std::lock_guard<std::mutex> lock(collectors_mutex_);
+  collectors_.erase(id);
+}
+
 std::string Registry::renderPrometheus() const {
+  {
+    std::lock_guard<std::mutex> lock(collectors_mutex_);
+    for (const auto& [id, collect] : collectors_) {
+      collect();
+    }
+  }
   std::string out;
   std::lock_guard<std::mutex> lock(mutex_);
   for (const auto& [name, family] : families_) {

@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -102,12 +103,27 @@ class Registry {
   Family& histogramFamily(const std::string& name, const std::string& help,
                           std::vector<std::string> label_names, std::vector<double> buckets);
 
+  // A component that keeps its counts where its own threads meet (under its
+  // own locks, say) rather than in shared atomics publishes them from a
+  // collector: renderPrometheus() calls every collector first, on the caller's
+  // thread, and the collector brings its families up to date (inc() by what
+  // changed since it last ran). A collector must not add or remove
+  // collectors. Remove it before what it reads goes away.
+  using CollectorId = uint64_t;
+  CollectorId addCollector(std::function<void()> collect);
+  void removeCollector(CollectorId id);
+
   // Every family, sorted by name, in the Prometheus text exposition format 0.0.4.
   std::string renderPrometheus() const;
 
  private:
   mutable std::mutex mutex_;
   std::map<std::string, std::unique_ptr<Family>> families_;
+  // Held while collectors run, so that removeCollector() returns only once
+  // its collector is not running.
+  mutable std::mutex collectors_mutex_;
+  CollectorId next_collector_ = 1;
+  std::map<CollectorId, std::function<void()>> collectors_;
 };
 
 // The process-wide registry.

@@ -170,6 +170,20 @@ struct alignas(64) Shard {
   // Insertion order; with one TTL at a time this is also expiry order.
   std::deque<QueueItem> queue ABSL_GUARDED_BY(mutex);
   uint64_t next_seq ABSL_GUARDED_BY(mutex) = 0;
+  // What the metrics count, kept here under the shard's lock instead of in
+  // counters every thread updates: issue and take then touch no cache line
+  // outside the shard but the in-flight count. The collector adds them up.
+  uint64_t issued ABSL_GUARDED_BY(mutex) = 0;
+  uint64_t taken ABSL_GUARDED_BY(mutex) = 0;
+  uint64_t expired ABSL_GUARDED_BY(mutex) = 0;
+};
+
+// The shards' counts added up, as last published to the metrics.
+struct Totals {
+  uint64_t issued = 0;
+  uint64_t taken = 0;
+  uint64_t expired = 0;
+  int64_t live = 0;
 };
 
 struct Metrics {
@@ -196,16 +210,22 @@ class TokenCache::Impl {
         max_in_flight_(options.max_in_flight),
         shards_(std::make_unique<Shard[]>(shard_count_)),
         ttl_(options.ttl.count()),
-        families_(
-            declareMetrics(options.registry != nullptr ? *options.registry : stats::registry())),
+        registry_(options.registry != nullptr ? *options.registry : stats::registry()),
+        families_(declareMetrics(registry_)),
         issued_(families_.issued.counter()),
         taken_(families_.taken.counter()),
         expired_(families_.expired.counter()),
         refused_full_(families_.refused.counter({"full"})),
         refused_random_(families_.refused.counter({"random"})),
-        live_(families_.live.gauge()) {}
+        live_(families_.live.gauge()),
+        collector_(registry_.addCollector([this] { publish(); })) {}
 
-  ~Impl() { live_.dec(static_cast<int64_t>(in_flight_.load())); }
+  // The counts so far stay in the counters; the live entries leave the gauge.
+  ~Impl() {
+    registry_.removeCollector(collector_);
+    publish();
+    live_.dec(published_.live);
+  }
 
   absl::StatusOr<std::string> insert(session::StreamRequest request) {
     const MonotonicTime now = time_.monotonicTime();
@@ -241,13 +261,12 @@ class TokenCache::Impl {
           it->second = Entry{std::move(request), expire, seq};
           shard.queue.push_back(QueueItem{key, seq});
           compactLocked(shard);
+          ++shard.issued;
           stored = true;
         }
       }
-      dropSlots(dropped);
+      releaseSlots(dropped);
       if (stored) {
-        issued_.inc();
-        live_.inc();
         return token;
       }
     }
@@ -277,20 +296,16 @@ class TokenCache::Impl {
         if (!shard.queue.empty() && shard.queue.front().seq == entry->seq) {
           shard.queue.pop_front();
         }
+        // Removed before the expiry check: a late presentation burns the
+        // token too.
+        ++(now > entry->expire ? shard.expired : shard.taken);
+        ++dropped;
       }
     }
-    dropSlots(dropped);
-    if (!entry) {
+    releaseSlots(dropped);
+    if (!entry || now > entry->expire) {
       return std::nullopt;
     }
-    // Removed before the expiry check: a late presentation burns the token too.
-    releaseSlots(1);
-    live_.dec();
-    if (now > entry->expire) {
-      expired_.inc();
-      return std::nullopt;
-    }
-    taken_.inc();
     return std::move(entry->request);
   }
 
@@ -334,13 +349,23 @@ class TokenCache::Impl {
     }
   }
 
-  // Slots of entries dropped because they expired.
-  void dropSlots(size_t n) {
-    if (n > 0) {
-      releaseSlots(n);
-      expired_.inc(n);
-      live_.dec(static_cast<int64_t>(n));
+  // Brings the metrics up to date with the shards' counts. Runs from the
+  // registry's collector (one at a time) and from the destructor.
+  void publish() {
+    Totals now;
+    for (uint32_t i = 0; i < shard_count_; ++i) {
+      std::lock_guard<std::mutex> lock(shards_[i].mutex);
+      now.issued += shards_[i].issued;
+      now.taken += shards_[i].taken;
+      now.expired += shards_[i].expired;
+      now.live += static_cast<int64_t>(shards_[i].entries.size());
     }
+    std::lock_guard<std::mutex> lock(publish_mutex_);
+    issued_.inc(now.issued - published_.issued);
+    taken_.inc(now.taken - published_.taken);
+    expired_.inc(now.expired - published_.expired);
+    live_.inc(now.live - published_.live);
+    published_ = now;
   }
 
   // Pops the queue front while it refers to a taken entry or an expired one.
@@ -359,6 +384,7 @@ class TokenCache::Impl {
           break;
         }
         shard.entries.erase(it);
+        ++shard.expired;
         ++dropped;
       }
       shard.queue.pop_front();
@@ -391,7 +417,7 @@ class TokenCache::Impl {
         std::lock_guard<std::mutex> lock(shards_[i].mutex);
         dropped = dropExpiredLocked(shards_[i], now);
       }
-      dropSlots(dropped);
+      releaseSlots(dropped);
     }
   }
 
@@ -403,6 +429,7 @@ class TokenCache::Impl {
   std::atomic<int64_t> ttl_;  // milliseconds
   std::atomic<size_t> in_flight_{0};
 
+  stats::Registry& registry_;
   Metrics families_;
   stats::Counter& issued_;
   stats::Counter& taken_;
@@ -410,6 +437,9 @@ class TokenCache::Impl {
   stats::Counter& refused_full_;
   stats::Counter& refused_random_;
   stats::Gauge& live_;
+  std::mutex publish_mutex_;
+  Totals published_ ABSL_GUARDED_BY(publish_mutex_);
+  const stats::Registry::CollectorId collector_;
 };
 
 TokenCache::TokenCache(const TokenCacheOptions& options, const TimeSource& time,

@@ -12,7 +12,9 @@
 // - At most max_in_flight live entries; insert() refuses beyond that with
 //   RESOURCE_EXHAUSTED.
 // - Metrics (crisp_tokens_*) go to options.registry, or to the process-wide
-//   registry when it is null; their list is in token_cache.cc.
+//   registry when it is null; their list is in token_cache.cc. Each shard
+//   counts under its own lock and the registry's collector adds the shards up
+//   when the metrics are rendered.
 
 #include <chrono>
 #include <cstddef>

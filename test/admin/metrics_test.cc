@@ -43,5 +43,25 @@ TEST(HistogramTest, UnlabelledFamilyShowsZerosBeforeItsFirstObservation) {
             "crisp_test_bytes_count 0\n");
 }
 
+// A collector publishes counts kept elsewhere each time the registry renders,
+// and not after it was removed.
+TEST(RegistryTest, CollectorsRunBeforeEachRenderingUntilRemoved) {
+  Registry registry;
+  Counter& counter = registry.family("crisp_test_total", "Test.", Kind::kCounter).counter();
+  uint64_t kept = 0;
+  uint64_t published = 0;
+  const Registry::CollectorId id = registry.addCollector([&] {
+    counter.inc(kept - published);
+    published = kept;
+  });
+  kept = 3;
+  EXPECT_NE(registry.renderPrometheus().find("\ncrisp_test_total 3\n"), std::string::npos);
+  kept = 5;
+  EXPECT_NE(registry.renderPrometheus().find("\ncrisp_test_total 5\n"), std::string::npos);
+  registry.removeCollector(id);
+  kept = 9;
+  EXPECT_NE(registry.renderPrometheus().find("\ncrisp_test_total 5\n"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace crisp::stats

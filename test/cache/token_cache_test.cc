@@ -102,6 +102,26 @@ class TokenCacheTest : public ::testing::Test {
   FakeRandomSource random_;
 };
 
+// Two caches on one registry add up; a cache that goes away keeps what it
+// counted and takes its live entries out of the gauge.
+TEST_F(TokenCacheTest, CachesSharingARegistryAddUpAndADestroyedOneLeavesItsCounts) {
+  TokenCache first = makeCache(milliseconds(60000), 4, 10);
+  ASSERT_TRUE(first.insert(execRequest("c1")).ok());
+  {
+    TokenCache second = makeCache(milliseconds(60000), 2, 10);
+    absl::StatusOr<std::string> taken = second.insert(execRequest("c2"));
+    ASSERT_TRUE(taken.ok());
+    ASSERT_TRUE(second.insert(execRequest("c3")).ok());
+    ASSERT_TRUE(second.consume(*taken).has_value());
+    EXPECT_TRUE(hasSample("crisp_tokens_issued_total 3"));
+    EXPECT_TRUE(hasSample("crisp_tokens_taken_total 1"));
+    EXPECT_TRUE(hasSample("crisp_tokens_live 2"));
+  }
+  EXPECT_TRUE(hasSample("crisp_tokens_issued_total 3"));
+  EXPECT_TRUE(hasSample("crisp_tokens_taken_total 1"));
+  EXPECT_TRUE(hasSample("crisp_tokens_live 1"));
+}
+
 TEST_F(TokenCacheTest, ReturnsTheStoredRequestOnce) {
   TokenCache cache = makeCache(milliseconds(60000), 4, 10);
   absl::StatusOr<std::string> token = cache.insert(execRequest("c1"));

@@ -20,7 +20,6 @@ Usage: containerd_restart_test.py --crisp PATH --devapiserver PATH --cricall PAT
                                   --manifest PATH
 """
 
-import argparse
 import os
 import re
 import signal
@@ -235,17 +234,8 @@ def run_script(manifest):
 
 
 def main():
-    global ARGS
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--crisp", required=True)
-    parser.add_argument("--devapiserver", required=True)
-    parser.add_argument("--cricall", required=True)
-    parser.add_argument("--manifest", required=True)
-    ARGS, rest = parser.parse_known_args()
-    for name in ("crisp", "devapiserver", "cricall", "manifest"):
-        setattr(ARGS, name, os.path.abspath(getattr(ARGS, name)))
-    cells.ARGS = exec_base.ARGS = cells.pf.ARGS = ARGS
-    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+    harness.test_main(("crisp", "devapiserver", "cricall", "manifest"),
+                      share_with=(cells, exec_base, cells.pf))
 
 
 if __name__ == "__main__":

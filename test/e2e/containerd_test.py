@@ -28,7 +28,6 @@ Usage: containerd_test.py --crisp PATH --devapiserver PATH --cricall PATH
                           [unittest args]
 """
 
-import argparse
 import contextlib
 import hashlib
 import os
@@ -428,17 +427,7 @@ class ContainerdCells(unittest.TestCase):
 
 
 def main():
-    global ARGS
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--crisp", required=True)
-    parser.add_argument("--devapiserver", required=True)
-    parser.add_argument("--cricall", required=True)
-    ARGS, rest = parser.parse_known_args()
-    for name in ("crisp", "devapiserver", "cricall"):
-        setattr(ARGS, name, os.path.abspath(getattr(ARGS, name)))
-    exec_base.ARGS = ARGS
-    pf.ARGS = ARGS
-    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+    harness.test_main(("crisp", "devapiserver", "cricall"), share_with=(exec_base, pf))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ the probes, ports and mounts agree with it, and run.sh parses as sh.
 Usage: deployment_manifest_test.py --crisp PATH --manifest PATH
 """
 
-import argparse
 import http.server
 import json
 import os
@@ -180,14 +179,7 @@ current-context: discovery
 
 
 def main():
-    global ARGS
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--crisp", required=True)
-    parser.add_argument("--manifest", required=True)
-    ARGS, rest = parser.parse_known_args()
-    ARGS.crisp = os.path.abspath(ARGS.crisp)
-    ARGS.manifest = os.path.abspath(ARGS.manifest)
-    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+    harness.test_main(("crisp", "manifest"))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ switches protocols and echoes bytes.
 Usage: devapiserver_test.py --devapiserver PATH --fake-cri PATH [unittest args]
 """
 
-import argparse
 import json
 import os
 import socket
@@ -359,14 +358,7 @@ class DevApiServerTest(unittest.TestCase):
 
 
 def main():
-    global ARGS
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--devapiserver", required=True)
-    parser.add_argument("--fake-cri", required=True)
-    ARGS, rest = parser.parse_known_args()
-    ARGS.devapiserver = os.path.abspath(ARGS.devapiserver)
-    ARGS.fake_cri = os.path.abspath(ARGS.fake_cri)
-    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+    harness.test_main(("devapiserver", "fake_cri"))
 
 
 if __name__ == "__main__":

@@ -11,15 +11,19 @@ failing test can show them.
         assert result.returncode == 0, result
 """
 
+import argparse
 import atexit
 import dataclasses
 import os
+import select
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+import unittest
 
 # Where the versioned kubectl binaries live (kubectl.1.27 ... kubectl.1.33).
 KUBECTL_DIR = os.environ.get("CRISP_KUBECTL_DIR", "/usr/lib/google-cloud-sdk/bin")
@@ -235,3 +239,36 @@ def run_kubectl(version, args, kubeconfig, timeout, home=None, env=None, stdin_d
     finally:
         if owned_home:
             shutil.rmtree(owned_home, ignore_errors=True)
+
+
+def write_until_echoed(proc, line, timeout=15):
+    """Writes `line` (bytes) to `proc`'s stdin, again every second, until its
+    stdout has carried it back or `timeout` seconds have passed; returns what
+    stdout carried. For attach, whose client may connect after the first
+    write has gone to a process nobody was attached to yet."""
+    deadline = time.monotonic() + timeout
+    seen = b""
+    while line not in seen and time.monotonic() < deadline:
+        proc.stdin.write(line)
+        proc.stdin.flush()
+        ready, _, _ = select.select([proc.stdout], [], [], 1)
+        if ready:
+            seen += os.read(proc.stdout.fileno(), 65536)
+    return seen
+
+
+def test_main(paths, share_with=()):
+    """The main() of a test file: parses one required `--<name> PATH` option
+    per entry of `paths` ("fake_runtime" is spelled --fake-runtime), makes the
+    paths absolute, sets the result as ARGS in the test file and in each module
+    of `share_with` (the test bases it imports), and runs unittest with the
+    remaining arguments. Returns nothing; unittest exits."""
+    parser = argparse.ArgumentParser()
+    for name in paths:
+        parser.add_argument("--" + name.replace("_", "-"), required=True)
+    args, rest = parser.parse_known_args()
+    for name in paths:
+        setattr(args, name, os.path.abspath(getattr(args, name)))
+    for module in (sys.modules["__main__"],) + tuple(share_with):
+        module.ARGS = args
+    unittest.main(module="__main__", argv=[sys.argv[0]] + rest, verbosity=2)

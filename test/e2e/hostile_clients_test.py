@@ -9,7 +9,6 @@ Usage: hostile_clients_test.py --crisp PATH --devapiserver PATH --cricall PATH
                                --fake-runtime PATH [unittest args]
 """
 
-import argparse
 import os
 import re
 import resource
@@ -361,18 +360,8 @@ class HostileClientsTest(unittest.TestCase):
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--crisp", required=True)
-    parser.add_argument("--devapiserver", required=True)
-    parser.add_argument("--cricall", required=True)
-    parser.add_argument("--fake-runtime", required=True)
-    parser.add_argument("--token-flooder", required=True)
-    args, rest = parser.parse_known_args()
-    for name in ("crisp", "devapiserver", "cricall", "fake_runtime", "token_flooder"):
-        setattr(args, name, os.path.abspath(getattr(args, name)))
-    global ARGS
-    ARGS = base.ARGS = args
-    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+    harness.test_main(("crisp", "devapiserver", "cricall", "fake_runtime", "token_flooder"),
+                      share_with=(base,))
 
 
 if __name__ == "__main__":

@@ -17,12 +17,10 @@ CRISP_INTEROP_TABLE names a file, written there as Markdown.
 Usage: interop_matrix_test.py --crisp PATH --devapiserver PATH [unittest args]
 """
 
-import argparse
 import hashlib
 import http.server
 import os
 import re
-import select
 import signal
 import socket
 import subprocess
@@ -239,14 +237,7 @@ class InteropMatrixTest(unittest.TestCase):
             # cat in the container echoes what reaches its stdin; kubectl may
             # print a hint on stderr first. Lines sent before the attach was
             # complete are lost, so keep sending until one comes back.
-            deadline = time.monotonic() + 15
-            seen = b""
-            while line not in seen and time.monotonic() < deadline:
-                proc.stdin.write(line)
-                proc.stdin.flush()
-                ready, _, _ = select.select([proc.stdout], [], [], 0.5)
-                if ready:
-                    seen += os.read(proc.stdout.fileno(), 65536)
+            seen = harness.write_until_echoed(proc, line)
             self.assertIn(line, seen)
         finally:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -471,16 +462,7 @@ def markdown_matrix(results):
 
 
 def main():
-    global ARGS
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--crisp", required=True)
-    parser.add_argument("--devapiserver", required=True)
-    ARGS, rest = parser.parse_known_args()
-    for name in ("crisp", "devapiserver"):
-        setattr(ARGS, name, os.path.abspath(getattr(ARGS, name)))
-    base.ARGS = ARGS
-    pf.ARGS = ARGS
-    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+    harness.test_main(("crisp", "devapiserver"), share_with=(base, pf))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ Usage: kubectl_exec_test.py --crisp PATH --devapiserver PATH --cricall PATH
                             --fake-runtime PATH [unittest args]
 """
 
-import argparse
 import fcntl
 import hashlib
 import os
@@ -361,14 +360,7 @@ class KubectlExecTest(unittest.TestCase):
                                 start_new_session=True)
         try:
             # kubectl may print a hint on stderr first; stdout carries only cat's echo.
-            deadline = time.monotonic() + 15
-            seen = b""
-            while b"ping-1\n" not in seen and time.monotonic() < deadline:
-                proc.stdin.write(b"ping-1\n")
-                proc.stdin.flush()
-                ready, _, _ = select.select([proc.stdout], [], [], 1)
-                if ready:
-                    seen += os.read(proc.stdout.fileno(), 65536)
+            seen = harness.write_until_echoed(proc, b"ping-1\n")
             self.assertIn(b"ping-1\n", seen)
             self.assertEqual(self.cluster.metric("crisp_sessions_active",
                                                  {"operation": "attach"}), 1)
@@ -629,16 +621,7 @@ def processes_matching(text):
 
 
 def main():
-    global ARGS
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--crisp", required=True)
-    parser.add_argument("--devapiserver", required=True)
-    parser.add_argument("--cricall", required=True)
-    parser.add_argument("--fake-runtime", required=True)
-    ARGS, rest = parser.parse_known_args()
-    for name in ("crisp", "devapiserver", "cricall", "fake_runtime"):
-        setattr(ARGS, name, os.path.abspath(getattr(ARGS, name)))
-    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+    harness.test_main(("crisp", "devapiserver", "cricall", "fake_runtime"))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ version and setting ends up on).
 Usage: kubectl_portforward_test.py --crisp PATH --devapiserver PATH [unittest args]
 """
 
-import argparse
 import hashlib
 import http.server
 import os
@@ -402,14 +401,7 @@ class Kubectl133Test(PortForwardTests, unittest.TestCase):
 
 
 def main():
-    global ARGS
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--crisp", required=True)
-    parser.add_argument("--devapiserver", required=True)
-    ARGS, rest = parser.parse_known_args()
-    for name in ("crisp", "devapiserver"):
-        setattr(ARGS, name, os.path.abspath(getattr(ARGS, name)))
-    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+    harness.test_main(("crisp", "devapiserver"))
 
 
 if __name__ == "__main__":

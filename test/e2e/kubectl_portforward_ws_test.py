@@ -17,7 +17,6 @@ Usage: kubectl_portforward_ws_test.py --crisp PATH --devapiserver PATH
                                       --cricall PATH [unittest args]
 """
 
-import argparse
 import base64
 import http.server
 import os
@@ -248,18 +247,7 @@ class RawWebSocketPortForwardTest(unittest.TestCase):
 
 
 def main():
-    global ARGS
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--crisp", required=True)
-    parser.add_argument("--devapiserver", required=True)
-    parser.add_argument("--cricall", required=True)
-    ARGS, rest = parser.parse_known_args()
-    for name in ("crisp", "devapiserver", "cricall"):
-        setattr(ARGS, name, os.path.abspath(getattr(ARGS, name)))
-    pf.ARGS = ARGS
-    exec_base.ARGS = ARGS
-    ws_base.ARGS = ARGS
-    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+    harness.test_main(("crisp", "devapiserver", "cricall"), share_with=(pf, exec_base, ws_base))
 
 
 if __name__ == "__main__":

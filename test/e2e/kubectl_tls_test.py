@@ -9,7 +9,6 @@ here with the openssl command line. The served certificate is read back with
 Usage: kubectl_tls_test.py --crisp PATH --devapiserver PATH --cricall PATH [unittest args]
 """
 
-import argparse
 import json
 import os
 import re
@@ -317,15 +316,7 @@ class KubectlTlsClientCertificateTest(unittest.TestCase):
 
 
 def main():
-    global ARGS
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--crisp", required=True)
-    parser.add_argument("--devapiserver", required=True)
-    parser.add_argument("--cricall", required=True)
-    ARGS, rest = parser.parse_known_args()
-    for name in ("crisp", "devapiserver", "cricall"):
-        setattr(ARGS, name, os.path.abspath(getattr(ARGS, name)))
-    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+    harness.test_main(("crisp", "devapiserver", "cricall"))
 
 
 if __name__ == "__main__":

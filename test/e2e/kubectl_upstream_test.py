@@ -15,7 +15,6 @@ session in the middle.
 Usage: kubectl_upstream_test.py --crisp PATH --devapiserver PATH [unittest args]
 """
 
-import argparse
 import os
 import select
 import socket
@@ -335,14 +334,7 @@ class UpstreamTest(unittest.TestCase):
                                         stderr=subprocess.PIPE, env=full_env,
                                         start_new_session=True)
                 try:
-                    deadline = time.monotonic() + 15
-                    seen = b""
-                    while b"ping-1\n" not in seen and time.monotonic() < deadline:
-                        proc.stdin.write(b"ping-1\n")
-                        proc.stdin.flush()
-                        ready, _, _ = select.select([proc.stdout], [], [], 1)
-                        if ready:
-                            seen += os.read(proc.stdout.fileno(), 65536)
+                    seen = harness.write_until_echoed(proc, b"ping-1\n")
                     self.assertIn(b"ping-1\n", seen)
                 finally:
                     os.killpg(proc.pid, 9)
@@ -511,12 +503,7 @@ class UpstreamTest(unittest.TestCase):
 
 
 def main():
-    global ARGS
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--crisp", required=True)
-    parser.add_argument("--devapiserver", required=True)
-    ARGS, rest = parser.parse_known_args()
-    unittest.main(argv=[sys.argv[0]] + rest)
+    harness.test_main(("crisp", "devapiserver"))
 
 
 if __name__ == "__main__":

@@ -15,12 +15,10 @@ Usage: kubectl_websocket_test.py --crisp PATH --devapiserver PATH --cricall PATH
                                  [unittest args]
 """
 
-import argparse
 import base64
 import hashlib
 import os
 import re
-import select
 import signal
 import socket
 import struct
@@ -152,14 +150,7 @@ class KubectlWebSocketTest(unittest.TestCase):
                                 stderr=subprocess.PIPE, env=self.cluster.kubectl_env(),
                                 start_new_session=True)
         try:
-            deadline = time.monotonic() + 15
-            seen = b""
-            while b"ping-ws\n" not in seen and time.monotonic() < deadline:
-                proc.stdin.write(b"ping-ws\n")
-                proc.stdin.flush()
-                ready, _, _ = select.select([proc.stdout], [], [], 1)
-                if ready:
-                    seen += os.read(proc.stdout.fileno(), 65536)
+            seen = harness.write_until_echoed(proc, b"ping-ws\n")
             self.assertIn(b"ping-ws\n", seen)
             self.assertEqual(self.cluster.metric("crisp_sessions_active",
                                                  {"operation": "attach", "protocol": WS_V5}), 1)
@@ -359,16 +350,7 @@ class RawWebSocket:
 
 
 def main():
-    global ARGS
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--crisp", required=True)
-    parser.add_argument("--devapiserver", required=True)
-    parser.add_argument("--cricall", required=True)
-    ARGS, rest = parser.parse_known_args()
-    for name in ("crisp", "devapiserver", "cricall"):
-        setattr(ARGS, name, os.path.abspath(getattr(ARGS, name)))
-    base.ARGS = ARGS
-    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+    harness.test_main(("crisp", "devapiserver", "cricall"), share_with=(base,))
 
 
 if __name__ == "__main__":

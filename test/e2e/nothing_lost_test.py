@@ -17,7 +17,6 @@ Usage: nothing_lost_test.py --crisp PATH --devapiserver PATH --cricall PATH
                             --fake-runtime PATH [unittest args]
 """
 
-import argparse
 import hashlib
 import os
 import random
@@ -203,18 +202,8 @@ class PortForwardThroughput(unittest.TestCase):
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--crisp", required=True)
-    parser.add_argument("--devapiserver", required=True)
-    parser.add_argument("--cricall", required=True)
-    parser.add_argument("--fake-runtime", required=True)
-    args, rest = parser.parse_known_args()
-    for name in ("crisp", "devapiserver", "cricall", "fake_runtime"):
-        setattr(args, name, os.path.abspath(getattr(args, name)))
-    # The clusters of both modules read their module's ARGS.
-    exec_base.ARGS = args
-    pf_base.ARGS = args
-    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+    harness.test_main(("crisp", "devapiserver", "cricall", "fake_runtime"),
+                      share_with=(exec_base, pf_base))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ Usage: operations_test.py --crisp PATH --devapiserver PATH --cricall PATH
                           [unittest args]
 """
 
-import argparse
 import glob
 import json
 import os
@@ -460,17 +459,7 @@ class MetricsTest(unittest.TestCase):
 
 
 def main():
-    global ARGS
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--crisp", required=True)
-    parser.add_argument("--devapiserver", required=True)
-    parser.add_argument("--cricall", required=True)
-    parser.add_argument("--metrics-doc", required=True)
-    ARGS, rest = parser.parse_known_args()
-    for name in ("crisp", "devapiserver", "cricall", "metrics_doc"):
-        setattr(ARGS, name, os.path.abspath(getattr(ARGS, name)))
-    base.ARGS = ARGS
-    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+    harness.test_main(("crisp", "devapiserver", "cricall", "metrics_doc"), share_with=(base,))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ Usage: stream_limits_test.py --crisp PATH --devapiserver PATH --cricall PATH
                              [unittest args]
 """
 
-import argparse
 import os
 import re
 import socket
@@ -351,16 +350,7 @@ class RawSpdy:
 
 
 def main():
-    global ARGS
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--crisp", required=True)
-    parser.add_argument("--devapiserver", required=True)
-    parser.add_argument("--cricall", required=True)
-    ARGS, rest = parser.parse_known_args()
-    for name in ("crisp", "devapiserver", "cricall"):
-        setattr(ARGS, name, os.path.abspath(getattr(ARGS, name)))
-    base.ARGS = ARGS
-    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+    harness.test_main(("crisp", "devapiserver", "cricall"), share_with=(base,))
 
 
 if __name__ == "__main__":
