@@ -9,7 +9,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev libevent-dev libwslay-dev
   libhttp-parser-dev zlib1g-dev libprotobuf-dev protobuf-compiler libspdlog-dev
   kubectl openssl curl python3 procps util-linux
-  containerd runc busybox-static
+  containerd runc busybox-static containernetworking-plugins iproute2
   nlohmann-json3-dev
 )
 

@@ -22,7 +22,8 @@ base="${CRISP_OUTPUT_BASE:-$(bazel info output_base 2>/dev/null)}"
 # Every test that runs crisp's code on more than one thread: the token cache,
 # the dispatcher's cross-thread posts, the stream server's workers, the CRI
 # server and client (gRPC's threads), the embedded runtime's attach and
-# port-forward threads, and the sessions driven from a test thread.
+# port-forward threads (also under the containerd backend's port-forward), and
+# the sessions driven from a test thread.
 TSAN_TARGETS=(
   //test/cache:token_cache_test
   //test/common:dispatcher_test
@@ -37,6 +38,7 @@ TSAN_TARGETS=(
   //test/cri:runtime_service_test
   //test/runtime/embedded:attach_test
   //test/runtime/embedded:port_forward_test
+  //test/runtime/containerd:containerd_port_forward_test
   //test/runtime/streamserver:streamserver_runtime_test
 )
 

@@ -1,10 +1,15 @@
 """A private containerd for end-to-end tests and measurements.
 
 Everything lives under one temporary directory: containerd's config, root,
-state, socket, runc's state, CNI (empty) directories, pod logs. The system's
-containerd, its socket and /var/lib/containerd are never used. The CRI plugin's
-stream server listens on 127.0.0.1 with a port the kernel picks; pods run with
-the host network namespace, so no network plugin is involved. The images
+state, socket, runc's state, CNI directories, pod logs, the mounts of the
+pods' network namespaces. The system's containerd, its socket and
+/var/lib/containerd are never used. The CRI plugin's stream server listens on
+127.0.0.1 with a port the kernel picks. Pods run with the host network
+namespace, so no network plugin is involved, unless run_pod() is asked for a
+pod network: then the CRI plugin makes the pod a network namespace of its own
+and sets it up with CNI (POD_NETWORK_CNI below: the standard `loopback` plugin
+and a small plugin of this file that gives the pod an eth0 and an address
+inside that namespace only; nothing changes in the host's network). The images
 (sandbox and test) are one busybox-static image built here and imported with
 `ctr images import`: nothing is downloaded.
 
@@ -43,6 +48,12 @@ PACKAGES = {
     "containerd": ["/usr/bin/containerd", "/usr/bin/ctr", "/usr/bin/containerd-shim-runc-v2"],
     "runc": ["/usr/sbin/runc"],
     "busybox-static": ["/bin/busybox"],
+}
+# What pods with a network of their own need besides.
+POD_NETWORK_PACKAGES = {
+    "containernetworking-plugins": ["/usr/lib/cni/loopback"],
+    "iproute2": ["/usr/sbin/ip"],
+    "util-linux": ["/usr/bin/nsenter"],
 }
 
 # The sandbox (pause) image and the image test containers run, both built from
@@ -102,6 +113,7 @@ required_plugins = ["io.containerd.grpc.v1.cri"]
 
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{pause_image}"
+  netns_mounts_under_state_dir = true
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
   enable_tls_streaming = false
@@ -131,6 +143,50 @@ required_plugins = ["io.containerd.grpc.v1.cri"]
 """
 
 
+# The network plugin of pods with a network of their own. The CRI plugin runs
+# the standard `loopback` plugin itself (lo up), then this list, and wants an
+# address on the pod's eth0: this plugin makes eth0 one end of a veth pair
+# whose other end stays in the same namespace, with an address of the
+# documentation range (RFC 5737). Both ends live and die with the pod's
+# namespace, so DEL has nothing to undo; nothing routes anywhere.
+POD_NETWORK_PLUGIN = "crisp-podnet"
+# How the plugin says that the kernel refused it (the machine, not the code).
+POD_NETWORK_REFUSED = "crisp-podnet: cannot make"
+POD_NETWORK_CONF = """\
+{"cniVersion": "0.4.0", "name": "crisp-e2e", "plugins": [{"type": "crisp-podnet"}]}
+"""
+POD_NETWORK_SCRIPT = r"""#!/bin/sh
+# CNI plugin of crisp's private containerd (see containerd_env.py).
+set -u
+address=192.0.2.2/32
+case "${CNI_COMMAND:-}" in
+ADD)
+  cat >/dev/null
+  if ! nsenter --net="$CNI_NETNS" ip link add "$CNI_IFNAME" type veth peer name crisp-peer0 \
+       >&2 ||
+     ! nsenter --net="$CNI_NETNS" ip addr add "$address" dev "$CNI_IFNAME" >&2; then
+    printf '{"cniVersion":"0.4.0","code":11,"msg":"crisp-podnet: cannot make %s in %s"}\n' \
+      "$CNI_IFNAME" "$CNI_NETNS"
+    exit 1
+  fi
+  printf '{"cniVersion":"0.4.0","interfaces":[{"name":"%s","sandbox":"%s"}],' \
+    "$CNI_IFNAME" "$CNI_NETNS"
+  printf '"ips":[{"version":"4","address":"%s","interface":0}]}\n' "$address"
+  ;;
+DEL|CHECK)
+  cat >/dev/null
+  ;;
+VERSION)
+  printf '{"cniVersion":"0.4.0","supportedVersions":["0.3.0","0.3.1","0.4.0"]}\n'
+  ;;
+*)
+  printf '{"cniVersion":"0.4.0","code":4,"msg":"unknown CNI_COMMAND"}\n'
+  exit 1
+  ;;
+esac
+"""
+
+
 # How containerd reports that runc itself failed to create a container (no
 # permission for namespaces, mounts or cgroups): the machine, not the code.
 RUNC_REFUSED = "OCI runtime create failed"
@@ -146,19 +202,20 @@ class ContainerdError(Exception):
     """containerd or a CRI call failed; the message carries the logs."""
 
 
-def _missing_files():
-    return [path for files in PACKAGES.values() for path in files if not os.path.exists(path)]
+def _missing_files(packages=PACKAGES):
+    return [path for files in packages.values() for path in files if not os.path.exists(path)]
 
 
-def ensure_installed(log=sys.stderr):
+def ensure_installed(log=sys.stderr, packages=PACKAGES):
     """Installs the Debian packages whose files are missing (as root only).
     Raises ContainerdUnavailable when they stay missing."""
-    if not _missing_files():
+    if not _missing_files(packages):
         return
-    wanted = sorted(p for p, files in PACKAGES.items() if any(not os.path.exists(f) for f in files))
+    wanted = sorted(p for p, files in packages.items()
+                    if any(not os.path.exists(f) for f in files))
     if os.geteuid() != 0:
         raise ContainerdUnavailable("missing %s and not root to install %s" %
-                                    (", ".join(_missing_files()), " ".join(wanted)))
+                                    (", ".join(_missing_files(packages)), " ".join(wanted)))
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends"] + wanted
     print("containerd_env: installing %s" % " ".join(wanted), file=log)
@@ -166,7 +223,7 @@ def ensure_installed(log=sys.stderr):
     if r.returncode != 0:
         subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, timeout=600)
         r = subprocess.run(install, env=env, capture_output=True, text=True, timeout=600)
-    if _missing_files():
+    if _missing_files(packages):
         raise ContainerdUnavailable("cannot install %s: %s" % (" ".join(wanted),
                                                                (r.stderr or r.stdout)[-2000:]))
 
@@ -305,6 +362,7 @@ class Containerd:
         with open(self.config_path, "w") as f:
             f.write(CONFIG_TEMPLATE.format(dir=self.dir, pause_image=PAUSE_IMAGE,
                                            snapshotter=self.snapshotter))
+        self._write_cni()
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": self.dir,
                "TMPDIR": os.path.join(self.dir, "state")}
         self.process = harness.Process("containerd", ["/usr/bin/containerd", "--config",
@@ -322,6 +380,19 @@ class Containerd:
             self.stop()
             raise
         return self
+
+    def _write_cni(self):
+        """The pod network's CNI config and plugins (used only by pods run
+        with pod_network=True; host-network pods never call CNI)."""
+        plugin = os.path.join(self.dir, "cni", "bin", POD_NETWORK_PLUGIN)
+        with open(plugin, "w") as f:
+            f.write(POD_NETWORK_SCRIPT)
+        os.chmod(plugin, 0o755)
+        loopback = os.path.join(self.dir, "cni", "bin", "loopback")
+        if not os.path.lexists(loopback):
+            os.symlink(POD_NETWORK_PACKAGES["containernetworking-plugins"][0], loopback)
+        with open(os.path.join(self.dir, "cni", "conf", "10-crisp-e2e.conflist"), "w") as f:
+            f.write(POD_NETWORK_CONF)
 
     def _wait_serving(self):
         deadline = time.monotonic() + START_TIMEOUT
@@ -363,29 +434,40 @@ class Containerd:
                                                        r.stderr.strip(), self.logs()))
         return r.stdout.strip()
 
-    def pod_flags(self):
-        return ["--log-dir", os.path.join(self.dir, "logs"),
-                "--cgroup-parent", cgroup_parent(self.dir)]
+    def pod_flags(self, pod_network=False):
+        return (["--log-dir", os.path.join(self.dir, "logs"),
+                 "--cgroup-parent", cgroup_parent(self.dir)] +
+                (["--pod-network"] if pod_network else []))
 
-    def run_pod(self, name, containers, socket_path=None):
-        """A host-network pod `name` with `containers`: a list of
-        (container name, command list, {"tty": bool, "stdin": bool}). Every
-        container is started. Returns a Pod; stop() removes it. Raises
-        ContainerdUnavailable when runc cannot create the pod's first
-        container on this machine."""
+    def run_pod(self, name, containers, socket_path=None, pod_network=False):
+        """A pod `name` with `containers`: a list of (container name, command
+        list, {"tty": bool, "stdin": bool}). Every container is started. The
+        pod shares the host's network, or with `pod_network` has a network
+        namespace of its own (see POD_NETWORK_CONF). Returns a Pod; stop()
+        removes it. Raises ContainerdUnavailable when runc cannot create the
+        pod's first container on this machine, or the pod network's packages
+        are missing and cannot be installed."""
+        if pod_network:
+            ensure_installed(self.log, POD_NETWORK_PACKAGES)
         try:
-            sandbox = self.cri("runp", *self.pod_flags(), name, socket_path=socket_path)
+            sandbox = self.cri("runp", *self.pod_flags(pod_network), name,
+                               socket_path=socket_path)
         except ContainerdError as e:
             if RUNC_REFUSED in str(e) and socket_path is None:
                 raise ContainerdUnavailable("runc cannot create a container here: %s" %
+                                            str(e).splitlines()[0])
+            if pod_network and POD_NETWORK_REFUSED in str(e):
+                raise ContainerdUnavailable("no pod network here (the kernel refused a veth "
+                                            "pair in the pod's namespace): %s" %
                                             str(e).splitlines()[0])
             raise
         pod = Pod(name, sandbox, {})
         self.pods.append(pod)
         for cname, command, opts in containers:
             flags = [f for f in ("tty", "stdin") if opts.get(f)]
-            cid = self.cri("create", *self.pod_flags(), *["--" + f for f in flags], sandbox, name,
-                           cname, TEST_IMAGE, "--", *command, socket_path=socket_path)
+            cid = self.cri("create", *self.pod_flags(pod_network), *["--" + f for f in flags],
+                           sandbox, name, cname, TEST_IMAGE, "--", *command,
+                           socket_path=socket_path)
             pod.container_ids[cname] = cid
             self.cri("start", cid, socket_path=socket_path)
         return pod

@@ -7,7 +7,7 @@
 //   cricall --socket S portforward SANDBOX [PORT...]
 //   cricall --socket S raw METHOD_PATH      (empty request; prints the response size)
 //
-// Pods and containers on a real runtime (host network, no network plugin needed):
+// Pods and containers on a real runtime (host network unless --pod-network):
 //   cricall --socket S runp [POD_FLAGS] POD                 prints the sandbox id
 //   cricall --socket S create [POD_FLAGS] [--tty] [--stdin] SANDBOX POD NAME IMAGE -- CMD...
 //                                                            prints the container id
@@ -15,7 +15,9 @@
 //   cricall --socket S stop CONTAINER [GRACE_SECONDS]
 //   cricall --socket S stopp|rmp SANDBOX
 //   cricall --socket S status CONTAINER     prints "<STATE> <started_at_ns> <exit_code>"
-// POD_FLAGS: --log-dir DIR (container logs go to DIR/NAME.log), --cgroup-parent PATH.
+// POD_FLAGS: --log-dir DIR (container logs go to DIR/NAME.log), --cgroup-parent PATH,
+// --pod-network (the pod gets a network namespace of its own from the runtime's
+// network plugin instead of the host's).
 // create must be given the same POD and POD_FLAGS as runp: the runtime reads the
 // pod's settings from both calls.
 //
@@ -44,8 +46,10 @@ constexpr char kUsage[] =
     "       cricall --socket PATH attach [--tty] [--stdin] [--no-stdout] [--stderr] CONTAINER\n"
     "       cricall --socket PATH portforward SANDBOX [PORT...]\n"
     "       cricall --socket PATH raw METHOD_PATH\n"
-    "       cricall --socket PATH runp [--log-dir DIR] [--cgroup-parent PATH] POD\n"
-    "       cricall --socket PATH create [--log-dir DIR] [--cgroup-parent PATH] [--tty] "
+    "       cricall --socket PATH runp [--log-dir DIR] [--cgroup-parent PATH] [--pod-network] "
+    "POD\n"
+    "       cricall --socket PATH create [--log-dir DIR] [--cgroup-parent PATH] [--pod-network] "
+    "[--tty] "
     "[--stdin] SANDBOX POD NAME IMAGE -- CMD...\n"
     "       cricall --socket PATH start|rm|status CONTAINER\n"
     "       cricall --socket PATH stop CONTAINER [GRACE_SECONDS]\n"
@@ -112,9 +116,10 @@ bool parseStreamFlags(const std::vector<std::string>& args, size_t& i, StreamFla
 struct PodFlags {
   std::string log_dir;
   std::string cgroup_parent;
+  bool pod_network = false;
 };
 
-// Consumes --log-dir, --cgroup-parent, and for create --tty and --stdin, from
+// Consumes --log-dir, --cgroup-parent, --pod-network, and for create --tty and --stdin, from
 // args[i...]; returns false on an unknown flag or a missing value.
 bool parsePodFlags(const std::vector<std::string>& args, size_t& i, PodFlags& pod,
                    StreamFlags* container) {
@@ -122,6 +127,8 @@ bool parsePodFlags(const std::vector<std::string>& args, size_t& i, PodFlags& po
     if ((args[i] == "--log-dir" || args[i] == "--cgroup-parent") && i + 1 < args.size()) {
       (args[i] == "--log-dir" ? pod.log_dir : pod.cgroup_parent) = args[i + 1];
       ++i;
+    } else if (args[i] == "--pod-network") {
+      pod.pod_network = true;
     } else if (container != nullptr && args[i] == "--tty") {
       container->tty = true;
     } else if (container != nullptr && args[i] == "--stdin") {
@@ -133,10 +140,11 @@ bool parsePodFlags(const std::vector<std::string>& args, size_t& i, PodFlags& po
   return true;
 }
 
-// Host network (no network plugin), a PID namespace per container, IPC shared
-// in the pod: what the kubelet sends for a hostNetwork pod.
-void setNamespaces(runtime::v1::NamespaceOption& ns) {
-  ns.set_network(runtime::v1::NODE);
+// Host network (no network plugin) or the pod's own, a PID namespace per
+// container, IPC shared in the pod: what the kubelet sends for a hostNetwork pod
+// or a pod on the cluster network.
+void setNamespaces(runtime::v1::NamespaceOption& ns, const PodFlags& flags) {
+  ns.set_network(flags.pod_network ? runtime::v1::POD : runtime::v1::NODE);
   ns.set_pid(runtime::v1::CONTAINER);
   ns.set_ipc(runtime::v1::POD);
 }
@@ -151,7 +159,7 @@ runtime::v1::PodSandboxConfig podConfig(const std::string& name, const PodFlags&
   config.mutable_labels()->insert({"io.kubernetes.pod.name", name});
   auto* linux = config.mutable_linux();
   linux->set_cgroup_parent(flags.cgroup_parent);
-  setNamespaces(*linux->mutable_security_context()->mutable_namespace_options());
+  setNamespaces(*linux->mutable_security_context()->mutable_namespace_options(), flags);
   return config;
 }
 
@@ -321,7 +329,8 @@ int main(int argc, char** argv) {
     }
     config->set_tty(flags.tty);
     config->set_stdin(flags.stdin);
-    setNamespaces(*config->mutable_linux()->mutable_security_context()->mutable_namespace_options());
+    setNamespaces(*config->mutable_linux()->mutable_security_context()->mutable_namespace_options(),
+                  pod);
     runtime::v1::CreateContainerResponse response;
     if (int rc = call(socket, "CreateContainer", request, response, kLifecycleTimeout); rc != 0) {
       return rc;

@@ -12,6 +12,7 @@
 
 #include "api/containerd/services/containers/v1/containers.pb.h"
 #include "api/containerd/services/tasks/v1/tasks.pb.h"
+#include "api/containerd/types/task/task.pb.h"
 #include "source/common/logger.h"
 
 namespace crisp::containerd {
@@ -86,6 +87,25 @@ bool validIdentifier(std::string_view id) {
     }
   }
   return !after_separator;
+}
+
+std::string sandboxNamespacePath(const nlohmann::json& spec, uint32_t pid) {
+  const auto linux_it = spec.find("linux");
+  if (linux_it != spec.end() && linux_it->is_object()) {
+    const auto namespaces = linux_it->find("namespaces");
+    if (namespaces != linux_it->end() && namespaces->is_array()) {
+      for (const auto& ns : *namespaces) {
+        if (!ns.is_object() || ns.value("type", nlohmann::json()) != "network") {
+          continue;
+        }
+        const auto path = ns.find("path");
+        if (path != ns.end() && path->is_string() && !path->get_ref<const std::string&>().empty()) {
+          return path->get<std::string>();
+        }
+      }
+    }
+  }
+  return absl::StrCat("/proc/", pid, "/ns/net");
 }
 
 absl::StatusOr<nlohmann::json> execProcessSpec(const nlohmann::json& container_spec,
@@ -182,6 +202,16 @@ struct ContainerdClient::ExecFlow {
   PidCallback done;
   Step step = Step::kGet;
   absl::Status start_error;
+};
+
+// The steps of sandboxNetwork(): Containers/Get, Tasks/Get.
+struct ContainerdClient::NetworkFlow {
+  enum class Step { kContainer, kTask };
+  CallId id;
+  std::string sandbox_id;
+  NetworkCallback done;
+  Step step = Step::kContainer;
+  nlohmann::json spec;
 };
 
 ContainerdClient::ContainerdClient(event::Dispatcher& dispatcher, std::string socket_path,
@@ -383,6 +413,88 @@ void ContainerdClient::execStep(const std::shared_ptr<ExecFlow>& flow,
       }
       flow->done(flow->start_error);
       return;
+  }
+}
+
+ContainerdClient::CallId ContainerdClient::sandboxNetwork(const std::string& sandbox_id,
+                                                          NetworkCallback done) {
+  auto flow = std::make_shared<NetworkFlow>();
+  flow->id = next_id_++;
+  flow->sandbox_id = sandbox_id;
+  flow->done = std::move(done);
+  containers_v1::GetContainerRequest get;
+  get.set_id(sandbox_id);
+  callAs(flow->id, "Containers/Get", get.SerializeAsString(), true,
+         [this, flow](absl::StatusOr<std::string> bytes) { networkStep(flow, std::move(bytes)); });
+  return flow->id;
+}
+
+void ContainerdClient::networkStep(const std::shared_ptr<NetworkFlow>& flow,
+                                   absl::StatusOr<std::string> previous) {
+  const std::string quoted = absl::StrCat("\"", flow->sandbox_id, "\"");
+  switch (flow->step) {
+    case NetworkFlow::Step::kContainer: {
+      if (previous.status().code() == absl::StatusCode::kNotFound) {
+        flow->done(absl::NotFoundError(absl::StrCat("pod sandbox ", quoted, " not found")));
+        return;
+      }
+      if (!previous.ok()) {
+        flow->done(previous.status());
+        return;
+      }
+      auto response =
+          parseResponse<containers_v1::GetContainerResponse>("Containers/Get", *previous);
+      if (!response.ok()) {
+        flow->done(response.status());
+        return;
+      }
+      const auto& labels = response->container().labels();
+      const auto kind = labels.find(kKindLabel);
+      if (kind != labels.end() && kind->second != "sandbox") {
+        flow->done(
+            absl::NotFoundError(absl::StrCat("pod sandbox ", quoted, " not found (", quoted,
+                                             " is a ", kind->second, ", not a pod sandbox)")));
+        return;
+      }
+      auto spec = specFromResponse(*previous);
+      if (!spec.ok()) {
+        flow->done(spec.status());
+        return;
+      }
+      flow->spec = std::move(*spec);
+      tasks_v1::GetRequest task;
+      task.set_container_id(flow->sandbox_id);
+      flow->step = NetworkFlow::Step::kTask;
+      callAs(
+          flow->id, "Tasks/Get", task.SerializeAsString(), true,
+          [this, flow](absl::StatusOr<std::string> bytes) { networkStep(flow, std::move(bytes)); });
+      return;
+    }
+    case NetworkFlow::Step::kTask: {
+      if (previous.status().code() == absl::StatusCode::kNotFound) {
+        flow->done(absl::FailedPreconditionError(
+            absl::StrCat("pod sandbox ", quoted, " is not running (it has no task)")));
+        return;
+      }
+      if (!previous.ok()) {
+        flow->done(previous.status());
+        return;
+      }
+      auto response = parseResponse<tasks_v1::GetResponse>("Tasks/Get", *previous);
+      if (!response.ok()) {
+        flow->done(response.status());
+        return;
+      }
+      const auto& process = response->process();
+      if (process.status() != ::containerd::v1::types::RUNNING || process.pid() == 0) {
+        flow->done(absl::FailedPreconditionError(absl::StrCat(
+            "pod sandbox ", quoted, " is not running (its task is ",
+            absl::AsciiStrToLower(::containerd::v1::types::Status_Name(process.status())), ")")));
+        return;
+      }
+      flow->done(SandboxNetwork{process.pid(), sandboxNamespacePath(flow->spec, process.pid())});
+      return;
+    }
   }
 }
 

@@ -92,6 +92,25 @@ struct ProcessExit {
   absl::Time exited_at;
 };
 
+// Where a pod sandbox's network is (see ContainerdClient::sandboxNetwork()).
+struct SandboxNetwork {
+  // The host pid of the sandbox's task (its pause process).
+  uint32_t pid = 0;
+  // The network namespace file to enter; see sandboxNamespacePath().
+  std::string namespace_path;
+};
+
+// The CRI plugin's label telling its sandboxes ("sandbox") from its
+// containers ("container").
+inline constexpr char kKindLabel[] = "io.cri-containerd.kind";
+
+// The network namespace file of a sandbox whose task runs as `pid`: the path
+// its OCI spec gives the "network" entry of linux.namespaces (the CRI plugin
+// names the namespace it made for the pod's network, /var/run/netns/cni-...),
+// else /proc/<pid>/ns/net (a namespace runc made without a path, or, for a
+// host-network pod whose spec has no entry, the host's namespace).
+std::string sandboxNamespacePath(const nlohmann::json& spec, uint32_t pid);
+
 // Builds an exec's OCI process (runtime-spec Process, JSON) from a container's
 // OCI spec: the container's process with `args` and `terminal` replaced, TERM
 // set when there is a terminal and none is set, and no console size (resize
@@ -111,6 +130,7 @@ class ContainerdClient {
   using SpecCallback = std::function<void(absl::StatusOr<nlohmann::json>)>;
   using PidCallback = std::function<void(absl::StatusOr<uint32_t>)>;
   using ExitCallback = std::function<void(absl::StatusOr<ProcessExit>)>;
+  using NetworkCallback = std::function<void(absl::StatusOr<SandboxNetwork>)>;
 
   ContainerdClient(event::Dispatcher& dispatcher, std::string socket_path,
                    ContainerdClientOptions options = {});
@@ -145,6 +165,16 @@ class ContainerdClient {
   CallId deleteProcess(const std::string& container_id, const std::string& exec_id,
                        ExitCallback done);
 
+  // Containers/Get then Tasks/Get of pod sandbox `sandbox_id`: its task's pid
+  // and network namespace file. Asked afresh each time: a sandbox whose task
+  // was recreated has a new pid and may have a new namespace. Errors, with
+  // texts that name the sandbox:
+  //   NOT_FOUND            no such container, or it is one of the CRI plugin's
+  //                        containers rather than a sandbox (kKindLabel);
+  //   FAILED_PRECONDITION  the sandbox has no task or its task is not running;
+  //   others               containerd's (unreachable, deadline, ...).
+  CallId sandboxNetwork(const std::string& sandbox_id, NetworkCallback done);
+
   // Ends a call without its callback (no-op for a finished or unknown id).
   void cancel(CallId id);
   // Calls in flight (tests).
@@ -153,6 +183,7 @@ class ContainerdClient {
  private:
   class UnaryCall;
   struct ExecFlow;
+  struct NetworkFlow;
   using ResponseCallback = std::function<void(absl::StatusOr<std::string>)>;
 
   // Sends one request message on `method` ("Service/Method" under
@@ -163,6 +194,7 @@ class ContainerdClient {
                 bool with_deadline, ResponseCallback done);
   void finished(CallId id);
   void execStep(const std::shared_ptr<ExecFlow>& flow, absl::StatusOr<std::string> previous);
+  void networkStep(const std::shared_ptr<NetworkFlow>& flow, absl::StatusOr<std::string> previous);
 
   event::Dispatcher& dispatcher_;
   ContainerdClientOptions options_;

@@ -2,6 +2,7 @@
 
 #include <cstdint>
 #include <limits>
+#include <map>
 #include <string>
 
 #include "absl/status/status.h"
@@ -9,6 +10,7 @@
 
 #include "api/containerd/services/containers/v1/containers.pb.h"
 #include "api/containerd/services/tasks/v1/tasks.pb.h"
+#include "api/containerd/types/task/task.pb.h"
 #include "source/common/dispatcher.h"
 #include "source/cri/grpc_server.h"
 #include "test/cri/grpc_test_util.h"
@@ -113,9 +115,27 @@ class FakeContainerdTest : public ::testing::Test {
   void answer(RecordedCall& call) {
     const std::string& path = call.call->path();
     if (path == "/containerd.services.containers.v1.Containers/Get") {
+      if (!get_status_.ok()) {
+        call.call->finish(get_status_);
+        return;
+      }
       ::containerd::services::containers::v1::GetContainerResponse response;
       response.mutable_container()->set_id("c1");
-      response.mutable_container()->mutable_spec()->set_value(containerSpec().dump());
+      response.mutable_container()->mutable_spec()->set_value(spec_.dump());
+      for (const auto& [key, value] : labels_) {
+        (*response.mutable_container()->mutable_labels())[key] = value;
+      }
+      call.call->sendMessage(response.SerializeAsString());
+      call.call->finish(absl::OkStatus());
+    } else if (path == "/containerd.services.tasks.v1.Tasks/Get") {
+      if (!task_status_.ok()) {
+        call.call->finish(task_status_);
+        return;
+      }
+      ::containerd::services::tasks::v1::GetResponse response;
+      response.mutable_process()->set_container_id("c1");
+      response.mutable_process()->set_pid(4242);
+      response.mutable_process()->set_status(task_state_);
       call.call->sendMessage(response.SerializeAsString());
       call.call->finish(absl::OkStatus());
     } else if (path == "/containerd.services.tasks.v1.Tasks/Start") {
@@ -159,6 +179,12 @@ class FakeContainerdTest : public ::testing::Test {
   RecordingHandler handler_;
   cri::GrpcServer server_{dispatcher_};
   absl::Status start_status_;
+  // Containers/Get and Tasks/Get answers.
+  json spec_ = containerSpec();
+  std::map<std::string, std::string> labels_;
+  absl::Status get_status_;
+  absl::Status task_status_;
+  ::containerd::v1::types::Status task_state_ = ::containerd::v1::types::RUNNING;
 };
 
 TEST_F(FakeContainerdTest, ExecIsGetExecStartInTheNamespaceWithTheContainersProcess) {
@@ -259,6 +285,133 @@ TEST_F(FakeContainerdTest, RefusedExecAnswersFromTheLoopAndCanBeCancelled) {
   EXPECT_FALSE(called);
   EXPECT_TRUE(handler_.calls.empty());
   EXPECT_EQ(client.activeCalls(), 0u);
+}
+
+TEST(SandboxNamespacePath, IsTheSpecsNetworkPathElseTheTasksOwn) {
+  json cni = {{"linux",
+               {{"namespaces",
+                 {{{"type", "pid"}},
+                  {{"type", "ipc"}, {"path", "/proc/1/ns/ipc"}},
+                  {{"type", "network"}, {"path", "/var/run/netns/cni-1234"}}}}}}};
+  EXPECT_EQ(sandboxNamespacePath(cni, 42), "/var/run/netns/cni-1234");
+  // A namespace runc makes (no path), or none at all (host network).
+  json own = {{"linux", {{"namespaces", {{{"type", "network"}}, {{"type", "pid"}}}}}}};
+  EXPECT_EQ(sandboxNamespacePath(own, 42), "/proc/42/ns/net");
+  json host = {{"linux", {{"namespaces", {{{"type", "pid"}}}}}}};
+  EXPECT_EQ(sandboxNamespacePath(host, 42), "/proc/42/ns/net");
+  EXPECT_EQ(sandboxNamespacePath(json::object(), 7), "/proc/7/ns/net");
+  // Shapes that are not a spec's: ignored, never a crash.
+  EXPECT_EQ(sandboxNamespacePath(json{{"linux", "x"}}, 7), "/proc/7/ns/net");
+  EXPECT_EQ(sandboxNamespacePath(json{{"linux", {{"namespaces", {1, "network"}}}}}, 7),
+            "/proc/7/ns/net");
+  EXPECT_EQ(sandboxNamespacePath(
+                json{{"linux", {{"namespaces", {{{"type", "network"}, {"path", 3}}}}}}}, 7),
+            "/proc/7/ns/net");
+}
+
+class SandboxNetworkTest : public FakeContainerdTest {
+ protected:
+  void SetUp() override {
+    FakeContainerdTest::SetUp();
+    spec_["linux"]["namespaces"] =
+        json::array({{{"type", "pid"}}, {{"type", "network"}, {"path", "/var/run/netns/cni-9"}}});
+    labels_[kKindLabel] = "sandbox";
+  }
+
+  absl::StatusOr<SandboxNetwork> lookup(const std::string& id = "sb1") {
+    ContainerdClient client(dispatcher_, dir_.file("containerd.sock"));
+    std::optional<absl::StatusOr<SandboxNetwork>> result;
+    client.sandboxNetwork(id, [&](absl::StatusOr<SandboxNetwork> r) { result = std::move(r); });
+    EXPECT_FALSE(result.has_value());
+    EXPECT_TRUE(runUntil(dispatcher_, [&] { return result.has_value(); }));
+    EXPECT_EQ(client.activeCalls(), 0u);
+    return result.value_or(absl::DeadlineExceededError("no answer"));
+  }
+};
+
+TEST_F(SandboxNetworkTest, IsContainersGetThenTasksGetAndPrefersTheSpecsPath) {
+  auto network = lookup();
+  ASSERT_TRUE(network.ok()) << network.status();
+  EXPECT_EQ(network->pid, 4242u);
+  EXPECT_EQ(network->namespace_path, "/var/run/netns/cni-9");
+  EXPECT_EQ(paths(), (std::vector<std::string>{"/containerd.services.containers.v1.Containers/Get",
+                                               "/containerd.services.tasks.v1.Tasks/Get"}));
+  ::containerd::services::containers::v1::GetContainerRequest get;
+  ASSERT_TRUE(get.ParseFromString(handler_.calls[0]->messages.at(0)));
+  EXPECT_EQ(get.id(), "sb1");
+  ::containerd::services::tasks::v1::GetRequest task;
+  ASSERT_TRUE(task.ParseFromString(handler_.calls[1]->messages.at(0)));
+  EXPECT_EQ(task.container_id(), "sb1");
+  EXPECT_EQ(task.exec_id(), "");
+  for (const auto& call : handler_.calls) {
+    EXPECT_EQ(field(call->call->metadata(), "containerd-namespace"), "k8s.io");
+    EXPECT_TRUE(call->call->deadline().has_value());
+  }
+}
+
+TEST_F(SandboxNetworkTest, HostNetworkSandboxIsTheTasksNamespace) {
+  spec_["linux"]["namespaces"] = json::array({{{"type", "pid"}}});
+  auto network = lookup();
+  ASSERT_TRUE(network.ok()) << network.status();
+  EXPECT_EQ(network->namespace_path, "/proc/4242/ns/net");
+}
+
+TEST_F(SandboxNetworkTest, UnknownSandboxIsNotFound) {
+  get_status_ = absl::NotFoundError("container \"sb1\" in namespace \"k8s.io\": not found");
+  auto network = lookup();
+  EXPECT_EQ(network.status(), absl::NotFoundError("pod sandbox \"sb1\" not found"));
+  EXPECT_EQ(handler_.calls.size(), 1u);
+}
+
+TEST_F(SandboxNetworkTest, ACriContainerIsNotASandbox) {
+  labels_[kKindLabel] = "container";
+  auto network = lookup();
+  EXPECT_EQ(network.status(),
+            absl::NotFoundError(
+                "pod sandbox \"sb1\" not found (\"sb1\" is a container, not a pod sandbox)"));
+  EXPECT_EQ(handler_.calls.size(), 1u);
+  // Without the CRI plugin's label, any container with a task will do.
+  labels_.clear();
+  EXPECT_TRUE(lookup().ok());
+}
+
+TEST_F(SandboxNetworkTest, SandboxWithoutRunningTaskIsNotRunning) {
+  task_status_ = absl::NotFoundError("no running task found: task sb1 not found");
+  EXPECT_EQ(lookup().status(),
+            absl::FailedPreconditionError("pod sandbox \"sb1\" is not running (it has no task)"));
+  task_status_ = absl::OkStatus();
+  task_state_ = ::containerd::v1::types::STOPPED;
+  EXPECT_EQ(lookup().status(), absl::FailedPreconditionError(
+                                   "pod sandbox \"sb1\" is not running (its task is stopped)"));
+  task_state_ = ::containerd::v1::types::PAUSED;
+  EXPECT_EQ(lookup().status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(SandboxNetworkTest, OtherErrorsKeepContainerdsCodeAndMethod) {
+  task_status_ = absl::UnavailableError("shim gone");
+  EXPECT_EQ(lookup().status(), absl::UnavailableError("containerd Tasks/Get: shim gone"));
+  spec_ = json::array();
+  EXPECT_EQ(lookup().status().code(), absl::StatusCode::kInternal);
+}
+
+TEST_F(SandboxNetworkTest, CancelDuringEitherStepEndsWithoutCallback) {
+  for (size_t step = 0; step < 2; ++step) {
+    handler_.calls.clear();
+    handler_.on_half_close = [this, step](RecordedCall& call) {
+      if (handler_.calls.size() <= step) {
+        answer(call);
+      }  // else held: the step in flight
+    };
+    ContainerdClient client(dispatcher_, dir_.file("containerd.sock"));
+    bool called = false;
+    auto id = client.sandboxNetwork("sb1", [&](auto) { called = true; });
+    ASSERT_TRUE(runUntil(dispatcher_, [&] { return handler_.calls.size() == step + 1; }));
+    client.cancel(id);
+    ASSERT_TRUE(runUntil(dispatcher_, [&] { return handler_.calls[step]->cancelled.has_value(); }));
+    settle(dispatcher_);
+    EXPECT_FALSE(called) << "step " << step;
+    EXPECT_EQ(client.activeCalls(), 0u);
+  }
 }
 
 }  // namespace

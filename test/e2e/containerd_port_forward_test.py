@@ -1,0 +1,118 @@
+"""connectSandboxPort (source/runtime/containerd) against a real, private
+containerd whose pod has a network namespace of its own: starts
+containerd_env's containerd with
+  - a pod on a CNI network (containerd_env's pod network: lo and an eth0 that
+    leads nowhere) serving an echo (busybox nc) on every address of the pod and
+    busybox httpd on the pod's 127.0.0.1 only;
+  - a host-network pod;
+  - a pod whose sandbox is stopped;
+then runs the gtest binary containerd_port_forward_check, which forwards to
+those from the host: byte-exact transfers both ways, the pod's loopback
+reachable and the host's not, refused ports, many connections, errors, and
+no descriptor left.
+
+Skipped, with the reason, only when containerd cannot run on this machine.
+"""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import containerd_env  # noqa: E402
+
+CHECK_TIMEOUT = 300
+ECHO_PORT = 8080
+HTTP_PORT = 8081
+LISTEN_TIMEOUT = 20
+
+
+def skip(reason):
+    print("SKIPPED: " + reason, file=sys.stderr)
+    warnings = os.environ.get("TEST_WARNINGS_OUTPUT_FILE")
+    if warnings:
+        with open(warnings, "a") as f:
+            f.write(reason + "\n")
+    return 0
+
+
+def task_pid(env, container_id):
+    for line in env.ctr("tasks", "ls").splitlines()[1:]:
+        fields = line.split()
+        if fields and fields[0] == container_id:
+            return int(fields[1])
+    raise containerd_env.ContainerdError("no task for %s" % container_id)
+
+
+def listening_ports(pid):
+    """TCP ports in LISTEN state in the network namespace of process `pid`."""
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        with open("/proc/%d/net/%s" % (pid, table)) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A":
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def wait_listening(env, container_id, port):
+    pid = task_pid(env, container_id)
+    deadline = time.monotonic() + LISTEN_TIMEOUT
+    while port not in listening_ports(pid):
+        if time.monotonic() > deadline:
+            raise containerd_env.ContainerdError("port %d not listening in %s\n%s" %
+                                                 (port, container_id, env.logs()))
+        time.sleep(0.05)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--cricall", required=True)
+    parser.add_argument("--check", required=True,
+                        help="the containerd_port_forward_check binary")
+    args, rest = parser.parse_known_args()
+    # Under /tmp, not TEST_TMPDIR: containerd's sockets need a short path.
+    tmp = tempfile.mkdtemp(prefix="crisp-ctrd-pf-")
+    env = containerd_env.Containerd(os.path.join(tmp, "containerd"),
+                                    os.path.abspath(args.cricall))
+    try:
+        try:
+            env.start()
+            pod = env.run_pod("pf", [
+                ("echo", ["nc", "-ll", "-p", str(ECHO_PORT), "-e", "cat"], {}),
+                ("web", ["httpd", "-f", "-p", "127.0.0.1:%d" % HTTP_PORT, "-h", "/var/www"], {}),
+            ], pod_network=True)
+        except containerd_env.ContainerdUnavailable as e:
+            return skip("containerd cannot run on this machine: %s" % e)
+        host_pod = env.run_pod("pf-host", [("main", ["sleep", "2147483647"], {})])
+        stopped = env.run_pod("pf-stopped", [("main", ["sleep", "2147483647"], {})],
+                              pod_network=True)
+        env.cri("stopp", stopped.sandbox_id)
+        wait_listening(env, pod.container_ids["echo"], ECHO_PORT)
+        wait_listening(env, pod.container_ids["web"], HTTP_PORT)
+        child_env = dict(os.environ,
+                         CONTAINERD_SOCKET=env.socket,
+                         POD_SANDBOX_ID=pod.sandbox_id,
+                         POD_ECHO_PORT=str(ECHO_PORT),
+                         POD_HTTP_PORT=str(HTTP_PORT),
+                         POD_NETNS="/proc/%d/ns/net" % task_pid(env, pod.container_ids["echo"]),
+                         HOST_SANDBOX_ID=host_pod.sandbox_id,
+                         CONTAINER_ID=pod.container_ids["echo"],
+                         STOPPED_SANDBOX_ID=stopped.sandbox_id)
+        r = subprocess.run([os.path.abspath(args.check)] + rest, env=child_env,
+                           timeout=CHECK_TIMEOUT)
+        if r.returncode != 0:
+            print("containerd log:\n" + env.logs(), file=sys.stderr)
+        return r.returncode
+    finally:
+        env.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
