@@ -3,6 +3,7 @@
 #include <sys/random.h>
 
 #include <cerrno>
+#include <csignal>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -44,6 +45,13 @@ absl::StatusOr<Message> parseResponse(const char* method, const std::string& byt
                      message.GetTypeName()));
   }
   return message;
+}
+
+// The CRI plugin's kind of a container record (kKindLabel), empty without.
+std::string criKind(const containers_v1::GetContainerResponse& response) {
+  const auto& labels = response.container().labels();
+  const auto kind = labels.find(kKindLabel);
+  return kind == labels.end() ? std::string() : kind->second;
 }
 
 // The OCI spec of a Containers/Get response.
@@ -148,10 +156,12 @@ class ContainerdClient::UnaryCall : public cri::ClientCall::Callbacks {
   UnaryCall(ContainerdClient& owner, CallId id, std::string method, ResponseCallback done)
       : owner_(owner), id_(id), method_(std::move(method)), done_(std::move(done)) {}
 
-  void start(const std::string& request, bool with_deadline) {
+  void start(const std::string& request, Deadline kind) {
     std::optional<std::chrono::steady_clock::time_point> deadline;
-    if (with_deadline) {
-      deadline = std::chrono::steady_clock::now() + owner_.options_.call_timeout;
+    if (kind != Deadline::kNone) {
+      deadline = std::chrono::steady_clock::now() + (kind == Deadline::kProcess
+                                                         ? owner_.options_.process_timeout
+                                                         : owner_.options_.call_timeout);
     }
     call_ = owner_.grpc_->startCall(methodPath(method_),
                                    {{kNamespaceHeader, owner_.options_.namespace_name}},
@@ -194,9 +204,10 @@ class ContainerdClient::UnaryCall : public cri::ClientCall::Callbacks {
   size_t messages_ = 0;
 };
 
-// The steps of exec(): Get, Exec, Start (and DeleteProcess when Start fails).
+// The steps of exec(): Get, Exec, Start (and Kill, Wait, DeleteProcess when
+// Start fails).
 struct ContainerdClient::ExecFlow {
-  enum class Step { kGet, kExec, kStart, kCleanup };
+  enum class Step { kGet, kExec, kStart, kKill, kWaitKilled, kCleanup };
   CallId id;
   ExecRequest request;
   PidCallback done;
@@ -250,18 +261,18 @@ std::string ContainerdClient::newExecId() {
 }
 
 ContainerdClient::CallId ContainerdClient::call(const std::string& method,
-                                                const std::string& request, bool with_deadline,
+                                                const std::string& request, Deadline deadline,
                                                 ResponseCallback done) {
-  return callAs(next_id_++, method, request, with_deadline, std::move(done));
+  return callAs(next_id_++, method, request, deadline, std::move(done));
 }
 
 ContainerdClient::CallId ContainerdClient::callAs(CallId id, const std::string& method,
                                                   const std::string& request,
-                                                  bool with_deadline, ResponseCallback done) {
+                                                  Deadline deadline, ResponseCallback done) {
   auto unary = std::make_unique<UnaryCall>(*this, id, method, std::move(done));
   UnaryCall* raw = unary.get();
   calls_[id] = std::move(unary);
-  raw->start(request, with_deadline);
+  raw->start(request, deadline);
   return id;
 }
 
@@ -283,7 +294,7 @@ ContainerdClient::CallId ContainerdClient::containerSpec(const std::string& cont
                                                          SpecCallback done) {
   containers_v1::GetContainerRequest request;
   request.set_id(container_id);
-  return call("Containers/Get", request.SerializeAsString(), true,
+  return call("Containers/Get", request.SerializeAsString(), Deadline::kCall,
               [done = std::move(done)](absl::StatusOr<std::string> bytes) {
                 if (!bytes.ok()) {
                   done(bytes.status());
@@ -333,7 +344,7 @@ ContainerdClient::CallId ContainerdClient::exec(const ExecRequest& request, PidC
   }
   containers_v1::GetContainerRequest get;
   get.set_id(request.container_id);
-  callAs(flow->id, "Containers/Get", get.SerializeAsString(), true,
+  callAs(flow->id, "Containers/Get", get.SerializeAsString(), Deadline::kCall,
          [this, flow](absl::StatusOr<std::string> bytes) { execStep(flow, std::move(bytes)); });
   return flow->id;
 }
@@ -342,13 +353,29 @@ void ContainerdClient::execStep(const std::shared_ptr<ExecFlow>& flow,
                                 absl::StatusOr<std::string> previous) {
   const ExecRequest& req = flow->request;
   auto next = [this, flow](const char* method, const std::string& bytes) {
-    callAs(flow->id, method, bytes, true,
+    callAs(flow->id, method, bytes, Deadline::kProcess,
            [this, flow](absl::StatusOr<std::string> result) { execStep(flow, std::move(result)); });
   };
   switch (flow->step) {
     case ExecFlow::Step::kGet: {
       if (!previous.ok()) {
         flow->done(previous.status());
+        return;
+      }
+      auto record =
+          parseResponse<containers_v1::GetContainerResponse>("Containers/Get", *previous);
+      if (!record.ok()) {
+        flow->done(record.status());
+        return;
+      }
+      const std::string kind = criKind(*record);
+      if (kind != "container") {
+        // The CRI plugin keeps only its containers in its store; it answers
+        // NOT_FOUND for a sandbox's id and for records it did not make.
+        flow->done(absl::NotFoundError(absl::StrCat(
+            "container \"", req.container_id, "\" not found (",
+            kind.empty() ? absl::StrCat("it has no ", kKindLabel, " label") : "it is a pod sandbox",
+            "; only the CRI plugin's containers take execs)")));
         return;
       }
       auto spec = specFromResponse(*previous);
@@ -397,8 +424,34 @@ void ContainerdClient::execStep(const std::shared_ptr<ExecFlow>& flow,
         }
         previous = response.status();
       }
-      // The process exists in the shim but never ran: free its id.
+      // Start may have failed only here (a deadline while a loaded shim still
+      // started it): the process may run. Kill it; a process that never ran
+      // or already ended makes Kill fail, and needs no waiting for.
       flow->start_error = previous.status();
+      tasks_v1::KillRequest kill;
+      kill.set_container_id(req.container_id);
+      kill.set_exec_id(req.exec_id);
+      kill.set_signal(SIGKILL);
+      flow->step = ExecFlow::Step::kKill;
+      next("Tasks/Kill", kill.SerializeAsString());
+      return;
+    }
+    case ExecFlow::Step::kKill:
+      if (previous.ok()) {
+        // Killed: DeleteProcess refuses a process until it has ended.
+        tasks_v1::WaitRequest wait;
+        wait.set_container_id(req.container_id);
+        wait.set_exec_id(req.exec_id);
+        flow->step = ExecFlow::Step::kWaitKilled;
+        next("Tasks/Wait", wait.SerializeAsString());
+        return;
+      }
+      [[fallthrough]];
+    case ExecFlow::Step::kWaitKilled: {
+      if (!previous.ok()) {
+        CRISP_LOG(kRuntime, debug, "containerd: exec {} in {} after a failed start: {}",
+                  req.exec_id, req.container_id, previous.status().ToString());
+      }
       tasks_v1::DeleteProcessRequest del;
       del.set_container_id(req.container_id);
       del.set_exec_id(req.exec_id);
@@ -424,7 +477,7 @@ ContainerdClient::CallId ContainerdClient::sandboxNetwork(const std::string& san
   flow->done = std::move(done);
   containers_v1::GetContainerRequest get;
   get.set_id(sandbox_id);
-  callAs(flow->id, "Containers/Get", get.SerializeAsString(), true,
+  callAs(flow->id, "Containers/Get", get.SerializeAsString(), Deadline::kCall,
          [this, flow](absl::StatusOr<std::string> bytes) { networkStep(flow, std::move(bytes)); });
   return flow->id;
 }
@@ -448,12 +501,11 @@ void ContainerdClient::networkStep(const std::shared_ptr<NetworkFlow>& flow,
         flow->done(response.status());
         return;
       }
-      const auto& labels = response->container().labels();
-      const auto kind = labels.find(kKindLabel);
-      if (kind != labels.end() && kind->second != "sandbox") {
-        flow->done(
-            absl::NotFoundError(absl::StrCat("pod sandbox ", quoted, " not found (", quoted,
-                                             " is a ", kind->second, ", not a pod sandbox)")));
+      const std::string kind = criKind(*response);
+      if (!kind.empty() && kind != "sandbox") {
+        flow->done(absl::NotFoundError(absl::StrCat("pod sandbox ", quoted, " not found (",
+                                                    quoted, " is a ", kind,
+                                                    ", not a pod sandbox)")));
         return;
       }
       auto spec = specFromResponse(*previous);
@@ -466,7 +518,7 @@ void ContainerdClient::networkStep(const std::shared_ptr<NetworkFlow>& flow,
       task.set_container_id(flow->sandbox_id);
       flow->step = NetworkFlow::Step::kTask;
       callAs(
-          flow->id, "Tasks/Get", task.SerializeAsString(), true,
+          flow->id, "Tasks/Get", task.SerializeAsString(), Deadline::kCall,
           [this, flow](absl::StatusOr<std::string> bytes) { networkStep(flow, std::move(bytes)); });
       return;
     }
@@ -506,7 +558,7 @@ ContainerdClient::CallId ContainerdClient::resize(const std::string& container_i
   request.set_exec_id(exec_id);
   request.set_width(width);
   request.set_height(height);
-  return call("Tasks/ResizePty", request.SerializeAsString(), true,
+  return call("Tasks/ResizePty", request.SerializeAsString(), Deadline::kCall,
               [done = std::move(done)](absl::StatusOr<std::string> r) { done(r.status()); });
 }
 
@@ -517,7 +569,7 @@ ContainerdClient::CallId ContainerdClient::closeStdin(const std::string& contain
   request.set_container_id(container_id);
   request.set_exec_id(exec_id);
   request.set_stdin(true);
-  return call("Tasks/CloseIO", request.SerializeAsString(), true,
+  return call("Tasks/CloseIO", request.SerializeAsString(), Deadline::kCall,
               [done = std::move(done)](absl::StatusOr<std::string> r) { done(r.status()); });
 }
 
@@ -529,7 +581,7 @@ ContainerdClient::CallId ContainerdClient::kill(const std::string& container_id,
   request.set_exec_id(exec_id);
   request.set_signal(signal);
   request.set_all(false);
-  return call("Tasks/Kill", request.SerializeAsString(), true,
+  return call("Tasks/Kill", request.SerializeAsString(), Deadline::kProcess,
               [done = std::move(done)](absl::StatusOr<std::string> r) { done(r.status()); });
 }
 
@@ -538,7 +590,7 @@ ContainerdClient::CallId ContainerdClient::wait(const std::string& container_id,
   tasks_v1::WaitRequest request;
   request.set_container_id(container_id);
   request.set_exec_id(exec_id);
-  return call("Tasks/Wait", request.SerializeAsString(), false,
+  return call("Tasks/Wait", request.SerializeAsString(), Deadline::kNone,
               [done = std::move(done)](absl::StatusOr<std::string> bytes) {
                 if (!bytes.ok()) {
                   done(bytes.status());
@@ -559,7 +611,7 @@ ContainerdClient::CallId ContainerdClient::deleteProcess(const std::string& cont
   tasks_v1::DeleteProcessRequest request;
   request.set_container_id(container_id);
   request.set_exec_id(exec_id);
-  return call("Tasks/DeleteProcess", request.SerializeAsString(), true,
+  return call("Tasks/DeleteProcess", request.SerializeAsString(), Deadline::kProcess,
               [done = std::move(done)](absl::StatusOr<std::string> bytes) {
                 if (!bytes.ok()) {
                   done(bytes.status());

@@ -27,9 +27,11 @@
 // NOT_FOUND "containerd Containers/Get: container \"x\" in namespace \"k8s.io\":
 // not found". A socket that cannot be reached is UNAVAILABLE naming it.
 //
-// Calls have a deadline (options.call_timeout) except wait(), which lasts as
-// long as the process: the HTTP/2 stream simply stays open, and containerd
-// answers it when the process exits (or with an error when the task goes).
+// Calls have a deadline (options.call_timeout; options.process_timeout for
+// the process calls of exec(), kill() and deleteProcess()) except wait(), which
+// lasts as long as the process: the HTTP/2 stream simply stays open, and
+// containerd answers it when the process exits (or with an error when the task
+// goes).
 //
 // Threads and lifetime: everything runs on the dispatcher's thread, callbacks
 // included (never from inside a ContainerdClient method). Destroying the client
@@ -66,8 +68,12 @@ inline constexpr size_t kMaxIdentifierLength = 76;
 
 struct ContainerdClientOptions {
   std::string namespace_name = kCriNamespace;
-  // Deadline of every call but wait().
+  // Deadline of every call but wait() and those below.
   std::chrono::milliseconds call_timeout{30000};
+  // Deadline of exec()'s Tasks/Exec, Tasks/Start and its cleanup, and of
+  // kill() and deleteProcess(): kubelet's default runtime-request-timeout. A
+  // loaded shim can take tens of seconds to start a process that then runs.
+  std::chrono::milliseconds process_timeout{120000};
   // Names the peer in connection errors; the socket path when empty.
   std::string peer_name;
 };
@@ -146,8 +152,12 @@ class ContainerdClient {
   CallId containerSpec(const std::string& container_id, SpecCallback done);
 
   // Containers/Get, Tasks/Exec, Tasks/Start: the process runs, `done` gets its
-  // host pid. When Start fails the half-made process is deleted before `done`
-  // gets Start's error. The returned id cancels whichever step is in flight.
+  // host pid. Only the CRI plugin's containers (kKindLabel "container") take
+  // execs: a pod sandbox or a record without the label is NOT_FOUND, as the
+  // CRI plugin answers. When Start fails (a deadline included) the process may
+  // run anyway: it gets SIGKILL (Tasks/Kill; when that succeeds, Tasks/Wait for
+  // its end) and is deleted (Tasks/DeleteProcess) before `done` gets Start's
+  // error. The returned id cancels whichever step is in flight.
   CallId exec(const ExecRequest& request, PidCallback done);
 
   // Tasks/ResizePty: the terminal of a process started with terminal=true.
@@ -188,10 +198,11 @@ class ContainerdClient {
 
   // Sends one request message on `method` ("Service/Method" under
   // containerd.services.*) and reports the single response message.
-  CallId call(const std::string& method, const std::string& request, bool with_deadline,
+  enum class Deadline { kNone, kCall, kProcess };
+  CallId call(const std::string& method, const std::string& request, Deadline deadline,
               ResponseCallback done);
   CallId callAs(CallId id, const std::string& method, const std::string& request,
-                bool with_deadline, ResponseCallback done);
+                Deadline deadline, ResponseCallback done);
   void finished(CallId id);
   void execStep(const std::shared_ptr<ExecFlow>& flow, absl::StatusOr<std::string> previous);
   void networkStep(const std::shared_ptr<NetworkFlow>& flow, absl::StatusOr<std::string> previous);

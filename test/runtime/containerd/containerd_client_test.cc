@@ -1,5 +1,7 @@
 #include "source/runtime/containerd/containerd_client.h"
 
+#include <chrono>
+#include <csignal>
 #include <cstdint>
 #include <limits>
 #include <map>
@@ -147,8 +149,22 @@ class FakeContainerdTest : public ::testing::Test {
       response.set_pid(4242);
       call.call->sendMessage(response.SerializeAsString());
       call.call->finish(absl::OkStatus());
+    } else if (path == "/containerd.services.tasks.v1.Tasks/Kill") {
+      if (!kill_status_.ok()) {
+        call.call->finish(kill_status_);
+        return;
+      }
+      killed_ = true;
+      call.call->sendMessage("");
+      call.call->finish(absl::OkStatus());
     } else if (path == "/containerd.services.tasks.v1.Tasks/Wait") {
-      // Held open: the process "runs".
+      // Held open while the process "runs"; answered once it was killed.
+      if (killed_) {
+        ::containerd::services::tasks::v1::WaitResponse response;
+        response.set_exit_status(137);
+        call.call->sendMessage(response.SerializeAsString());
+        call.call->finish(absl::OkStatus());
+      }
     } else {
       // Exec, DeleteProcess: google.protobuf.Empty / an empty DeleteResponse.
       call.call->sendMessage("");
@@ -179,9 +195,11 @@ class FakeContainerdTest : public ::testing::Test {
   RecordingHandler handler_;
   cri::GrpcServer server_{dispatcher_};
   absl::Status start_status_;
+  absl::Status kill_status_;
+  bool killed_ = false;
   // Containers/Get and Tasks/Get answers.
   json spec_ = containerSpec();
-  std::map<std::string, std::string> labels_;
+  std::map<std::string, std::string> labels_{{kKindLabel, "container"}};
   absl::Status get_status_;
   absl::Status task_status_;
   ::containerd::v1::types::Status task_state_ = ::containerd::v1::types::RUNNING;
@@ -215,16 +233,94 @@ TEST_F(FakeContainerdTest, ExecIsGetExecStartInTheNamespaceWithTheContainersProc
   EXPECT_EQ(client.activeCalls(), 0u);
 }
 
-TEST_F(FakeContainerdTest, FailedStartDeletesTheProcessAndReportsStartsError) {
-  start_status_ = absl::Status(absl::StatusCode::kUnknown, "runc exec failed: no sh");
+TEST_F(FakeContainerdTest, ExecsProcessCallsGetTheProcessDeadline) {
+  ContainerdClientOptions options;
+  options.call_timeout = std::chrono::seconds(1);
+  ASSERT_EQ(options.process_timeout, std::chrono::minutes(2));
+  ContainerdClient client(dispatcher_, dir_.file("containerd.sock"), options);
+  const auto before = std::chrono::steady_clock::now();
+  std::optional<absl::StatusOr<uint32_t>> pid;
+  client.exec(request(), [&](absl::StatusOr<uint32_t> r) { pid = r; });
+  ASSERT_TRUE(runUntil(dispatcher_, [&] { return pid.has_value(); }));
+  ASSERT_TRUE(pid->ok()) << pid->status();
+  ASSERT_EQ(handler_.calls.size(), 3u);
+  // Containers/Get: the call deadline; Tasks/Exec and Tasks/Start: two minutes.
+  ASSERT_TRUE(handler_.calls[0]->call->deadline().has_value());
+  EXPECT_LT(*handler_.calls[0]->call->deadline(), before + std::chrono::seconds(5));
+  for (size_t i : {1, 2}) {
+    ASSERT_TRUE(handler_.calls[i]->call->deadline().has_value()) << paths()[i];
+    EXPECT_GT(*handler_.calls[i]->call->deadline(), before + std::chrono::seconds(100))
+        << paths()[i];
+  }
+}
+
+TEST_F(FakeContainerdTest, FailedStartKillsWaitsForAndDeletesTheProcess) {
+  // A Start that failed late (its deadline) may have left the process running.
+  start_status_ = absl::DeadlineExceededError("Deadline Exceeded");
   ContainerdClient client(dispatcher_, dir_.file("containerd.sock"));
   std::optional<absl::StatusOr<uint32_t>> pid;
   client.exec(request(), [&](absl::StatusOr<uint32_t> r) { pid = r; });
   ASSERT_TRUE(runUntil(dispatcher_, [&] { return pid.has_value(); }));
+  EXPECT_EQ(pid->status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(pid->status().message(), "containerd Tasks/Start: Deadline Exceeded");
+  EXPECT_EQ(paths(), (std::vector<std::string>{
+                         "/containerd.services.containers.v1.Containers/Get",
+                         "/containerd.services.tasks.v1.Tasks/Exec",
+                         "/containerd.services.tasks.v1.Tasks/Start",
+                         "/containerd.services.tasks.v1.Tasks/Kill",
+                         "/containerd.services.tasks.v1.Tasks/Wait",
+                         "/containerd.services.tasks.v1.Tasks/DeleteProcess"}));
+  ::containerd::services::tasks::v1::KillRequest kill;
+  ASSERT_TRUE(kill.ParseFromString(handler_.calls[3]->messages.at(0)));
+  EXPECT_EQ(kill.container_id(), "c1");
+  EXPECT_EQ(kill.exec_id(), "e1");
+  EXPECT_EQ(kill.signal(), static_cast<uint32_t>(SIGKILL));
+  EXPECT_FALSE(kill.all());
+  ::containerd::services::tasks::v1::WaitRequest wait;
+  ASSERT_TRUE(wait.ParseFromString(handler_.calls[4]->messages.at(0)));
+  EXPECT_EQ(wait.exec_id(), "e1");
+  EXPECT_TRUE(handler_.calls[4]->call->deadline().has_value());
+  ::containerd::services::tasks::v1::DeleteProcessRequest del;
+  ASSERT_TRUE(del.ParseFromString(handler_.calls[5]->messages.at(0)));
+  EXPECT_EQ(del.container_id(), "c1");
+  EXPECT_EQ(del.exec_id(), "e1");
+  EXPECT_EQ(client.activeCalls(), 0u);
+}
+
+TEST_F(FakeContainerdTest, ProcessThatNeverRanIsDeletedAfterTheRefusedKill) {
+  start_status_ = absl::Status(absl::StatusCode::kUnknown, "runc exec failed: no sh");
+  kill_status_ = absl::FailedPreconditionError("process not created");
+  ContainerdClient client(dispatcher_, dir_.file("containerd.sock"));
+  std::optional<absl::StatusOr<uint32_t>> pid;
+  client.exec(request(), [&](absl::StatusOr<uint32_t> r) { pid = r; });
+  ASSERT_TRUE(runUntil(dispatcher_, [&] { return pid.has_value(); }));
+  // Start's error, not Kill's.
   EXPECT_EQ(pid->status().code(), absl::StatusCode::kUnknown);
   EXPECT_EQ(pid->status().message(), "containerd Tasks/Start: runc exec failed: no sh");
-  ASSERT_EQ(paths().size(), 4u);
-  EXPECT_EQ(paths()[3], "/containerd.services.tasks.v1.Tasks/DeleteProcess");
+  ASSERT_EQ(paths().size(), 5u);
+  EXPECT_EQ(paths()[3], "/containerd.services.tasks.v1.Tasks/Kill");
+  EXPECT_EQ(paths()[4], "/containerd.services.tasks.v1.Tasks/DeleteProcess");
+  EXPECT_EQ(client.activeCalls(), 0u);
+}
+
+TEST_F(FakeContainerdTest, ExecInAPodSandboxOrANonCriRecordIsNotFound) {
+  ContainerdClient client(dispatcher_, dir_.file("containerd.sock"));
+  auto exec = [&] {
+    std::optional<absl::StatusOr<uint32_t>> pid;
+    client.exec(request(), [&](absl::StatusOr<uint32_t> r) { pid = r; });
+    EXPECT_TRUE(runUntil(dispatcher_, [&] { return pid.has_value(); }));
+    return pid.value_or(absl::DeadlineExceededError("no answer")).status();
+  };
+  labels_[kKindLabel] = "sandbox";
+  EXPECT_EQ(exec(), absl::NotFoundError("container \"c1\" not found (it is a pod sandbox; "
+                                        "only the CRI plugin's containers take execs)"));
+  labels_.clear();
+  EXPECT_EQ(exec(), absl::NotFoundError("container \"c1\" not found (it has no "
+                                        "io.cri-containerd.kind label; only the CRI plugin's "
+                                        "containers take execs)"));
+  // Nothing but the two Containers/Get.
+  EXPECT_EQ(handler_.calls.size(), 2u);
+  EXPECT_EQ(client.activeCalls(), 0u);
 }
 
 TEST_F(FakeContainerdTest, WaitHasNoDeadlineAndCancelEndsItWithoutCallback) {

@@ -106,6 +106,7 @@ class ContainerdExecTest : public ::testing::Test {
       response.mutable_container()->set_id("c1");
       response.mutable_container()->mutable_spec()->set_value(
           R"({"process":{"args":["sleep"],"cwd":"/","env":[]}})");
+      (*response.mutable_container()->mutable_labels())[kKindLabel] = "container";
       call.call->sendMessage(response.SerializeAsString());
       call.call->finish(absl::OkStatus());
     } else if (path == std::string(kTasks) + "Exec") {
