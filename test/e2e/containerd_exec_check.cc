@@ -3,6 +3,7 @@
 //   CONTAINERD_SOCKET     containerd's gRPC socket
 //   CONTAINER_ID          a running container (command: sleep 2147483647)
 //   EXITED_CONTAINER_ID   a container whose command has ended
+//   SANDBOX_ID            the pod sandbox of CONTAINER_ID
 //   FIFO_DIR              a directory of the test's own for the sessions' FIFOs
 // Sessions run on a dispatcher thread, as in crisp; the test thread waits for
 // their results. Figures of the bulk transfers are printed as FIGURE lines.
@@ -576,6 +577,8 @@ TEST_F(ContainerdExecCheck, ContainerdErrorsReachTheUser) {
   const std::vector<Case> cases = {
       {"crisp-no-such-container", {"true"}, "not found"},
       {env("EXITED_CONTAINER_ID"), {"true"}, ""},
+      // containerd's CRI plugin has no container of that id either.
+      {env("SANDBOX_ID"), {"true"}, "it is a pod sandbox"},
       {container_, {"/no/such/binary"}, "/no/such/binary"},
   };
   for (const Case& c : cases) {

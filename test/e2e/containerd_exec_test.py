@@ -52,6 +52,7 @@ def main():
         child_env = dict(os.environ,
                          CONTAINERD_SOCKET=env.socket,
                          CONTAINER_ID=pod.container_ids["main"],
+                         SANDBOX_ID=pod.sandbox_id,
                          EXITED_CONTAINER_ID=ended.container_ids["done"],
                          FIFO_DIR=fifo_dir)
         started = time.monotonic()
