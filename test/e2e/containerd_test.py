@@ -24,11 +24,12 @@ installable, runc unable to start a container), the tests are skipped and the
 reason is printed; any other failure fails them, with containerd's and crisp's
 logs.
 
-With --backend containerd (cri.backend), crisp answers Exec itself and runs
-exec sessions through containerd's task API: the exec cells run in that mode
-too (no upgrade to containerd's stream server is expected for them); attach
-and port-forward still go through the stream server and are left to the
-default mode.
+With --backend containerd (cri.backend), crisp answers Exec and PortForward
+itself, runs exec sessions through containerd's task API and connects
+forwarded ports inside the pod sandbox's network namespace: the exec and
+port-forward cells run in that mode too, and check that crisp made no upgrade
+to containerd's stream server for them. Attach still goes through the stream
+server and is left to the default mode.
 
 Usage: containerd_test.py --crisp PATH --devapiserver PATH --cricall PATH
                           [--backend stream-server|containerd] [unittest args]
@@ -141,8 +142,10 @@ def containerd_backend():
 
 
 # The cells of the containerd backend: crisp runs these sessions itself.
-CONTAINERD_BACKEND_CELLS = ("test_exec_", "test_stream_urls_are_crisps",
+CONTAINERD_BACKEND_CELLS = ("test_exec_", "test_port_forward_", "test_stream_urls_are_crisps",
                             "test_check_config_asks_containerd")
+# The operations crisp serves without containerd's stream server in that mode.
+CONTAINERD_BACKEND_OPERATIONS = ("exec", "portforward")
 
 
 def skip(reason):
@@ -248,8 +251,8 @@ class ContainerdCells(unittest.TestCase):
     def setUp(self):
         if containerd_backend() and not self._testMethodName.startswith(
                 CONTAINERD_BACKEND_CELLS):
-            self.skipTest("cri.backend containerd runs the exec cells; attach and port-forward "
-                          "still use containerd's stream server, checked in the default mode")
+            self.skipTest("cri.backend containerd runs the exec and port-forward cells; attach "
+                          "still uses containerd's stream server, checked in the default mode")
         if not containerd_backend() and self._testMethodName.startswith(
                 "test_check_config_asks_containerd"):
             self.skipTest("cri.backend containerd only")
@@ -269,8 +272,8 @@ class ContainerdCells(unittest.TestCase):
     def through_crisp(self, operation, protocol, sessions=1):
         """Asserts that the block opened `sessions` sessions of `operation`
         on crisp over `protocol`, each bridged by an upgrade to containerd's
-        stream server (none for exec with the containerd backend: crisp runs
-        those through the task API)."""
+        stream server (none for exec and port-forward with the containerd
+        backend: crisp runs those through containerd's API itself)."""
         cluster = self.env.cluster
         labels = {"operation": operation, "protocol": protocol}
         before = cluster.metric("crisp_sessions_total", labels)
@@ -278,7 +281,8 @@ class ContainerdCells(unittest.TestCase):
         yield
         self.assertEqual(cluster.metric("crisp_sessions_total", labels) - before, sessions,
                          "%s sessions over %s on crisp" % (operation, protocol))
-        bridged = 0 if containerd_backend() and operation == "exec" else sessions
+        bridged = (0 if containerd_backend() and operation in CONTAINERD_BACKEND_OPERATIONS
+                   else sessions)
         self.assertEqual(
             cluster.metric("crisp_runtime_stream_upgrades_total", {"result": "ok"}) - upgrades,
             bridged, "upgrades from crisp to containerd's stream server")
