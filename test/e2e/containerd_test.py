@@ -29,7 +29,8 @@ itself, runs exec sessions through containerd's task API and connects
 forwarded ports inside the pod sandbox's network namespace: the exec and
 port-forward cells run in that mode too, and check that crisp made no upgrade
 to containerd's stream server for them. Attach still goes through the stream
-server and is left to the default mode.
+server and is left to the default mode. That mode also checks that the FIFO
+directory of an exec crisp was killed under is removed by the next crisp.
 
 Usage: containerd_test.py --crisp PATH --devapiserver PATH --cricall PATH
                           [--backend stream-server|containerd] [unittest args]
@@ -40,6 +41,7 @@ import contextlib
 import hashlib
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -146,6 +148,9 @@ CONTAINERD_BACKEND_CELLS = ("test_exec_", "test_port_forward_", "test_stream_url
                             "test_check_config_asks_containerd")
 # The operations crisp serves without containerd's stream server in that mode.
 CONTAINERD_BACKEND_OPERATIONS = ("exec", "portforward")
+# The cells that check what only that mode does.
+CONTAINERD_ONLY_CELLS = ("test_check_config_asks_containerd",
+                         "test_exec_fifo_directories_of_a_killed_crisp_go_at_start")
 
 
 def skip(reason):
@@ -254,7 +259,7 @@ class ContainerdCells(unittest.TestCase):
             self.skipTest("cri.backend containerd runs the exec and port-forward cells; attach "
                           "still uses containerd's stream server, checked in the default mode")
         if not containerd_backend() and self._testMethodName.startswith(
-                "test_check_config_asks_containerd"):
+                CONTAINERD_ONLY_CELLS):
             self.skipTest("cri.backend containerd only")
 
     def tearDown(self):
@@ -404,6 +409,47 @@ class ContainerdCells(unittest.TestCase):
                                  str(r))
                 self.assertIn("OCI runtime exec failed", r.stderr)
                 self.assertLess(time.monotonic() - start, 20)
+
+    def test_exec_fifo_directories_of_a_killed_crisp_go_at_start(self):
+        # An exec's FIFO directory stays in runtime.containerd.fifo_dir when
+        # crisp is killed under it; the next crisp removes it, and only it.
+        cluster = self.env.cluster
+        fifo_dir = os.path.join(cluster.dir, "exec-fifos")
+        v = VARIANTS[0]
+        proc = harness.Process("killed-exec-%d" % time.monotonic_ns(),
+                               cluster.kubectl_argv(v.version, "exec", "work", "--", "sh", "-c",
+                                                    "echo started; sleep 3"),
+                               cluster.dir, env=self.env.kubectl_env(v.env)).start()
+        try:
+            pf.wait_for_line(proc.stdout_path, r"started\n", proc)
+            left = os.listdir(fifo_dir)
+            self.assertEqual(len(left), 1, left)
+            self.assertRegex(left[0], r"^crisp-[0-9a-f]+$")
+            self.assertEqual(sorted(os.listdir(os.path.join(fifo_dir, left[0]))),
+                             ["stderr", "stdout"])
+            os.kill(cluster.crisp.pid, signal.SIGKILL)
+            cluster.crisp.stop()
+            self.assertEqual(os.listdir(fifo_dir), left, "what the killed crisp left")
+            # Not crisp's: stays.
+            other = os.path.join(fifo_dir, "crisp-not-an-exec-id")
+            os.mkdir(other)
+            config = os.path.join(cluster.dir, "crisp.yaml")
+            cluster.crisp = harness.Process("crisp-%d" % time.monotonic_ns(),
+                                            [ARGS.crisp, "--config", config], cluster.dir).start()
+            ready = exec_base.Cluster._wait_for_log(cluster.crisp, r"crisp ready: .* admin (\S+)")
+            cluster.admin = ready.group(1)
+            self.assertEqual(os.listdir(fifo_dir), [os.path.basename(other)])
+            self.assertIn("runtime.containerd.fifo_dir: removed 1 exec FIFO directories left in "
+                          "%s by an earlier crisp" % fifo_dir, cluster.crisp.logs())
+            os.rmdir(other)
+            # The new crisp runs exec sessions at once.
+            with self.through_crisp("exec", v.remotecommand):
+                r = self.env.kubectl(v.version, "exec", "work", "--", "cat", "/marker",
+                                     env=self.env.kubectl_env(v.env))
+            self.check(r, 0, MARKER + "\n")
+            self.assertEqual(os.listdir(fifo_dir), [])
+        finally:
+            proc.stop()
 
     def test_attach_interactive_shell(self):
         for v in VARIANTS:
