@@ -32,6 +32,7 @@
 #include "source/runtime/streamserver/streamserver_runtime.h"
 #include "source/session/portforward.h"
 #include "source/session/remotecommand.h"
+#include "source/stream/close_linger.h"
 #include "source/stream/http1_server.h"
 #include "source/stream/listener.h"
 #include "source/stream/spdy_portforward.h"
@@ -150,9 +151,13 @@ constexpr const char* kEmbeddedMethods[] = {
 // How often the TLS files are checked for changes (see docs/configuration.md).
 constexpr std::chrono::seconds kTlsFileCheckInterval{5};
 // While draining: how often the live sessions are counted, and how long
-// sessions ended at the end of the grace period get to close.
+// sessions ended at the end of the grace period get to close: the allowance,
+// then on while their connections still make progress (a slow reader taking
+// its last bytes; none for kDrainCloseQuiet ends the wait), up to the limit.
 constexpr std::chrono::milliseconds kDrainPollInterval{100};
 constexpr std::chrono::seconds kDrainCloseAllowance{5};
+constexpr std::chrono::seconds kDrainCloseQuiet{1};
+constexpr std::chrono::seconds kDrainCloseLimit{10};
 // When the control loop has stopped: how long the stream workers keep running
 // so that the sessions they end can write their status and close; and how
 // often they look.
@@ -570,10 +575,15 @@ class Server::Impl {
       stop();
       return;
     }
-    if (drain_deadline_.has_value() && std::chrono::steady_clock::now() > *drain_deadline_) {
-      CRISP_LOG(kMain, info, "{} sessions still closing after the grace period; stopping", active);
-      stop();
-      return;
+    const auto now = std::chrono::steady_clock::now();
+    if (drain_deadline_.has_value() && now > *drain_deadline_) {
+      const bool progressing = now - stream::lastCloseProgress() < kDrainCloseQuiet;
+      if (!progressing || now > *drain_deadline_ - kDrainCloseAllowance + kDrainCloseLimit) {
+        CRISP_LOG(kMain, info, "{} sessions still closing after the grace period; stopping",
+                  active);
+        stop();
+        return;
+      }
     }
     drain_poll_->enable(kDrainPollInterval);
   }

@@ -382,7 +382,8 @@ void RemoteCommandSession::startExec() {
   }
 }
 
-void RemoteCommandSession::finish(const ExitStatus& status, std::string_view close_reason) {
+void RemoteCommandSession::finish(const ExitStatus& status, std::string_view close_reason,
+                                  bool status_ahead) {
   if (state_ != State::kWaiting && state_ != State::kStarting && state_ != State::kRunning) {
     return;
   }
@@ -408,7 +409,8 @@ void RemoteCommandSession::finish(const ExitStatus& status, std::string_view clo
                     "{} ended: {} {} {}", session::operationName(spec_.operation),
                     exitKindName(status.kind), status.exit_code, status.message);
   releaseProcess();
-  wire_.endWithStatus(session::errorStreamPayload(identity_.version, spec_, status));
+  wire_.endWithStatus(session::errorStreamPayload(identity_.version, spec_, status),
+                      status_ahead);
 }
 
 void RemoteCommandSession::endIdle(std::chrono::milliseconds idle, std::string_view close_reason) {
@@ -425,7 +427,7 @@ void RemoteCommandSession::endForShutdown(std::string_view close_reason) {
              "crisp is shutting down: the session was ended at the end of the drain grace "
              "period (stream.drain_grace_period)",
              "ServiceUnavailable", 503),
-         close_reason);
+         close_reason, /*status_ahead=*/true);
 }
 
 void RemoteCommandSession::endForStop(int wire_code) {
@@ -436,7 +438,7 @@ void RemoteCommandSession::endForStop(int wire_code) {
   finish(ExitStatus::endedByServer(
              absl::StrCat(session::kServerStoppingMessage, ": the session was ended as crisp stopped"),
              "ServiceUnavailable", 503),
-         "crisp.shutdown");
+         "crisp.shutdown", /*status_ahead=*/true);
 }
 
 void RemoteCommandSession::abandon(const std::string& why, int wire_code) {

@@ -57,8 +57,11 @@ class RemoteCommandWire {
   virtual void sendOutput(session::StreamType type, Buffer& data) = 0;
   // The exec ended: end the output, write `payload` (errorStreamPayload()
   // for the version, possibly empty) on the error stream and close as after
-  // an exit (clients read the status only after a normal close).
-  virtual void endWithStatus(const std::string& payload) = 0;
+  // an exit (clients read the status only after a normal close). With
+  // `ahead_of_output` the status goes out ahead of the output still queued
+  // for the client (crisp ends the session: a slow reader must get the
+  // status even if it is cut off before it read the rest); otherwise after it.
+  virtual void endWithStatus(const std::string& payload, bool ahead_of_output) = 0;
   // The session ends without a status: close. `why` is a stable reason for
   // the log; `wire_code` is what the adapter passed to abandon().
   virtual void endWithoutStatus(const std::string& why, int wire_code) = 0;
@@ -111,7 +114,10 @@ class RemoteCommandSession : private session::ExecCallbacks {
   // Ends with `status` on the error stream; `close_reason` is why crisp
   // ended it ("ws.idle_timeout", "crisp.shutdown"), for the audit log and
   // metrics; empty when the process exited.
-  void finish(const session::ExitStatus& status, std::string_view close_reason = {});
+  // With `status_ahead`, the status overtakes the output still queued for
+  // the client (RemoteCommandWire::endWithStatus).
+  void finish(const session::ExitStatus& status, std::string_view close_reason = {},
+              bool status_ahead = false);
   // crisp ends the session because nothing moved for `idle`: a Failure status
   // (reason Timeout) that the client shows, counted as an idle timeout.
   void endIdle(std::chrono::milliseconds idle, std::string_view close_reason);

@@ -40,12 +40,15 @@ SpdyConnection::SpdyConnection(event::Dispatcher& dispatcher, TransportPtr trans
     closeTransport();
   });
   linger_ = std::make_unique<CloseLinger>(
-      dispatcher_, config_.linger_timeout, config_.drain_timeout, [this](size_t unacknowledged) {
+      dispatcher_, config_.linger_timeout, config_.drain_timeout, config_.linger_limit,
+      [this](size_t unacknowledged) {
         if (unacknowledged > 0) {
           CRISP_CONN_LOG(kSpdy, info, id_,
                          "{} stopped reading while the connection closed; {} bytes it did not "
                          "receive are dropped",
                          peerName(), unacknowledged);
+        } else {
+          CRISP_CONN_LOG(kSpdy, debug, id_, "{} did not close its side; closing", peerName());
         }
         closeTransport();
       });
@@ -66,9 +69,18 @@ void SpdyConnection::attachTransport() {
 }
 
 void SpdyConnection::updateReadPause() {
-  if (state_ != State::kOpen) {
+  if (state_ == State::kLingering) {
+    // Nothing is answered any more; reading only looks for signs of life and
+    // the peer's close.
+    transport_->pauseReading(false);
     return;
   }
+  if (state_ != State::kOpen && state_ != State::kClosing) {
+    return;
+  }
+  // The DATA in the transport is at most transport_queue_bytes plus one
+  // frame, so this grows past the limit only with replies the peer makes us
+  // queue and does not read.
   const size_t unread = transport_->queuedBytes() + control_.length();
   if (!backlog_paused_ && unread > config_.max_unread_output_bytes) {
     backlog_paused_ = true;
@@ -76,7 +88,9 @@ void SpdyConnection::updateReadPause() {
   } else if (backlog_paused_ && unread <= config_.max_unread_output_bytes / 2) {
     backlog_paused_ = false;
   }
-  transport_->pauseReading(read_paused_ || backlog_paused_);
+  // While closing, the owner's pause no longer matters: the peer's PINGs and
+  // its close must still be seen.
+  transport_->pauseReading((state_ == State::kOpen && read_paused_) || backlog_paused_);
 }
 
 void SpdyConnection::start() {
@@ -118,6 +132,26 @@ bool SpdyConnection::sendData(uint32_t stream_id, std::string_view data, bool fi
   Buffer buffer;
   buffer.add(data);
   return sendData(stream_id, buffer, fin);
+}
+
+bool SpdyConnection::sendDataAhead(uint32_t stream_id, std::string_view data, bool fin) {
+  auto it = streams_.find(stream_id);
+  if (state_ != State::kOpen || it == streams_.end() || it->second.local_fin ||
+      data.size() > config_.max_data_frame_bytes) {
+    return false;
+  }
+  Buffer payload;
+  payload.add(data);
+  Buffer frame;
+  spdy::Codec::encodeData(frame, stream_id, payload, fin);
+  queueControl(frame);
+  if (fin) {
+    it->second.local_fin = true;
+    removeIfDone(it);
+  }
+  pumpOutput();
+  checkWatermarks();
+  return true;
 }
 
 bool SpdyConnection::sendData(uint32_t stream_id, Buffer& data, bool fin) {
@@ -209,13 +243,26 @@ void SpdyConnection::pauseReading(bool paused) {
 
 void SpdyConnection::onTransportData(Buffer& data) {
   bytes_read_ += data.length();
-  if (state_ != State::kOpen) {
-    // Closing: the client's bytes no longer matter; reading goes on only to
-    // see it close.
-    data.drain(data.length());
-    return;
+  switch (state_) {
+    case State::kOpen:
+      touchIdle();
+      break;
+    case State::kClosing:
+    case State::kLingering:
+      // The peer is alive and may still be reading what we sent. Its frames
+      // are still decoded: a PING is counted and, until our write side is
+      // shut, answered ahead of the DATA left to send; the rest is dropped.
+      linger_->noteProgress();
+      if (closing_input_failed_) {
+        data.drain(data.length());
+        return;
+      }
+      break;
+    case State::kIdle:
+    case State::kClosed:
+      data.drain(data.length());
+      return;
   }
-  touchIdle();
   input_.move(data);
   decodeInput();
   updateReadPause();
@@ -245,6 +292,7 @@ void SpdyConnection::onTransportDrained() {
     touchIdle();
   } else if (state_ == State::kClosing) {
     drain_timer_->enable(config_.drain_timeout);
+    noteCloseProgress();
   }
   pumpOutput();
   checkWatermarks();
@@ -260,6 +308,12 @@ void SpdyConnection::onTransportError(const std::string& detail) {
 
 void SpdyConnection::decodeInput() {
   const absl::Status status = codec_.dispatch(input_);
+  if (!status.ok() && state_ != State::kOpen) {
+    // While closing there is nothing left to refuse; stop decoding.
+    closing_input_failed_ = true;
+    input_.drain(input_.length());
+    return;
+  }
   if (!status.ok() && state_ == State::kOpen) {
     CRISP_CONN_LOG(kSpdy, info, id_, "closing on a SPDY framing error: {}",
                    std::string(status.message()));
@@ -268,10 +322,11 @@ void SpdyConnection::decodeInput() {
     }
     countProtocolError(status);
     input_.drain(input_.length());
+    closing_input_failed_ = true;
     beginClose(spdy::GoAwayStatus::kProtocolError);
     callbacks_.onConnectionClosing(SpdyCloseReason::kProtocolError, std::string(status.message()));
   }
-  if (state_ != State::kOpen) {
+  if (state_ == State::kClosed) {
     input_.drain(input_.length());
   }
 }
@@ -363,10 +418,8 @@ void SpdyConnection::beginClose(spdy::GoAwayStatus status) {
   queueDataFrame(frame);
   idle_timer_->disable();
   drain_timer_->enable(config_.drain_timeout);
-  // Keep reading (and discarding) to see the peer go away.
-  if (read_paused_) {
-    transport_->pauseReading(false);
-  }
+  // Keep reading to answer PINGs and to see the peer go away.
+  updateReadPause();
   pumpOutput();
 }
 
@@ -392,6 +445,8 @@ void SpdyConnection::finishFlush() {
     return;
   }
   transport_->shutdownWrite();
+  backlog_paused_ = false;
+  updateReadPause();
   linger_->start(*transport_);
 }
 
@@ -567,7 +622,7 @@ void SpdyConnection::onSettings(uint8_t /*flags*/,
 }
 
 void SpdyConnection::onPing(uint32_t ping_id) {
-  if (state_ != State::kOpen) {
+  if (state_ == State::kIdle || state_ == State::kClosed) {
     return;
   }
   ++pings_received_;
@@ -575,6 +630,9 @@ void SpdyConnection::onPing(uint32_t ping_id) {
     return;  // a reply to a ping of ours; we send none
   }
   clientPingCounter("spdy").inc();
+  if (state_ == State::kLingering) {
+    return;  // our write side is shut
+  }
   Buffer frame;
   spdy::Codec::encodePing(frame, ping_id);
   queueControl(frame);

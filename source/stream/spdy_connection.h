@@ -17,7 +17,8 @@
 // - echoes client PINGs (odd ids) unchanged, ahead of queued DATA: control
 //   frames wait in their own queue, and the transport is handed whole frames
 //   only while its own queue is under transport_queue_bytes, so a control
-//   frame waits behind at most that much;
+//   frame waits behind at most that much; this holds while closing too, until
+//   our write side is shut;
 // - ignores SETTINGS and WINDOW_UPDATE (Kubernetes peers have no flow control)
 //   and accepts DATA frames of any size; splits outgoing DATA into frames of at
 //   most max_data_frame_bytes;
@@ -26,15 +27,22 @@
 // - output backpressure: onOutputAboveHighWatermark() when the bytes queued
 //   (here and in the transport) pass the high watermark,
 //   onOutputBelowLowWatermark() once they fall under the low one, so the owner
-//   pauses its producer;
+//   pauses its producer; the socket is still read meanwhile, so PINGs from a
+//   slow reader are answered;
 // - input backpressure: pauseReading() pauses the transport;
 // - idle timeout: any frame in or out re-arms it; expiry closes;
 // - close: RST_STREAM(CANCEL) on every stream we have not FIN'd, GOAWAY(OK),
 //   both after the DATA already queued (nothing queued is dropped); flush;
-//   shut the write side down; keep the socket open while the peer still
-//   acknowledges bytes in flight (CloseLinger), then wait for the peer's
-//   close up to linger_timeout; close. A codec error closes the same way with
-//   GOAWAY(PROTOCOL_ERROR); one that is a limit (codec_limits) is counted in
+//   shut the write side down; then wait for the peer to close its side
+//   (CloseLinger): while bytes are unacknowledged, as long as the peer keeps
+//   acknowledging them (drain_timeout without progress ends it); once all are
+//   acknowledged, up to linger_timeout after the peer's last sign of life (an
+//   acknowledgement, or any frame it sends: a client behind a proxy that
+//   still reads our last bytes is seen only by its PINGs); never longer than
+//   linger_limit in all; close. The peer's frames are decoded until then:
+//   PINGs are counted (and answered until the write side is shut), DATA is
+//   dropped. A codec error closes the same way with GOAWAY(PROTOCOL_ERROR);
+//   one that is a limit (codec_limits) is counted in
 //   crisp_stream_limit_hits_total (stream_limits.h). The peer closing its
 //   side, or a transport error, ends the connection at once.
 //
@@ -89,9 +97,14 @@ struct SpdyConnectionConfig {
   // transport is closed with output still queued (a peer that stopped
   // reading).
   std::chrono::milliseconds drain_timeout = std::chrono::seconds(30);
-  // After our last byte and the write side's shutdown: how long to wait for
-  // the peer to close its side before closing anyway.
-  std::chrono::milliseconds linger_timeout = std::chrono::seconds(2);
+  // After our last byte and the write side's shutdown, once the peer has
+  // acknowledged every byte: how long after its last sign of life (an
+  // acknowledgement, a frame) to wait for it to close its side. A client
+  // behind a proxy may still be reading our last megabytes from the proxy.
+  std::chrono::milliseconds linger_timeout = std::chrono::seconds(30);
+  // The longest wait for the peer's close after the write side's shutdown,
+  // whatever signs of life it gives.
+  std::chrono::milliseconds linger_limit = std::chrono::minutes(5);
   // Limits of the frame decoder.
   spdy::Limits codec_limits;
   // kServer accepts the peer's streams; kClient opens its own (odd ids) and
@@ -166,6 +179,12 @@ class SpdyConnection : private spdy::CodecCallbacks, private TransportCallbacks 
   // closing.
   bool sendData(uint32_t stream_id, Buffer& data, bool fin);
   bool sendData(uint32_t stream_id, std::string_view data, bool fin);
+  // As sendData(), but the frame goes ahead of the DATA already queued, with
+  // the control frames (at a frame boundary: frames already handed to the
+  // transport stay whole). For a short payload that must not wait behind a
+  // slow reader's backlog, such as a session's final status; `data` must be
+  // at most max_data_frame_bytes.
+  bool sendDataAhead(uint32_t stream_id, std::string_view data, bool fin);
 
   // Client role: opens a stream (SYN_STREAM with `headers`, FIN when `fin`)
   // and returns its id, or 0 when the connection is not open or the ids ran
@@ -288,6 +307,9 @@ class SpdyConnection : private spdy::CodecCallbacks, private TransportCallbacks 
   bool read_paused_ = false;
   bool backlog_paused_ = false;
   bool peer_eof_ = false;
+  // The peer's bytes stopped making sense while closing: they are no longer
+  // decoded, only counted.
+  bool closing_input_failed_ = false;
   bool above_high_watermark_ = false;
 
   uint64_t bytes_read_ = 0;

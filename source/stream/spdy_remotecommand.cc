@@ -225,10 +225,20 @@ void SpdyRemoteCommand::sendOutput(StreamType type, Buffer& data) {
   connection_->sendData(streamId(type), data, false);
 }
 
-void SpdyRemoteCommand::endWithStatus(const std::string& payload) {
+void SpdyRemoteCommand::endWithStatus(const std::string& payload, bool ahead_of_output) {
   creation_timer_->disable();
-  // Output first, then the status: a client returns once stdout, stderr and
-  // the error stream all reached EOF, and reads the status last.
+  // A client returns once stdout, stderr and the error stream all reached
+  // EOF, and reads the status last, whenever it arrived. Normally output goes
+  // first, then the status. When crisp ends the session, the status overtakes
+  // the output still queued, so that a slow reader cut off before the end
+  // still learns why (over SPDY kubectl takes a lost connection for a clean
+  // exit).
+  if (const uint32_t id = streamId(StreamType::kError);
+      ahead_of_output && id != 0 && connection_->sendDataAhead(id, payload, true)) {
+    CRISP_SESSION_LOG(kSession, debug, connection_id_, session_id_,
+                      "status sent ahead of {} bytes of queued output",
+                      connection_->queuedOutputBytes());
+  }
   Buffer empty;
   if (const uint32_t id = streamId(StreamType::kStdout); id != 0) {
     connection_->sendData(id, empty, true);

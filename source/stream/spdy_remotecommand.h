@@ -122,7 +122,7 @@ class SpdyRemoteCommand : private SpdyConnectionCallbacks, private RemoteCommand
   void pauseReading(bool paused) override;
   bool acceptsOutput(StreamType type) const override;
   void sendOutput(StreamType type, Buffer& data) override;
-  void endWithStatus(const std::string& payload) override;
+  void endWithStatus(const std::string& payload, bool ahead_of_output) override;
   void endWithoutStatus(const std::string& why, int wire_code) override;
 
   std::optional<StreamType> typeOf(uint32_t stream_id) const;

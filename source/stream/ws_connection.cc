@@ -58,21 +58,31 @@ WsConnection::WsConnection(event::Dispatcher& dispatcher, std::unique_ptr<Transp
   transport_->setCallbacks(*this);
   idle_timer_ = std::make_unique<event::Timer>(dispatcher_, [this] { onIdleTimeout(); });
   keepalive_timer_ = std::make_unique<event::Timer>(dispatcher_, [this] { onKeepalive(); });
-  close_timer_ = std::make_unique<event::Timer>(dispatcher_, [this] {
-    if (state_ == State::kClosing) {
-      CRISP_CONN_LOG(kStream, debug, id_, "no close frame from the client in {} ms",
-                     config_.close_timeout.count());
-      beginFlush();
-    }
-  });
   drain_timer_ = std::make_unique<event::Timer>(dispatcher_, [this] {
     CRISP_CONN_LOG(kStream, info, id_,
                    "client stopped reading while the connection closed; dropping {} bytes",
-                   transport_->queuedBytes());
+                   queuedOutputBytes());
     closeNow();
   });
+  close_wait_ = std::make_unique<CloseLinger>(
+      dispatcher_, config_.close_timeout, config_.drain_timeout, config_.linger_limit,
+      [this](size_t pending) {
+        if (state_ != State::kClosing) {
+          return;
+        }
+        if (pending > 0) {
+          CRISP_CONN_LOG(kStream, info, id_,
+                         "client stopped reading while the connection closed; dropping {} bytes",
+                         queuedOutputBytes() + pending);
+          closeNow();
+          return;
+        }
+        CRISP_CONN_LOG(kStream, debug, id_, "no close frame from the client");
+        beginFlush();
+      });
   linger_ = std::make_unique<CloseLinger>(
-      dispatcher_, config_.linger_timeout, config_.drain_timeout, [this](size_t unacknowledged) {
+      dispatcher_, config_.linger_timeout, config_.drain_timeout, config_.linger_limit,
+      [this](size_t unacknowledged) {
         if (unacknowledged > 0) {
           CRISP_CONN_LOG(kStream, info, id_,
                          "client stopped reading while the connection closed; {} bytes it did "
@@ -86,8 +96,8 @@ WsConnection::WsConnection(event::Dispatcher& dispatcher, std::unique_ptr<Transp
 WsConnection::~WsConnection() {
   idle_timer_.reset();
   keepalive_timer_.reset();
-  close_timer_.reset();
   drain_timer_.reset();
+  close_wait_.reset();
   linger_.reset();
   if (transport_ != nullptr) {
     if (state_ != State::kClosed) {
@@ -124,10 +134,20 @@ bool WsConnection::sendMessage(MessageType type, std::string_view payload) {
 }
 
 bool WsConnection::sendMessage(MessageType type, Buffer& payload) {
+  return send(type, payload, false);
+}
+
+bool WsConnection::sendMessageAhead(MessageType type, Buffer& payload) {
+  return send(type, payload, true);
+}
+
+bool WsConnection::send(MessageType type, Buffer& payload, bool ahead) {
   if (state_ != State::kOpen) {
     payload.drain(payload.length());
     return false;
   }
+  // Whatever the codec holds belongs before this message.
+  takeCodecOutput(false);
   const absl::Status status = codec_->sendMessage(type, payload);
   if (!status.ok()) {
     payload.drain(payload.length());
@@ -136,8 +156,17 @@ bool WsConnection::sendMessage(MessageType type, Buffer& payload) {
   }
   ++messages_sent_;
   touchIdle();
-  writeOutput();
+  takeCodecOutput(ahead);
+  pumpOutput();
+  checkWatermarks();
+  updateReadPause();
   return true;
+}
+
+size_t WsConnection::queuedOutputBytes() const {
+  const size_t in_transport =
+      state_ != State::kClosed && transport_ != nullptr ? transport_->queuedBytes() : 0;
+  return control_.length() + data_.length() + in_transport;
 }
 
 void WsConnection::close(uint16_t code, std::string_view reason) {
@@ -163,9 +192,16 @@ void WsConnection::pauseReading(bool paused) {
 
 void WsConnection::onTransportData(Buffer& data) {
   if (state_ != State::kOpen && state_ != State::kClosing) {
-    // Flushing: the handshake is over; only the client's EOF matters now.
+    // Flushing: the handshake is over; only the client's EOF matters now,
+    // and that it is still there.
+    linger_->noteProgress();
     data.drain(data.length());
     return;
+  }
+  if (state_ == State::kClosing) {
+    // A sign of life while we wait for the client's close frame: a slow
+    // reader behind a proxy still pings.
+    close_wait_->noteProgress();
   }
   input_.move(data);
   const absl::Status status = codec_->dispatch(input_);
@@ -211,7 +247,7 @@ void WsConnection::onTransportEof() {
       beginFlush();
       return;
     case State::kFlushing:
-      if (transport_->queuedBytes() == 0) {
+      if (outputEmpty()) {
         closeNow();
       }
       return;
@@ -222,18 +258,29 @@ void WsConnection::onTransportEof() {
 }
 
 void WsConnection::onTransportDrained() {
+  if (state_ == State::kClosed) {
+    return;
+  }
+  pumpOutput();
   checkWatermarks();
   updateReadPause();
+  if (state_ == State::kClosing) {
+    close_wait_->noteProgress();
+    return;
+  }
   if (state_ != State::kFlushing) {
     return;
   }
-  if (transport_->queuedBytes() == 0) {
+  noteCloseProgress();
+  if (outputEmpty()) {
     drain_timer_->disable();
     if (peer_eof_) {
       closeNow();
       return;
     }
-    linger_->start(*transport_);
+    if (!linger_->active()) {
+      linger_->start(*transport_);
+    }
     return;
   }
   drain_timer_->enable(config_.drain_timeout);
@@ -264,6 +311,9 @@ void WsConnection::onMessage(MessageType type, Buffer& payload) {
 }
 
 void WsConnection::onPing(std::string_view /*payload*/) {
+  // The codec has just written the pong: it goes ahead of the queued
+  // messages (everything written before it was taken already).
+  takeCodecOutput(true);
   ++pings_received_;
   clientPingCounter("websocket").inc();
   if (state_ == State::kOpen) {
@@ -279,11 +329,57 @@ void WsConnection::onClose(uint16_t /*code*/, std::string_view /*reason*/) {
 
 // Internals
 
-void WsConnection::writeOutput() {
-  if (state_ == State::kClosed || codec_->output().empty()) {
+void WsConnection::takeCodecOutput(bool ahead) {
+  Buffer& out = codec_->output();
+  if (out.empty()) {
     return;
   }
-  transport_->write(codec_->output());
+  if (ahead) {
+    control_.move(out);
+    return;
+  }
+  data_unit_lengths_.push_back(out.length());
+  data_.move(out);
+}
+
+void WsConnection::pumpOutput() {
+  if (state_ == State::kIdle || state_ == State::kClosed || write_shut_) {
+    return;
+  }
+  Buffer batch;
+  size_t queued = transport_->queuedBytes() + control_.length();
+  // Pongs and pings are small and go whole, ahead of every message not yet
+  // handed over.
+  batch.move(control_);
+  while (!data_unit_lengths_.empty()) {
+    const size_t next = data_unit_lengths_.front();
+    if (queued > 0 && queued + next > config_.transport_queue_bytes) {
+      break;
+    }
+    batch.move(data_, next);
+    queued += next;
+    data_unit_lengths_.pop_front();
+  }
+  if (!batch.empty()) {
+    transport_->write(batch);
+  }
+  if (state_ == State::kFlushing && data_unit_lengths_.empty() && control_.empty()) {
+    // Every frame is with the transport, which writes them before the FIN.
+    write_shut_ = true;
+    transport_->shutdownWrite();
+  }
+}
+
+bool WsConnection::outputEmpty() const {
+  return write_shut_ && transport_->queuedBytes() == 0;
+}
+
+void WsConnection::writeOutput() {
+  if (state_ == State::kClosed) {
+    return;
+  }
+  takeCodecOutput(false);
+  pumpOutput();
   checkWatermarks();
   updateReadPause();
 }
@@ -292,7 +388,7 @@ void WsConnection::checkWatermarks() {
   if (state_ != State::kOpen) {
     return;
   }
-  const size_t queued = transport_->queuedBytes();
+  const size_t queued = queuedOutputBytes();
   if (!above_high_watermark_ && queued > config_.output_high_watermark) {
     above_high_watermark_ = true;
     CRISP_CONN_LOG(kStream, trace, id_, "output above high watermark: {} bytes queued", queued);
@@ -308,11 +404,14 @@ void WsConnection::updateReadPause() {
   if (state_ == State::kClosed) {
     return;
   }
-  const size_t queued = transport_->queuedBytes();
+  // The messages in the transport are at most transport_queue_bytes plus
+  // one unit, so this grows past the limit only with pongs the client makes
+  // us queue and does not read.
+  const size_t queued = transport_->queuedBytes() + control_.length();
   if (!output_full_ && queued > config_.max_queued_output) {
     output_full_ = true;
     CRISP_CONN_LOG(kStream, debug, id_, "{} bytes queued for the client; reading stops", queued);
-  } else if (output_full_ && queued <= config_.output_high_watermark) {
+  } else if (output_full_ && queued <= config_.max_queued_output / 2) {
     output_full_ = false;
   }
   // While closing, the client's close frame and EOF must still be seen; a
@@ -347,9 +446,12 @@ void WsConnection::onKeepalive() {
   if (state_ != State::kOpen) {
     return;
   }
+  takeCodecOutput(false);
   if (codec_->sendPing({}).ok()) {
     ++pings_sent_;
-    writeOutput();
+    takeCodecOutput(true);
+    pumpOutput();
+    updateReadPause();
   }
   if (state_ == State::kOpen) {
     keepalive_timer_->enable(config_.keepalive_interval);
@@ -369,6 +471,7 @@ void WsConnection::beginClose(uint16_t code, std::string_view reason) {
   state_ = State::kClosing;
   idle_timer_->disable();
   keepalive_timer_->disable();
+  takeCodecOutput(false);
   const absl::Status status = codec_->sendClose(code, reason);
   writeOutput();
   if (!status.ok()) {
@@ -376,7 +479,7 @@ void WsConnection::beginClose(uint16_t code, std::string_view reason) {
     beginFlush();
     return;
   }
-  close_timer_->enable(config_.close_timeout);
+  close_wait_->start(*transport_);
 }
 
 void WsConnection::beginFlush() {
@@ -386,14 +489,12 @@ void WsConnection::beginFlush() {
   state_ = State::kFlushing;
   idle_timer_->disable();
   keepalive_timer_->disable();
-  close_timer_->disable();
+  close_wait_->cancel();
   input_.drain(input_.length());
-  if (!codec_->output().empty()) {
-    transport_->write(codec_->output());
-  }
-  transport_->shutdownWrite();
+  takeCodecOutput(false);
+  pumpOutput();
   updateReadPause();
-  if (transport_->queuedBytes() == 0) {
+  if (outputEmpty()) {
     if (peer_eof_) {
       closeNow();
       return;
@@ -416,15 +517,18 @@ void WsConnection::closeNow() {
   if (state_ == State::kClosed) {
     return;
   }
+  const size_t dropped = queuedOutputBytes();
   state_ = State::kClosed;
   idle_timer_->disable();
   keepalive_timer_->disable();
-  close_timer_->disable();
   drain_timer_->disable();
+  close_wait_->cancel();
   linger_->cancel();
-  const size_t dropped = transport_->queuedBytes();
   transport_->close();
   input_.drain(input_.length());
+  control_.drain(control_.length());
+  data_.drain(data_.length());
+  data_unit_lengths_.clear();
   CRISP_CONN_LOG(kStream, debug, id_,
                  "WebSocket closed ({} messages in, {} out, close sent {}, received {}, {} bytes "
                  "dropped)",

@@ -6,28 +6,35 @@
 // WsRemoteCommand) whole messages and message sends.
 //
 // What it does on its own:
-// - answers every ping with a pong (the codec does it, ahead of anything
-//   that follows the ping in the input); with keepalive_interval set, it
+// - answers every ping with a pong (the codec makes it); pongs, and our own
+//   pings, go out ahead of the messages already queued: messages wait in the
+//   connection's own queue and the transport is handed whole frames only
+//   while its queue is under transport_queue_bytes, so a pong waits behind
+//   at most that much (never inside a frame); with keepalive_interval set, it
 //   also pings the client itself while open;
 // - idle timeout: any data message in or out, and any ping from the client,
 //   re-arms it (a client that pings every few seconds, as client-go does,
 //   keeps the connection forever); expiry closes with 1001 "ws.idle_timeout";
 // - output backpressure: onOutputAboveHighWatermark() when the bytes queued
-//   in the transport pass the high watermark, onOutputBelowLowWatermark()
-//   once they fall under the low one, so the owner pauses its producer;
-//   besides, reading stops by itself while more than max_queued_output
-//   bytes wait (a client that sends pings but reads nothing cannot make the
-//   pong queue grow without bound);
+//   (here and in the transport) pass the high watermark,
+//   onOutputBelowLowWatermark() once they fall under the low one, so the
+//   owner pauses its producer; the client is still read meanwhile (its pings
+//   are answered), except while more than max_queued_output bytes of pongs
+//   and frames handed to the transport wait (a client that sends pings but
+//   reads nothing cannot make the pong queue grow without bound);
 // - input backpressure: pauseReading() stops delivering messages;
 // - close handshake: close() queues a close frame behind the messages
-//   already queued (nothing the owner sent is lost) and waits up to
-//   close_timeout for the client's close frame; then, and after the
-//   client's own close or a protocol error, every queued byte is written,
-//   the write side is shut down, the socket stays open while the client
-//   still acknowledges bytes in flight (CloseLinger), and the connection
-//   waits up to linger_timeout for the client to close its side before
-//   closing the transport. A client that stops reading meanwhile is cut off
-//   once no write progress happened for drain_timeout.
+//   already queued (nothing the owner sent is lost) and waits for the
+//   client's close frame (CloseLinger): while our bytes are on their way, as
+//   long as the client takes them; once all are acknowledged, up to
+//   close_timeout after the client's last sign of life (an acknowledgement,
+//   or any frame: a client behind a proxy that still reads our last bytes is
+//   seen only by its pings); never longer than linger_limit in all. Then, and
+//   after the client's own close or a protocol error, every queued byte is
+//   written, the write side is shut down, and the connection waits the same
+//   way, up to linger_timeout after the last sign of life, for the client to
+//   close its side before closing the transport. A client that stops reading
+//   meanwhile is cut off once no write progress happened for drain_timeout.
 // - protocol errors (codec.h lists them: unmasked frame, oversized message,
 //   bad close code, invalid UTF-8, ...) close with the codec's close code
 //   (1002, 1009, 1007) and the codec's reason as the close reason; the owner
@@ -45,6 +52,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -70,17 +78,26 @@ struct WsConnectionConfig {
   size_t output_high_watermark = 1024 * 1024;
   // Bytes queued below which a paused owner is told to go on.
   size_t output_low_watermark = 256 * 1024;
-  // Bytes queued above which reading stops until the queue is under the
-  // high watermark again. Must be larger than output_high_watermark.
+  // Most bytes left in the transport's queue at a time. Whole frames are
+  // handed over while it holds less, so a pong waits behind at most this
+  // much of the messages queued before it.
+  size_t transport_queue_bytes = 64 * 1024;
+  // Bytes in the transport plus pongs not yet handed to it above which
+  // reading stops until they fall under half of it (the messages queued here
+  // are bounded by the owner's pause at the high watermark).
   size_t max_queued_output = 4 * 1024 * 1024;
-  // After our close frame: how long to wait for the client's.
-  std::chrono::milliseconds close_timeout = std::chrono::seconds(2);
+  // After our close frame, once the client has acknowledged everything: how
+  // long after its last sign of life to wait for its close frame.
+  std::chrono::milliseconds close_timeout = std::chrono::seconds(30);
   // While closing: the longest time without write progress before the
   // transport is closed with output still queued.
   std::chrono::milliseconds drain_timeout = std::chrono::seconds(30);
   // After our last byte and the write shutdown: how long to wait for the
   // client to close its side.
   std::chrono::milliseconds linger_timeout = std::chrono::seconds(2);
+  // The longest wait for the client's close frame, and again for its close
+  // of the transport, whatever signs of life it gives.
+  std::chrono::milliseconds linger_limit = std::chrono::minutes(5);
   // Largest incoming message (all fragments); larger ones close with 1009.
   uint64_t max_message_bytes = websocket::kDefaultMaxMessageBytes;
 };
@@ -145,6 +162,10 @@ class WsConnection : private TransportCallbacks, private websocket::CodecCallbac
   // Returns false, dropping it, once the connection is closing.
   bool sendMessage(websocket::MessageType type, Buffer& payload);
   bool sendMessage(websocket::MessageType type, std::string_view payload);
+  // As sendMessage(), but the message goes out ahead of the messages already
+  // queued, with the pongs (at a frame boundary). For a short message that
+  // must not wait behind a slow reader's backlog, such as a final status.
+  bool sendMessageAhead(websocket::MessageType type, Buffer& payload);
 
   // Starts the close handshake described above with `code` (one an endpoint
   // may send, websocket::isSendableCloseCode; anything else is sent as 1011)
@@ -157,8 +178,8 @@ class WsConnection : private TransportCallbacks, private websocket::CodecCallbac
   bool open() const { return state_ == State::kOpen; }
   uint64_t id() const { return id_; }
   const std::string& peerAddress() const { return transport_->peerAddress(); }
-  // Bytes queued in the transport and not yet written.
-  size_t queuedOutputBytes() const { return transport_->queuedBytes(); }
+  // Bytes queued here and in the transport, not yet written.
+  size_t queuedOutputBytes() const;
   bool aboveHighWatermark() const { return above_high_watermark_; }
   // Close codes on the wire: websocket::kCloseAbnormal before one.
   uint16_t closeCodeSent() const { return codec_->closeCodeSent(); }
@@ -197,8 +218,18 @@ class WsConnection : private TransportCallbacks, private websocket::CodecCallbac
   void onClose(uint16_t code, std::string_view reason) override;
 
   void startIfIdle();
-  // Moves what the codec wrote to the transport.
+  bool send(websocket::MessageType type, Buffer& payload, bool ahead);
+  // Moves what the codec wrote into the queue for pongs and pings (`ahead`)
+  // or, as one unit of whole frames, behind the messages already queued.
+  void takeCodecOutput(bool ahead);
+  // Hands queued frames to the transport, pongs first, while its queue is
+  // under transport_queue_bytes; once flushing and everything is handed,
+  // shuts the write side down.
+  void pumpOutput();
+  // Moves what the codec wrote to the queue, then pumps.
   void writeOutput();
+  // Everything handed over and written.
+  bool outputEmpty() const;
   void checkWatermarks();
   void updateReadPause();
   void touchIdle();
@@ -222,11 +253,18 @@ class WsConnection : private TransportCallbacks, private websocket::CodecCallbac
 
   event::TimerPtr idle_timer_;
   event::TimerPtr keepalive_timer_;
-  event::TimerPtr close_timer_;
   event::TimerPtr drain_timer_;
+  // Waits for the client's close frame after ours.
+  std::unique_ptr<CloseLinger> close_wait_;
   std::unique_ptr<CloseLinger> linger_;
 
   Buffer input_;
+  // Pongs and our pings, handed to the transport before the next message.
+  Buffer control_;
+  // Messages and the close frame, in order, with the length of each unit.
+  Buffer data_;
+  std::deque<size_t> data_unit_lengths_;
+  bool write_shut_ = false;
   bool owner_paused_ = false;
   bool output_full_ = false;
   bool transport_paused_ = false;

@@ -255,15 +255,24 @@ void WsRemoteCommand::sendChannel(uint8_t channel, Buffer& payload) {
   connection_->sendMessage(type, message);
 }
 
-void WsRemoteCommand::endWithStatus(const std::string& payload) {
+void WsRemoteCommand::endWithStatus(const std::string& payload, bool ahead_of_output) {
   // The output went out as it came, through the same connection, so the
-  // status below follows every byte of it; the close follows the status. The
+  // status below follows every byte of it; the close follows the status. When
+  // crisp ends the session the status overtakes the output still queued, so
+  // that a slow reader gets it even if it is cut off before the rest. The
   // close is a normal one even when crisp ended the session: clients report
   // any other close code instead of the status.
   if (!payload.empty()) {
     Buffer body;
     body.add(payload);
-    sendChannel(websocket::kChannelError, body);
+    Buffer message;
+    const MessageType type = websocket::encodeChannelMessage(
+        protocol_.framing, websocket::kChannelError, body, message);
+    if (ahead_of_output) {
+      connection_->sendMessageAhead(type, message);
+    } else {
+      connection_->sendMessage(type, message);
+    }
   }
   connection_->close(websocket::kCloseNormal);
 }

@@ -422,15 +422,6 @@ class KubectlExecTest(unittest.TestCase):
             time.sleep(0.1)
         self.assertEqual(processes_matching(marker), [])
 
-    # Known to fail (about half the runs since the exec adapters share one
-    # session): kubectl's pings go unread while crisp pauses the connection
-    # behind a slow reader's backlog, and the end of a slowly read session can
-    # be cut once crisp has closed its socket (docs/limitations.md, "Status
-    # and keepalive replies behind a slow reader's backlog"). Run it with
-    # CRISP_SLOW_READER_TEST=1 while that is being fixed.
-    @unittest.skipUnless(os.environ.get("CRISP_SLOW_READER_TEST"),
-                         "slow reader with keepalive pings: a known failure, see "
-                         "docs/limitations.md")
     def test_slow_reader_with_keepalive_pings_gets_every_byte(self):
         # streaming case B15 through kubectl: while bulk output waits behind a
         # reader at about 2 MB/s, kubectl keeps pinging (every 5 s); crisp answers

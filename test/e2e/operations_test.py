@@ -127,6 +127,39 @@ class DrainTest(unittest.TestCase):
         self.assertIn("drain grace period over: ending 2 sessions", logs)
 
 
+    def test_slow_reader_at_the_end_of_the_drain_gets_the_status(self):
+        # A client that reads much slower than the command writes while the
+        # grace period ends: its status goes out ahead of the output still
+        # queued for it, and crisp keeps the connection while that client
+        # still takes bytes, so kubectl reports the shutdown instead of a cut
+        # transfer (or, over SPDY, a clean exit).
+        cluster = self.cluster
+        env = dict(cluster.kubectl_env(), KUBECTL_REMOTE_COMMAND_WEBSOCKETS="true")
+        proc = subprocess.Popen(
+            cluster.kubectl_argv(WS_KUBECTL, "exec", "demo", "--", "head", "-c", "1000000000",
+                                 "/dev/zero"),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+            start_new_session=True)
+        try:
+            self.assertEqual(cluster.wait_for_metric("crisp_sessions_active", 1), 1)
+            os.kill(cluster.crisp.pid, signal.SIGTERM)
+            received, zeros = base.read_at_rate(proc.stdout, 2 * 1000 * 1000, timeout=60)
+            err = proc.stderr.read().decode(errors="replace")
+            code = proc.wait(timeout=10)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            proc.stdout.close()
+            proc.stderr.close()
+        self.assertTrue(zeros)
+        self.assertLess(received, 1000000000)
+        self.assertNotEqual(code, 0, err)
+        self.assertIn("crisp is shutting down: the session was ended at the end of the "
+                      "drain grace period", err)
+        self.assertEqual(cluster.crisp._popen.wait(timeout=20), 0, cluster.crisp.logs())
+
+
 # kubectl_exec_test's crisp, with an audit log, recordings and a session limit.
 OPS_CONFIG = base.CRISP_CONFIG.replace(
     "  stream_creation_timeout: 5s\n",

@@ -13,6 +13,7 @@
 
 #include "source/stream/raw_socket_transport.h"
 
+#include "test/stream/buffering_relay.h"
 #include "test/stream/spdy_test_client.h"
 
 namespace crisp::stream {
@@ -66,9 +67,14 @@ class SpdyConnectionTest : public ::testing::Test {
              const std::string& pending = "") {
     int fds[2];
     ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
-    client_ = std::make_unique<SpdyTestClient>(fds[0]);
-    client_fd_ = fds[0];
-    const int server_fd = fds[1];
+    startOn(fds[1], fds[0], config, leftover, pending);
+  }
+
+  // The server on `server_fd`, the test client on `client_fd`.
+  void startOn(int server_fd, int client_fd, const SpdyConnectionConfig& config,
+               const std::string& leftover = "", const std::string& pending = "") {
+    client_ = std::make_unique<SpdyTestClient>(client_fd);
+    client_fd_ = client_fd;
     loop_.run([&] {
       Buffer left;
       left.add(leftover);
@@ -445,6 +451,121 @@ TEST_F(SpdyConnectionTest, PingReplyWaitsBehindAtMostTheTransportQueue) {
   // What was in the socket already, plus at most the transport's share.
   EXPECT_LE(before, written + config.transport_queue_bytes);
   EXPECT_EQ(loop_.run([&] { return conn_->queuedOutputBytes(); }), 0u);
+}
+
+// B15 at the end of a session: once the close began (GOAWAY queued behind a
+// backlog the client has not read), a client PING is still read, counted and
+// answered ahead of the output left.
+TEST_F(SpdyConnectionTest, PingWhileClosingIsAnsweredAheadOfTheRestOfTheOutput) {
+  SpdyConnectionConfig config;
+  config.output_high_watermark = 64 * 1024 * 1024;
+  config.output_low_watermark = 1024 * 1024;
+  start(config);
+  const uint32_t id = client_->openStream("out");
+  sync(1);
+  constexpr size_t kBytes = 8 * 1024 * 1024;
+  loop_.run([&] {
+    EXPECT_TRUE(conn_->sendData(id, std::string(kBytes, 'd'), true));
+    conn_->close();
+    return 0;
+  });
+  ASSERT_TRUE(client_->ping(5));
+  ASSERT_TRUE(loop_.waitUntil([&] { return conn_->pingsReceived() == 2; }))
+      << "a PING sent while the connection closes was not read";
+  const uint64_t written = loop_.run([&] { return conn_->bytesWritten(); });
+  ASSERT_LT(written, kBytes / 2);
+
+  ASSERT_TRUE(client_->waitForEof(milliseconds(10000))) << client_->error();
+  EXPECT_EQ(client_->stream(id).data.size(), kBytes);
+  const auto pong =
+      client_->find([](const Frame& f) { return f.type == Frame::Type::kPing && f.ping_id == 5; });
+  const auto goaway = client_->find([](const Frame& f) { return f.type == Frame::Type::kGoAway; });
+  ASSERT_TRUE(pong.has_value());
+  ASSERT_TRUE(goaway.has_value());
+  EXPECT_LT(*pong, *goaway);
+  size_t before = 0;
+  for (size_t i = 0; i < *pong; ++i) {
+    if (client_->frames()[i].type == Frame::Type::kData) {
+      before += client_->frames()[i].data_size + 8;
+    }
+  }
+  EXPECT_LE(before, written + config.transport_queue_bytes + config.max_data_frame_bytes);
+}
+
+// B15 through a proxy: the proxy takes all of crisp's output at once (so every
+// byte looks delivered) and hands it to a client reading at 2 MB/s, which
+// pings every 100 ms. crisp must not close its socket while that client is
+// still reading: the proxy would then fail to forward the next PING and end
+// both directions, cutting off what it still holds (over SPDY kubectl then
+// exits 0 with its output cut short).
+TEST_F(SpdyConnectionTest, SlowReaderBehindAProxyGetsEveryByteAndTheStatus) {
+  SpdyConnectionConfig config;
+  config.linger_timeout = milliseconds(300);
+  testing::BufferingRelay relay(2 * 1000 * 1000);
+  const int server_fd = relay.takeServerFd();
+  startOn(server_fd, relay.takeClientFd(), config);
+  relay.start();
+  const uint32_t out = client_->openStream("stdout");
+  const uint32_t error = client_->openStream("error");
+  sync(1);
+  constexpr size_t kBytes = 2 * 1000 * 1000;
+  loop_.run([&] {
+    EXPECT_TRUE(conn_->sendData(out, std::string(kBytes, 'o'), true));
+    EXPECT_TRUE(conn_->sendData(error, "status", true));
+    conn_->close();
+    return 0;
+  });
+  // The proxy holds everything almost at once.
+  ASSERT_TRUE(loop_.waitUntil([&] { return conn_->queuedOutputBytes() == 0; }));
+  uint32_t ping_id = 3;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!client_->eof() && std::chrono::steady_clock::now() < deadline) {
+    client_->ping(ping_id);
+    ping_id += 2;
+    client_->waitFor([] { return false; }, milliseconds(100));
+  }
+  EXPECT_FALSE(relay.tornDown()) << "crisp closed while the client was still reading";
+  EXPECT_EQ(client_->stream(out).data.size(), kBytes);
+  EXPECT_TRUE(client_->stream(out).fin);
+  EXPECT_EQ(client_->stream(error).data, "status");
+  EXPECT_TRUE(client_->goAwayReceived());
+  // The client's PINGs while crisp waited were seen (counted), not dropped.
+  EXPECT_GT(loop_.run([&] { return conn_->pingsReceived(); }), 3u);
+  // The client closes; crisp closes at once.
+  client_->closeSocket();
+  EXPECT_TRUE(recorded("closed"));
+}
+
+// The wait for a client's close is measured from its last sign of life, but a
+// client that keeps pinging and never closes is still cut off at the limit.
+TEST_F(SpdyConnectionTest, ClientThatPingsButNeverClosesIsCutOffAtTheLingerLimit) {
+  SpdyConnectionConfig config;
+  config.linger_timeout = milliseconds(200);
+  config.linger_limit = milliseconds(1500);
+  start(config);
+  client_->openStream("a");
+  sync(1);
+  loop_.run([&] {
+    conn_->close();
+    return 0;
+  });
+  ASSERT_TRUE(client_->waitForEof()) << client_->error();
+  uint32_t ping_id = 3;
+  const auto ping_for = [&](std::chrono::milliseconds how_long) {
+    const auto end = std::chrono::steady_clock::now() + how_long;
+    while (std::chrono::steady_clock::now() < end && client_->ping(ping_id)) {
+      ping_id += 2;
+      if (loop_.waitUntil([&] { return rec_.has("closed"); }, milliseconds(50))) {
+        return;
+      }
+    }
+  };
+  // Several linger timeouts: the PINGs keep the connection open.
+  ping_for(milliseconds(700));
+  EXPECT_FALSE(loop_.run([&] { return rec_.has("closed"); }));
+  // Pinging on, the client is cut off at the limit.
+  ping_for(milliseconds(5000));
+  EXPECT_TRUE(loop_.run([&] { return rec_.has("closed"); }));
 }
 
 TEST_F(SpdyConnectionTest, ClientThatFloodsPingsWithoutReadingIsNotBufferedFor) {

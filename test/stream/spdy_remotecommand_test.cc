@@ -486,6 +486,48 @@ TEST_F(SpdyRemoteCommandTest, PingReplyOvertakesQueuedOutput) {
   EXPECT_LE(before + 192 * 1024, produced_at_ping);
 }
 
+// The end of a drain with a slow reader: the status overtakes the output
+// still queued, so a client cut off before the rest still has it; the
+// output queued before it is delivered all the same.
+TEST_F(SpdyRemoteCommandTest, ShutdownStatusOvertakesTheQueuedOutputOfASlowReader) {
+  runtime_.script.output_bytes = 16 * 1024 * 1024;
+  SpdyRemoteCommandConfig config = testConfig();
+  config.connection.output_high_watermark = 2 * 1024 * 1024;
+  config.connection.output_low_watermark = 512 * 1024;
+  start(execSpec({"yes"}, false, false, true, false), Protocol::kSpdyRemoteCommandV4, config);
+  client_->setReadWhileWriting(false);
+  client_->cork();
+  StreamIds ids;
+  ids.error = client_->openStream("error");
+  ids.out = client_->openStream("stdout");
+  ASSERT_TRUE(client_->uncork());
+  ASSERT_TRUE(
+      runtime_.waitUntil([](const Record& r) { return !r.pauses.empty() && r.pauses.back(); }));
+  const auto [written, queued] = loop_.run([&] {
+    session_->endForShutdown();
+    return std::make_pair(session_->connection().bytesWritten(),
+                          session_->connection().queuedOutputBytes());
+  });
+  ASSERT_GE(queued, 1024u * 1024);
+  const std::string status = statusOn(ids.error);
+  EXPECT_NE(status.find(R"("reason":"ServiceUnavailable")"), std::string::npos) << status;
+  const auto status_frame = lastData(ids.error);
+  ASSERT_TRUE(status_frame.has_value());
+  size_t before = 0;
+  for (size_t i = 0; i < *status_frame; ++i) {
+    before += client_->frames()[i].data_size;
+  }
+  // Behind what the socket already held and one write batch, not behind the
+  // megabyte still queued.
+  EXPECT_LE(before, written + config.connection.transport_queue_bytes +
+                        config.connection.max_data_frame_bytes);
+  ASSERT_TRUE(client_->waitFor([&] { return client_->stream(ids.out).fin; },
+                               std::chrono::seconds(60)));
+  EXPECT_GE(client_->stream(ids.out).data.size(), written + queued - 64 * 1024);
+  EXPECT_LT(*status_frame, *lastData(ids.out));
+  EXPECT_TRUE(sessionDone());
+}
+
 // B12: a client that stops reading pauses the process; the queue stays bounded.
 TEST_F(SpdyRemoteCommandTest, SlowReaderPausesTheProcessAndBufferingStaysBounded) {
   constexpr size_t kBytes = 16 * 1024 * 1024;

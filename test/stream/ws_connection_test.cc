@@ -13,6 +13,7 @@
 
 #include "source/stream/raw_socket_transport.h"
 
+#include "test/stream/buffering_relay.h"
 #include "test/stream/spdy_test_client.h"
 #include "test/stream/ws_test_client.h"
 
@@ -74,8 +75,13 @@ class WsConnectionTest : public ::testing::Test {
   void start(const WsConnectionConfig& config = testConfig(), std::string leftover = {}) {
     int fds[2];
     ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
-    client_ = std::make_unique<WsTestClient>(fds[0]);
-    const int server_fd = fds[1];
+    startOn(fds[1], fds[0], config, std::move(leftover));
+  }
+
+  // The server on `server_fd`, the test client on `client_fd`.
+  void startOn(int server_fd, int client_fd, const WsConnectionConfig& config,
+               std::string leftover = {}) {
+    client_ = std::make_unique<WsTestClient>(client_fd);
     const bool ok = loop_.run([&] {
       Buffer input;
       input.add(leftover);
@@ -383,6 +389,80 @@ TEST_F(WsConnectionTest, PingFloodWithoutReadingStaysBounded) {
   EXPECT_TRUE(
       client_->waitFor([&] { return client_->count(Event::Kind::kPong) >= pings_sent - 1000; },
                        milliseconds(10000)));
+}
+
+// B15 over WebSocket: with megabytes of messages queued for a client that
+// does not read, its ping is still read, and the pong overtakes the queued
+// messages (behind at most what the socket and the transport already hold).
+TEST_F(WsConnectionTest, PongGoesAheadOfQueuedMessagesWhileTheClientDoesNotRead) {
+  WsConnectionConfig config = testConfig();
+  config.output_high_watermark = 64 * 1024 * 1024;
+  config.output_low_watermark = 1024 * 1024;
+  start(config);
+  constexpr size_t kMessageBytes = 64 * 1024;
+  constexpr size_t kMessages = 128;  // 8 MiB
+  const size_t total = onLoop([&] {
+    for (size_t i = 0; i < kMessages; ++i) {
+      EXPECT_TRUE(connection_->sendMessage(MessageType::kBinary,
+                                           "\x01" + std::string(kMessageBytes - 1, 'm')));
+    }
+    return connection_->queuedOutputBytes();
+  });
+  ASSERT_TRUE(client_->ping("keepalive"));
+  ASSERT_TRUE(loop_.waitUntil([&] { return connection_->pingsReceived() == 1; }))
+      << "a ping behind a backlog was not read";
+  const size_t queued = onLoop([&] { return connection_->queuedOutputBytes(); });
+  ASSERT_GT(queued, total / 2);
+  const size_t written = total > queued ? total - queued : 0;
+
+  ASSERT_TRUE(client_->waitFor([&] { return client_->channelMessages(1) == kMessages; },
+                               milliseconds(10000)));
+  const auto pong = client_->find([](const Event& e) { return e.kind == Event::Kind::kPong; });
+  ASSERT_TRUE(pong.has_value());
+  size_t before = 0;
+  for (size_t i = 0; i < *pong; ++i) {
+    if (client_->events()[i].kind == Event::Kind::kMessage) {
+      before += kMessageBytes + 10;  // payload and frame header
+    }
+  }
+  EXPECT_LE(before, written + config.transport_queue_bytes + kMessageBytes + 10);
+  EXPECT_EQ(client_->channelData(1).size(), kMessages * (kMessageBytes - 1));
+}
+
+// B15 through a proxy: the proxy takes all of crisp's output at once (every
+// byte looks delivered) and hands it to a client reading at 2 MB/s, which
+// pings every 100 ms. crisp must wait for that client's close frame while it
+// still reads, not close its socket: the proxy would fail to forward the next
+// ping and end both directions (kubectl: close 1006, abnormal closure).
+TEST_F(WsConnectionTest, SlowReaderBehindAProxyGetsEveryMessageAndTheClose) {
+  WsConnectionConfig config = testConfig();  // close and linger timeouts of 300 ms
+  testing::BufferingRelay relay(2 * 1000 * 1000);
+  const int server_fd = relay.takeServerFd();
+  startOn(server_fd, relay.takeClientFd(), config);
+  relay.start();
+  constexpr size_t kMessageBytes = 50 * 1000;
+  constexpr size_t kMessages = 40;  // 2 MB
+  onLoop([&] {
+    for (size_t i = 0; i < kMessages; ++i) {
+      EXPECT_TRUE(connection_->sendMessage(MessageType::kBinary,
+                                           "\x01" + std::string(kMessageBytes - 1, 'o')));
+    }
+    connection_->close(websocket::kCloseNormal);
+    return 0;
+  });
+  ASSERT_TRUE(loop_.waitUntil([&] { return connection_->queuedOutputBytes() == 0; }));
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!client_->eof() && std::chrono::steady_clock::now() < deadline) {
+    client_->ping("alive");
+    client_->waitFor([] { return false; }, milliseconds(100));
+  }
+  EXPECT_FALSE(relay.tornDown()) << "crisp closed while the client was still reading";
+  EXPECT_EQ(client_->channelData(1).size(), kMessages * (kMessageBytes - 1));
+  ASSERT_TRUE(client_->closeReceived());
+  EXPECT_EQ(client_->closeCode(), websocket::kCloseNormal);
+  EXPECT_EQ(onLoop([&] { return connection_->closeCodeReceived(); }), websocket::kCloseNormal);
+  client_->closeSocket();
+  EXPECT_TRUE(closedOnce());
 }
 
 TEST_F(WsConnectionTest, PausedReadingHoldsMessagesBack) {
