@@ -54,9 +54,10 @@ import containerd_env  # noqa: E402
 import harness  # noqa: E402
 import kubectl_exec_test as exec_base  # noqa: E402
 import kubectl_portforward_test as pf  # noqa: E402
-# The kubectl toggles and crisp's protocol labels.
-from interop_matrix_test import (PF_TOGGLE, RC_TOGGLE, SPDY_PF, SPDY_V4, WS_TUNNEL,  # noqa: E402
-                                 WS_V5)
+# The kubectl toggles, crisp's protocol labels, and what each kubectl
+# version negotiates per toggle value.
+from interop_matrix_test import (EXPECTED, PF_TOGGLE, RC_TOGGLE, SPDY_PF, SPDY_V4,  # noqa: E402
+                                 WS_TUNNEL, WS_V5)
 
 ARGS = None
 KUBECTL_TIMEOUT = 60
@@ -372,6 +373,22 @@ class ContainerdCells(unittest.TestCase):
                 self.check(r, 3, data.decode() + MARKER + "\n")
                 self.assertLess(time.monotonic() - start, 30)
 
+    def test_exec_every_kubectl_version_and_toggle(self):
+        # The interop matrix's exec column against containerd: every installed
+        # kubectl, with each value of its WebSocket toggle, over the protocol
+        # it negotiates; stdin to EOF, stdout and stderr apart, the exit code.
+        data = b"".join(b"row %d\n" % i for i in range(5000))
+        for version in harness.installed_kubectl_versions():
+            for toggle, protocol in EXPECTED[version][0].items():
+                env = {} if toggle is None else {RC_TOGGLE: toggle}
+                with self.subTest(kubectl=version, toggle=toggle), \
+                        self.through_crisp("exec", protocol):
+                    r = self.env.kubectl(version, "exec", "-i", "work", "--", "sh", "-c",
+                                         "cat; cat /marker; echo to-stderr >&2; exit 5",
+                                         stdin_data=data, env=env)
+                    self.check(r, 5, data.decode() + MARKER + "\n")
+                    self.assertTrue(r.stderr.startswith("to-stderr\n"), r.stderr)
+
     def test_exec_interactive_terminal(self):
         for v in VARIANTS:
             with self.subTest(kubectl=v.name), self.through_crisp("exec", v.remotecommand):
@@ -518,6 +535,24 @@ class ContainerdCells(unittest.TestCase):
                     self.assertEqual(r.read().decode().strip(),
                                      hashlib.sha256(upload).hexdigest())
                 self.assertTrue(proc.running(), proc.logs())
+
+    def test_port_forward_every_kubectl_version_and_toggle(self):
+        # The interop matrix's port-forward column against containerd: every
+        # installed kubectl with each value of its toggle fetches the blob
+        # from the pod, byte for byte.
+        for version in harness.installed_kubectl_versions():
+            for toggle, protocol in EXPECTED[version][1].items():
+                variant = Variant("%s %s" % (version, toggle), version,
+                                  {} if toggle is None else {PF_TOGGLE: toggle}, None, protocol)
+                with self.subTest(kubectl=version, toggle=toggle), \
+                        self.through_crisp("portforward", protocol), \
+                        self.port_forward(variant, self.env.web_port) as (proc, local):
+                    with urllib.request.urlopen("http://127.0.0.1:%d/blob" % local,
+                                                timeout=60) as r:
+                        body = r.read()
+                    self.assertEqual(hashlib.sha256(body).hexdigest(),
+                                     hashlib.sha256(BLOB).hexdigest())
+                    self.assertTrue(proc.running(), proc.logs())
 
     def test_port_forward_to_a_closed_port_reports_containerds_error(self):
         closed = containerd_env.free_port()
