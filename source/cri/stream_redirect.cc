@@ -96,6 +96,32 @@ absl::StatusOr<std::string> StreamRedirect::answerExec(const std::string& reques
   return out;
 }
 
+absl::StatusOr<std::string> StreamRedirect::answerPortForward(const std::string& request) {
+  absl::StatusOr<::runtime::v1::PortForwardRequest> r =
+      decodeMessage<::runtime::v1::PortForwardRequest>(request, "request");
+  if (!r.ok()) {
+    return absl::InvalidArgumentError(r.status().message());
+  }
+  if (r->pod_sandbox_id().empty()) {
+    return absl::InvalidArgumentError("missing required pod_sandbox_id");
+  }
+  absl::StatusOr<session::PortForwardSpec> spec = portForwardSpecOf(*r);
+  if (!spec.ok()) {
+    return spec.status();
+  }
+  absl::StatusOr<std::string> url = urls_.store(session::StreamRequest{std::move(*spec)});
+  if (!url.ok()) {
+    return url.status();
+  }
+  ::runtime::v1::PortForwardResponse response;
+  response.set_url(std::move(url).value());
+  std::string out;
+  if (!response.SerializeToString(&out)) {
+    return absl::InternalError("cannot encode PortForwardResponse");
+  }
+  return out;
+}
+
 absl::StatusOr<std::string> StreamRedirect::rewrite(std::string_view path,
                                                     const std::string& request,
                                                     const std::string& response) {

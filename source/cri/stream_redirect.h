@@ -49,6 +49,14 @@ class StreamRedirect {
   // found when the session starts, and reported to its client. Thread-safe.
   absl::StatusOr<std::string> answerExec(const std::string& request);
 
+  // PortForward answered by crisp itself in the same way (cri.backend
+  // containerd connects into the sandbox's network namespace): the kubelet's
+  // checks (a pod sandbox id, ports 1-65535), the request kept under a token
+  // with no runtime URL, a PortForwardResponse with crisp's URL. Whether the
+  // sandbox exists and runs is found per forwarded connection and reported on
+  // its error stream. Thread-safe.
+  absl::StatusOr<std::string> answerPortForward(const std::string& request);
+
   // From now on the three calls fail with UNAVAILABLE saying crisp is
   // shutting down. Thread-safe.
   void stopIssuingStreams() { urls_.stopIssuing(); }

@@ -139,6 +139,7 @@ std::vector<std::pair<std::string, std::string>> restartOnlyKeys(const config::C
 
 // The CRI methods crisp answers itself for its embedded runtime.
 constexpr char kExecPath[] = "/runtime.v1.RuntimeService/Exec";
+constexpr char kPortForwardPath[] = "/runtime.v1.RuntimeService/PortForward";
 
 constexpr const char* kEmbeddedMethods[] = {
     "/runtime.v1.RuntimeService/Version",       "/runtime.v1.RuntimeService/Status",
@@ -427,10 +428,15 @@ class Server::Impl {
       redirect_ = std::make_unique<cri::StreamRedirect>(cache_, base_url_);
       redirect_->install(*passthrough_);
       if (containerd_) {
-        // crisp runs exec sessions itself: it answers Exec too.
+        // crisp runs exec and port-forward sessions itself: it answers Exec
+        // and PortForward too.
         grpc_->registerUnary(kExecPath,
                              [this](std::string request, cri::GrpcServer::UnaryDone done) {
                                done(redirect_->answerExec(request));
+                             });
+        grpc_->registerUnary(kPortForwardPath,
+                             [this](std::string request, cri::GrpcServer::UnaryDone done) {
+                               done(redirect_->answerPortForward(request));
                              });
       }
       grpc_->setFallback(passthrough_.get());
@@ -502,6 +508,10 @@ class Server::Impl {
       if (containerd_) {
         containerd_->releaseDispatcher(w->dispatcher);
       }
+    }
+    if (containerd_) {
+      // While the workers' dispatchers still exist to take what it posts.
+      containerd_->stop();
     }
   }
 
@@ -728,8 +738,8 @@ class Server::Impl {
   std::unique_ptr<runtime::EmbeddedRuntime> embedded_;
   // With cri.upstream: sessions are served by the runtime's stream server.
   std::unique_ptr<streamserver::StreamServerRuntime> stream_server_;
-  // With cri.backend containerd: exec through containerd's task API, the rest
-  // by stream_server_.
+  // With cri.backend containerd: exec and port-forward through containerd's
+  // API, attach by stream_server_.
   std::unique_ptr<containerd::ContainerdRuntime> containerd_;
   // The backend of every stream session: one of the above.
   session::Runtime* runtime_ = nullptr;

@@ -99,9 +99,12 @@ struct SpdyConnectionConfig {
   std::chrono::milliseconds drain_timeout = std::chrono::seconds(30);
   // After our last byte and the write side's shutdown, once the peer has
   // acknowledged every byte: how long after its last sign of life (an
-  // acknowledgement, a frame) to wait for it to close its side. A client
-  // behind a proxy may still be reading our last megabytes from the proxy.
-  std::chrono::milliseconds linger_timeout = std::chrono::seconds(30);
+  // acknowledgement, a frame) to wait for it to close its side. As long as
+  // linger_limit by default: kubectl's SPDY client may hold megabytes it
+  // read ahead (and a proxy more), sends its next PING only once it has read
+  // our last PING reply, and loses what it still holds if that PING meets a
+  // closed socket (reset). What waiting costs is a half-closed socket.
+  std::chrono::milliseconds linger_timeout = std::chrono::minutes(5);
   // The longest wait for the peer's close after the write side's shutdown,
   // whatever signs of life it gives.
   std::chrono::milliseconds linger_limit = std::chrono::minutes(5);

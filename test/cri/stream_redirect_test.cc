@@ -1,11 +1,14 @@
-// StreamRedirect::answerExec(): the Exec answer crisp gives itself with
-// cri.backend containerd. (The redirect of the runtime's answers is covered
+// StreamRedirect::answerExec() and answerPortForward(): the Exec and
+// PortForward answers crisp gives itself with cri.backend containerd. (The redirect of the runtime's answers is covered
 // end to end by //test/e2e:containerd_test.)
 
 #include "source/cri/stream_redirect.h"
 
+#include <cstdint>
+#include <initializer_list>
 #include <string>
 #include <variant>
+#include <vector>
 
 #include "gtest/gtest.h"
 
@@ -78,6 +81,51 @@ TEST_F(AnswerExecTest, ChecksTheStreamFlagsAsTheKubeletDoes) {
 TEST_F(AnswerExecTest, NoUrlOnceDraining) {
   redirect_.stopIssuingStreams();
   EXPECT_EQ(redirect_.answerExec(request(false, false, true, true)).status().code(),
+            absl::StatusCode::kUnavailable);
+}
+
+std::string portForwardRequest(const char* sandbox, std::initializer_list<int32_t> ports) {
+  ::runtime::v1::PortForwardRequest r;
+  r.set_pod_sandbox_id(sandbox);
+  for (int32_t port : ports) {
+    r.add_port(port);
+  }
+  return r.SerializeAsString();
+}
+
+TEST_F(AnswerExecTest, PortForwardKeepsTheRequestUnderCrispsUrlWithoutARuntimeUrl) {
+  absl::StatusOr<std::string> answer =
+      redirect_.answerPortForward(portForwardRequest("sandbox-1", {8080, 443}));
+  ASSERT_TRUE(answer.ok()) << answer.status();
+  ::runtime::v1::PortForwardResponse response;
+  ASSERT_TRUE(response.ParseFromString(*answer));
+  const std::string prefix = std::string(kBase) + "portforward/";
+  ASSERT_EQ(response.url().rfind(prefix, 0), 0u) << response.url();
+  auto stored = cache_.consume(response.url().substr(prefix.size()));
+  ASSERT_TRUE(stored.has_value());
+  const auto& spec = std::get<session::PortForwardSpec>(stored->spec);
+  EXPECT_EQ(spec.pod_sandbox_id, "sandbox-1");
+  EXPECT_EQ(spec.ports, (std::vector<uint16_t>{8080, 443}));
+  EXPECT_EQ(spec.upstream_url, "");
+}
+
+TEST_F(AnswerExecTest, PortForwardChecksAsTheKubeletDoes) {
+  EXPECT_EQ(redirect_.answerPortForward(portForwardRequest("", {80})).status().message(),
+            "missing required pod_sandbox_id");
+  EXPECT_EQ(redirect_.answerPortForward(portForwardRequest("s", {0})).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(redirect_.answerPortForward(portForwardRequest("s", {65536})).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(redirect_.answerPortForward("\xff\xff").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(cache_.size(), 0u);
+  // No ports is valid: the SPDY client names them per stream.
+  EXPECT_TRUE(redirect_.answerPortForward(portForwardRequest("s", {})).ok());
+}
+
+TEST_F(AnswerExecTest, NoPortForwardUrlOnceDraining) {
+  redirect_.stopIssuingStreams();
+  EXPECT_EQ(redirect_.answerPortForward(portForwardRequest("s", {80})).status().code(),
             absl::StatusCode::kUnavailable);
 }
 

@@ -24,11 +24,13 @@ installable, runc unable to start a container), the tests are skipped and the
 reason is printed; any other failure fails them, with containerd's and crisp's
 logs.
 
-With --backend containerd (cri.backend), crisp answers Exec itself and runs
-exec sessions through containerd's task API: the exec cells run in that mode
-too (no upgrade to containerd's stream server is expected for them); attach
-and port-forward still go through the stream server and are left to the
-default mode.
+With --backend containerd (cri.backend), crisp answers Exec and PortForward
+itself, runs exec sessions through containerd's task API and connects
+forwarded ports inside the pod sandbox's network namespace: the exec and
+port-forward cells run in that mode too, and check that crisp made no upgrade
+to containerd's stream server for them. Attach still goes through the stream
+server and is left to the default mode. That mode also checks that the FIFO
+directory of an exec crisp was killed under is removed by the next crisp.
 
 Usage: containerd_test.py --crisp PATH --devapiserver PATH --cricall PATH
                           [--backend stream-server|containerd] [unittest args]
@@ -39,6 +41,7 @@ import contextlib
 import hashlib
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -142,8 +145,13 @@ def containerd_backend():
 
 
 # The cells of the containerd backend: crisp runs these sessions itself.
-CONTAINERD_BACKEND_CELLS = ("test_exec_", "test_stream_urls_are_crisps",
+CONTAINERD_BACKEND_CELLS = ("test_exec_", "test_port_forward_", "test_stream_urls_are_crisps",
                             "test_check_config_asks_containerd")
+# The operations crisp serves without containerd's stream server in that mode.
+CONTAINERD_BACKEND_OPERATIONS = ("exec", "portforward")
+# The cells that check what only that mode does.
+CONTAINERD_ONLY_CELLS = ("test_check_config_asks_containerd",
+                         "test_exec_fifo_directories_of_a_killed_crisp_go_at_start")
 
 
 def skip(reason):
@@ -249,10 +257,10 @@ class ContainerdCells(unittest.TestCase):
     def setUp(self):
         if containerd_backend() and not self._testMethodName.startswith(
                 CONTAINERD_BACKEND_CELLS):
-            self.skipTest("cri.backend containerd runs the exec cells; attach and port-forward "
-                          "still use containerd's stream server, checked in the default mode")
+            self.skipTest("cri.backend containerd runs the exec and port-forward cells; attach "
+                          "still uses containerd's stream server, checked in the default mode")
         if not containerd_backend() and self._testMethodName.startswith(
-                "test_check_config_asks_containerd"):
+                CONTAINERD_ONLY_CELLS):
             self.skipTest("cri.backend containerd only")
 
     def tearDown(self):
@@ -270,8 +278,8 @@ class ContainerdCells(unittest.TestCase):
     def through_crisp(self, operation, protocol, sessions=1):
         """Asserts that the block opened `sessions` sessions of `operation`
         on crisp over `protocol`, each bridged by an upgrade to containerd's
-        stream server (none for exec with the containerd backend: crisp runs
-        those through the task API)."""
+        stream server (none for exec and port-forward with the containerd
+        backend: crisp runs those through containerd's API itself)."""
         cluster = self.env.cluster
         labels = {"operation": operation, "protocol": protocol}
         before = cluster.metric("crisp_sessions_total", labels)
@@ -279,7 +287,8 @@ class ContainerdCells(unittest.TestCase):
         yield
         self.assertEqual(cluster.metric("crisp_sessions_total", labels) - before, sessions,
                          "%s sessions over %s on crisp" % (operation, protocol))
-        bridged = 0 if containerd_backend() and operation == "exec" else sessions
+        bridged = (0 if containerd_backend() and operation in CONTAINERD_BACKEND_OPERATIONS
+                   else sessions)
         self.assertEqual(
             cluster.metric("crisp_runtime_stream_upgrades_total", {"result": "ok"}) - upgrades,
             bridged, "upgrades from crisp to containerd's stream server")
@@ -417,6 +426,47 @@ class ContainerdCells(unittest.TestCase):
                                  str(r))
                 self.assertIn("OCI runtime exec failed", r.stderr)
                 self.assertLess(time.monotonic() - start, 20)
+
+    def test_exec_fifo_directories_of_a_killed_crisp_go_at_start(self):
+        # An exec's FIFO directory stays in runtime.containerd.fifo_dir when
+        # crisp is killed under it; the next crisp removes it, and only it.
+        cluster = self.env.cluster
+        fifo_dir = os.path.join(cluster.dir, "exec-fifos")
+        v = VARIANTS[0]
+        proc = harness.Process("killed-exec-%d" % time.monotonic_ns(),
+                               cluster.kubectl_argv(v.version, "exec", "work", "--", "sh", "-c",
+                                                    "echo started; sleep 3"),
+                               cluster.dir, env=self.env.kubectl_env(v.env)).start()
+        try:
+            pf.wait_for_line(proc.stdout_path, r"started\n", proc)
+            left = os.listdir(fifo_dir)
+            self.assertEqual(len(left), 1, left)
+            self.assertRegex(left[0], r"^crisp-[0-9a-f]+$")
+            self.assertEqual(sorted(os.listdir(os.path.join(fifo_dir, left[0]))),
+                             ["stderr", "stdout"])
+            os.kill(cluster.crisp.pid, signal.SIGKILL)
+            cluster.crisp.stop()
+            self.assertEqual(os.listdir(fifo_dir), left, "what the killed crisp left")
+            # Not crisp's: stays.
+            other = os.path.join(fifo_dir, "crisp-not-an-exec-id")
+            os.mkdir(other)
+            config = os.path.join(cluster.dir, "crisp.yaml")
+            cluster.crisp = harness.Process("crisp-%d" % time.monotonic_ns(),
+                                            [ARGS.crisp, "--config", config], cluster.dir).start()
+            ready = exec_base.Cluster._wait_for_log(cluster.crisp, r"crisp ready: .* admin (\S+)")
+            cluster.admin = ready.group(1)
+            self.assertEqual(os.listdir(fifo_dir), [os.path.basename(other)])
+            self.assertIn("runtime.containerd.fifo_dir: removed 1 exec FIFO directories left in "
+                          "%s by an earlier crisp" % fifo_dir, cluster.crisp.logs())
+            os.rmdir(other)
+            # The new crisp runs exec sessions at once.
+            with self.through_crisp("exec", v.remotecommand):
+                r = self.env.kubectl(v.version, "exec", "work", "--", "cat", "/marker",
+                                     env=self.env.kubectl_env(v.env))
+            self.check(r, 0, MARKER + "\n")
+            self.assertEqual(os.listdir(fifo_dir), [])
+        finally:
+            proc.stop()
 
     def test_attach_interactive_shell(self):
         for v in VARIANTS:

@@ -1,16 +1,90 @@
 #include "source/runtime/containerd/containerd_runtime.h"
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+#include <string_view>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 
 #include "source/common/logger.h"
+#include "source/runtime/containerd/containerd_port_forward.h"
 
 namespace crisp::containerd {
+namespace {
+
+// An exec id as ContainerdClient::newExecId() makes them: "crisp-" and
+// lowercase hex digits.
+bool isExecIdName(std::string_view name) {
+  constexpr std::string_view kPrefix = "crisp-";
+  if (name.size() <= kPrefix.size() || name.substr(0, kPrefix.size()) != kPrefix) {
+    return false;
+  }
+  for (char c : name.substr(kPrefix.size())) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool isSessionFifoName(std::string_view name) {
+  return name == "stdin" || name == "stdout" || name == "stderr";
+}
+
+// Removes the FIFOs of one session directory (an open descriptor of it, taken
+// without following links) and then the directory. False, with the reason in
+// `why`, when it holds anything else; then nothing more is removed.
+bool removeSessionDir(int parent, const std::string& name, std::string& why) {
+  const int fd = ::openat(parent, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) {
+    why = absl::StrCat("open: ", std::strerror(errno));
+    return false;
+  }
+  DIR* dir = ::fdopendir(fd);
+  if (dir == nullptr) {
+    why = absl::StrCat("opendir: ", std::strerror(errno));
+    ::close(fd);
+    return false;
+  }
+  std::vector<std::string> fifos;
+  bool only_fifos = true;
+  while (const dirent* entry = ::readdir(dir)) {
+    const std::string_view entry_name = entry->d_name;
+    if (entry_name == "." || entry_name == "..") {
+      continue;
+    }
+    struct stat st {};
+    if (!isSessionFifoName(entry_name) ||
+        ::fstatat(fd, entry->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISFIFO(st.st_mode)) {
+      why = absl::StrCat("holds \"", std::string(entry_name), "\", which is not one of its FIFOs");
+      only_fifos = false;
+      break;
+    }
+    fifos.emplace_back(entry_name);
+  }
+  bool removed = only_fifos;
+  for (size_t i = 0; removed && i < fifos.size(); ++i) {
+    if (::unlinkat(fd, fifos[i].c_str(), 0) != 0 && errno != ENOENT) {
+      why = absl::StrCat("unlink ", fifos[i], ": ", std::strerror(errno));
+      removed = false;
+    }
+  }
+  ::closedir(dir);
+  if (removed && ::unlinkat(parent, name.c_str(), AT_REMOVEDIR) != 0) {
+    why = absl::StrCat("rmdir: ", std::strerror(errno));
+    removed = false;
+  }
+  return removed;
+}
+
+}  // namespace
 
 ContainerdRuntime::ContainerdRuntime(std::string socket, ContainerdExecOptions exec_options,
                                      session::Runtime& attach_backend)
@@ -49,7 +123,53 @@ absl::Status ContainerdRuntime::prepareFifoDir(const std::string& path) {
     return absl::InternalError(
         absl::StrCat("runtime.containerd.fifo_dir: chmod ", path, ": ", std::strerror(errno)));
   }
+  absl::StatusOr<size_t> removed = removeStaleFifoDirs(path);
+  if (!removed.ok()) {
+    return removed.status();
+  }
+  if (*removed > 0) {
+    CRISP_LOG(kRuntime, info,
+              "runtime.containerd.fifo_dir: removed {} exec FIFO directories left in {} by an "
+              "earlier crisp",
+              *removed, path);
+  }
   return absl::OkStatus();
+}
+
+absl::StatusOr<size_t> ContainerdRuntime::removeStaleFifoDirs(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) {
+    return absl::InternalError(
+        absl::StrCat("runtime.containerd.fifo_dir: open ", path, ": ", std::strerror(errno)));
+  }
+  DIR* dir = ::fdopendir(fd);
+  if (dir == nullptr) {
+    const int error = errno;
+    ::close(fd);
+    return absl::InternalError(
+        absl::StrCat("runtime.containerd.fifo_dir: opendir ", path, ": ", std::strerror(error)));
+  }
+  // Names first, removal after: a directory is not changed while it is read.
+  std::vector<std::string> candidates;
+  while (const dirent* entry = ::readdir(dir)) {
+    struct stat st {};
+    if (isExecIdName(entry->d_name) &&
+        ::fstatat(fd, entry->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode)) {
+      candidates.emplace_back(entry->d_name);
+    }
+  }
+  size_t removed = 0;
+  for (const std::string& name : candidates) {
+    std::string why;
+    if (removeSessionDir(fd, name, why)) {
+      ++removed;
+    } else {
+      CRISP_LOG(kRuntime, warn, "runtime.containerd.fifo_dir: left {}/{} in place: {}", path, name,
+                why);
+    }
+  }
+  ::closedir(dir);
+  return removed;
 }
 
 absl::Status ContainerdRuntime::probe(const std::string& socket,
@@ -94,6 +214,13 @@ absl::StatusOr<std::unique_ptr<session::ExecProcess>> ContainerdRuntime::startEx
   }
   return containerd::startExec(dispatcher, clientFor(dispatcher), exec_options_, spec, initial,
                                callbacks);
+}
+
+absl::StatusOr<std::unique_ptr<session::PortConnection>> ContainerdRuntime::connectPort(
+    event::Dispatcher& dispatcher, const std::string& pod_sandbox_id, uint16_t port,
+    session::PortCallbacks& callbacks) {
+  return connectSandboxPort(dispatcher, clientFor(dispatcher), netns_, pod_sandbox_id, port,
+                            callbacks);
 }
 
 size_t ContainerdRuntime::activeCalls(event::Dispatcher& dispatcher) {

@@ -1,19 +1,22 @@
 #pragma once
 
 // ContainerdRuntime: the session::Runtime of cri.backend containerd. crisp
-// runs exec sessions itself through containerd's task API (startExec() in
-// containerd_exec.h) on the socket given as cri.upstream; attach and
-// port-forward are still served by containerd's stream server, through the
-// StreamServerRuntime given here.
+// serves exec and port-forward itself through containerd's API on the socket
+// given as cri.upstream: exec sessions through the task API (startExec() in
+// containerd_exec.h), each forwarded connection into the pod sandbox's network
+// namespace (connectSandboxPort() in containerd_port_forward.h). Attach is
+// still served by containerd's stream server, through the StreamServerRuntime
+// given here.
 //
 // One ContainerdClient per worker dispatcher, made on that dispatcher's thread
-// with its first exec session. releaseDispatcher() destroys it; the server
-// calls it for each worker once the worker's loop has stopped and before the
-// dispatcher goes.
+// with its first session. releaseDispatcher() destroys it; the server calls it
+// for each worker once the worker's loop has stopped and before the dispatcher
+// goes. The sockets inside sandbox namespaces come from one helper thread
+// shared by all workers (runtime::NetnsSocketFactory); stop() ends it.
 //
-// Threading: startExec() and the port-forward calls run on the calling
-// worker's dispatcher; the client map is guarded, everything else is
-// immutable.
+// Threading: startExec() and connectPort() run on the calling worker's
+// dispatcher; the client map is guarded, everything else is immutable or
+// thread-safe.
 
 #include <chrono>
 #include <map>
@@ -25,9 +28,11 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+
 #include "source/common/dispatcher.h"
 #include "source/runtime/containerd/containerd_client.h"
 #include "source/runtime/containerd/containerd_exec.h"
+#include "source/runtime/embedded/port_forward.h"
 #include "source/session/runtime.h"
 
 namespace crisp::containerd {
@@ -40,8 +45,18 @@ class ContainerdRuntime : public session::Runtime {
                     session::Runtime& attach_backend);
   ~ContainerdRuntime() override;
 
-  // Makes options.fifo_dir (and missing parents) and sets it to 0700.
+  // Makes options.fifo_dir (and missing parents), sets it to 0700 and removes
+  // what a crisp that was killed left there (removeStaleFifoDirs()).
   static absl::Status prepareFifoDir(const std::string& path);
+
+  // Removes the session directories in `path` that an earlier crisp left:
+  // subdirectories named like an exec id ("crisp-" and lowercase hex digits),
+  // with the FIFOs "stdin", "stdout" and "stderr" in them. Nothing else is
+  // touched: not other names, not symbolic links, not a session directory
+  // holding anything but those FIFOs (it is left, with a warning). Returns how
+  // many directories were removed. Call it before the first session starts;
+  // two crisps must not share a fifo_dir.
+  static absl::StatusOr<size_t> removeStaleFifoDirs(const std::string& path);
 
   // Whether `socket` serves containerd's task API: a Containers/Get of an id
   // no container has must be answered (NOT_FOUND). Blocks for at most
@@ -58,15 +73,13 @@ class ContainerdRuntime : public session::Runtime {
       event::Dispatcher& dispatcher, const session::ExecSpec& spec,
       std::optional<session::TerminalSize> initial, session::ExecCallbacks& callbacks) override;
 
+  // A connection to `port` on the loopback of the sandbox's network
+  // namespace (connectSandboxPort()). The default openPortForward() makes one
+  // such call per forwarded connection; the runtime's stream server is not
+  // used.
   absl::StatusOr<std::unique_ptr<session::PortConnection>> connectPort(
       event::Dispatcher& dispatcher, const std::string& pod_sandbox_id, uint16_t port,
-      session::PortCallbacks& callbacks) override {
-    return attach_backend_.connectPort(dispatcher, pod_sandbox_id, port, callbacks);
-  }
-  std::unique_ptr<session::PortForwardSession> openPortForward(
-      event::Dispatcher& dispatcher, const session::PortForwardSpec& spec) override {
-    return attach_backend_.openPortForward(dispatcher, spec);
-  }
+      session::PortCallbacks& callbacks) override;
 
   // containerd calls in flight on `dispatcher` (sessions, and the kill and
   // delete of sessions closed early): a stopping worker waits for them.
@@ -76,6 +89,12 @@ class ContainerdRuntime : public session::Runtime {
   // calls. On the dispatcher's thread, or once its loop has stopped.
   void releaseDispatcher(event::Dispatcher& dispatcher);
 
+  // Ends the namespace helper thread: the request it serves finishes, queued
+  // ones are answered as cancelled (posted to their dispatchers, which must
+  // still exist; their loops may have stopped). Later port-forward
+  // connections fail. The server calls it once every worker has stopped.
+  void stop() { netns_.stop(); }
+
  private:
   ContainerdClient& clientFor(event::Dispatcher& dispatcher);
 
@@ -84,6 +103,9 @@ class ContainerdRuntime : public session::Runtime {
   session::Runtime& attach_backend_;
   std::mutex mutex_;
   std::map<event::Dispatcher*, std::unique_ptr<ContainerdClient>> clients_;
+  // Declared after clients_: destroyed (stopped) first, so no namespace
+  // request outlives the client whose connection asked for it.
+  runtime::NetnsSocketFactory netns_;
 };
 
 }  // namespace crisp::containerd
