@@ -20,15 +20,6 @@ import containerd_env  # noqa: E402
 CHECK_TIMEOUT = 300
 
 
-def skip(reason):
-    print("SKIPPED: " + reason, file=sys.stderr)
-    warnings = os.environ.get("TEST_WARNINGS_OUTPUT_FILE")
-    if warnings:
-        with open(warnings, "a") as f:
-            f.write(reason + "\n")
-    return 0
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--cricall", required=True)
@@ -43,7 +34,8 @@ def main():
             env.start()
             pod = env.run_pod("client", [("main", ["sleep", "2147483647"], {})])
         except containerd_env.ContainerdUnavailable as e:
-            return skip("containerd cannot run on this machine: %s" % e)
+            containerd_env.report_skip("containerd cannot run on this machine: %s" % e)
+            return 0
         fifo_dir = os.path.join(tmp, "fifos")
         os.makedirs(fifo_dir)
         child_env = dict(os.environ,

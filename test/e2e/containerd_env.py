@@ -202,6 +202,15 @@ class ContainerdError(Exception):
     """containerd or a CRI call failed; the message carries the logs."""
 
 
+def report_skip(reason):
+    """Says why a test does not run: on stderr and in Bazel's test warnings."""
+    print("SKIPPED: " + reason, file=sys.stderr)
+    warnings = os.environ.get("TEST_WARNINGS_OUTPUT_FILE")
+    if warnings:
+        with open(warnings, "a") as f:
+            f.write(reason + "\n")
+
+
 def _missing_files(packages=PACKAGES):
     return [path for files in packages.values() for path in files if not os.path.exists(path)]
 

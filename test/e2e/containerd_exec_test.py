@@ -22,15 +22,6 @@ import containerd_env  # noqa: E402
 CHECK_TIMEOUT = 780
 
 
-def skip(reason):
-    print("SKIPPED: " + reason, file=sys.stderr)
-    warnings = os.environ.get("TEST_WARNINGS_OUTPUT_FILE")
-    if warnings:
-        with open(warnings, "a") as f:
-            f.write(reason + "\n")
-    return 0
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--cricall", required=True)
@@ -46,7 +37,8 @@ def main():
             pod = env.run_pod("exec", [("main", ["sleep", "2147483647"], {})])
             ended = env.run_pod("ended", [("done", ["true"], {})])
         except containerd_env.ContainerdUnavailable as e:
-            return skip("containerd cannot run on this machine: %s" % e)
+            containerd_env.report_skip("containerd cannot run on this machine: %s" % e)
+            return 0
         fifo_dir = os.path.join(tmp, "fifos")
         os.makedirs(fifo_dir, mode=0o700)
         child_env = dict(os.environ,

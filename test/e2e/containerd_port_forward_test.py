@@ -31,15 +31,6 @@ HTTP_PORT = 8081
 LISTEN_TIMEOUT = 20
 
 
-def skip(reason):
-    print("SKIPPED: " + reason, file=sys.stderr)
-    warnings = os.environ.get("TEST_WARNINGS_OUTPUT_FILE")
-    if warnings:
-        with open(warnings, "a") as f:
-            f.write(reason + "\n")
-    return 0
-
-
 def task_pid(env, container_id):
     for line in env.ctr("tasks", "ls").splitlines()[1:]:
         fields = line.split()
@@ -88,7 +79,8 @@ def main():
                 ("web", ["httpd", "-f", "-p", "127.0.0.1:%d" % HTTP_PORT, "-h", "/var/www"], {}),
             ], pod_network=True)
         except containerd_env.ContainerdUnavailable as e:
-            return skip("containerd cannot run on this machine: %s" % e)
+            containerd_env.report_skip("containerd cannot run on this machine: %s" % e)
+            return 0
         host_pod = env.run_pod("pf-host", [("main", ["sleep", "2147483647"], {})])
         stopped = env.run_pod("pf-stopped", [("main", ["sleep", "2147483647"], {})],
                               pod_network=True)

@@ -156,11 +156,7 @@ CONTAINERD_ONLY_CELLS = ("test_check_config_asks_containerd",
 
 def skip(reason):
     """Skips the tests, with the reason on stderr and in Bazel's test warnings."""
-    print("SKIPPED: " + reason, file=sys.stderr)
-    warnings = os.environ.get("TEST_WARNINGS_OUTPUT_FILE")
-    if warnings:
-        with open(warnings, "a") as f:
-            f.write(reason + "\n")
+    containerd_env.report_skip(reason)
     raise unittest.SkipTest(reason)
 
 
