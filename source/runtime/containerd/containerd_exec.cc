@@ -13,6 +13,8 @@
 
 #include "source/common/buffer.h"
 #include "source/common/logger.h"
+#include "source/runtime/embedded/pipe_write.h"
+#include "source/runtime/embedded/unique_fd.h"
 
 namespace crisp::containerd {
 namespace {
@@ -28,51 +30,6 @@ constexpr int kBulkPipeBytes = 1024 * 1024;
 // What a terminal's line discipline turns into end-of-file (VEOF's default).
 // The pty is the shim's, so its actual setting cannot be read from here.
 constexpr uint8_t kTerminalEof = 0x04;
-
-// Sole owner of one descriptor.
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() { reset(); }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-  bool valid() const { return fd_ >= 0; }
-  void reset(int fd = -1) {
-    if (fd_ >= 0) {
-      ::close(fd_);
-    }
-    fd_ = fd;
-  }
-
- private:
-  int fd_ = -1;
-};
-
-// write(2) to a FIFO whose reader is gone raises SIGPIPE. crisp ignores it for
-// the whole process; elsewhere (tests) it is blocked for the write and a
-// pending one is taken back.
-int writeWithoutSigpipe(Buffer& data, int fd) {
-  struct sigaction current {};
-  if (::sigaction(SIGPIPE, nullptr, &current) == 0 && current.sa_handler == SIG_IGN) {
-    return data.writeTo(fd);
-  }
-  sigset_t pipe_set;
-  sigset_t previous;
-  ::sigemptyset(&pipe_set);
-  ::sigaddset(&pipe_set, SIGPIPE);
-  ::pthread_sigmask(SIG_BLOCK, &pipe_set, &previous);
-  const int n = data.writeTo(fd);
-  const int error = errno;
-  if (n < 0 && error == EPIPE) {
-    const timespec zero{0, 0};
-    ::sigtimedwait(&pipe_set, nullptr, &zero);
-  }
-  ::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
-  errno = error;
-  return n;
-}
 
 absl::Status errnoStatus(const std::string& what, int error) {
   return absl::InternalError(absl::StrCat(what, ": ", std::strerror(error)));
@@ -279,7 +236,7 @@ class ExecCore : public std::enable_shared_from_this<ExecCore> {
   struct Output {
     const char* name = "";
     std::string path;
-    Fd fd;
+    runtime::UniqueFd fd;
     event::FdWatcherPtr watcher;
     bool is_stderr = false;
     bool wanted = false;
@@ -407,7 +364,7 @@ class ExecCore : public std::enable_shared_from_this<ExecCore> {
     size_t consumed = 0;
     while (!stdin_queue_.empty() && stdin_fd_.valid()) {
       const size_t before = stdin_queue_.length();
-      const int n = writeWithoutSigpipe(stdin_queue_, stdin_fd_.get());
+      const int n = runtime::writeWithoutSigpipe(stdin_queue_, stdin_fd_.get(), runtime::sigpipeIgnored());
       if (n > 0) {
         consumed += before - stdin_queue_.length();
         continue;
@@ -693,7 +650,7 @@ class ExecCore : public std::enable_shared_from_this<ExecCore> {
 
   std::string dir_;
   std::string stdin_path_;
-  Fd stdin_fd_;
+  runtime::UniqueFd stdin_fd_;
   event::FdWatcherPtr stdin_watcher_;
   Buffer stdin_queue_;
   bool stdin_open_ = false;

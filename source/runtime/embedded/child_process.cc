@@ -8,6 +8,7 @@
 #include <termios.h>
 
 #include "source/common/logger.h"
+#include "source/runtime/embedded/pipe_write.h"
 
 namespace crisp::runtime {
 namespace {
@@ -55,36 +56,6 @@ class PidfdReaper {
   UniqueFd pidfd_;
   event::FdWatcher watcher_;
 };
-
-// write(2) on a pipe whose reader is gone raises SIGPIPE, which would kill
-// crisp unless it ignores the signal. Block it for the write and take back a
-// SIGPIPE that the write raised for this thread.
-// crisp ignores SIGPIPE for the whole process; then the two sigmask calls
-// around every write are pure cost. Asked once per flush, not per write.
-bool sigpipeIgnored() {
-  struct sigaction current {};
-  return ::sigaction(SIGPIPE, nullptr, &current) == 0 && current.sa_handler == SIG_IGN;
-}
-
-int writeWithoutSigpipe(Buffer& data, int fd, bool sigpipe_ignored) {
-  if (sigpipe_ignored) {
-    return data.writeTo(fd);
-  }
-  sigset_t pipe_set;
-  sigset_t previous;
-  ::sigemptyset(&pipe_set);
-  ::sigaddset(&pipe_set, SIGPIPE);
-  ::pthread_sigmask(SIG_BLOCK, &pipe_set, &previous);
-  const int n = data.writeTo(fd);
-  const int error = errno;
-  if (n < 0 && error == EPIPE) {
-    const timespec zero{0, 0};
-    ::sigtimedwait(&pipe_set, nullptr, &zero);
-  }
-  ::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
-  errno = error;
-  return n;
-}
 
 }  // namespace
 
