@@ -57,18 +57,49 @@ for dir in */; do
 done
 
 status=0
+logs="$(mktemp -d)"
+trap 'rm -rf "$logs"' EXIT
 step() {
   local name="$1" output_base="$2"
   shift 2
   local start=$SECONDS
   echo "=== $name" >&2
   local rc=0
-  bazel --output_base="$output_base" test --symlink_prefix=/ "$@" || rc=$?
+  bazel --output_base="$output_base" test --symlink_prefix=/ "$@" 2>&1 \
+    | tee "$logs/$name" || rc=$?
   if [[ $status -eq 0 ]]; then
     status=$rc
   fi
-  echo "=== $name: $((SECONDS - start)) s" >&2
+  echo "=== $name: $((SECONDS - start)) s, exit $rc" >&2
   bazel --output_base="$output_base" shutdown >/dev/null 2>&1 || true
+}
+
+# Whoever reads only the end of the output (a CI page shows its tail) still
+# learns what failed: each configuration's tests that did not pass, and the
+# last lines of each failed test's output.
+summary() {
+  local name
+  echo "=== summary" >&2
+  for name in plain asan tsan; do
+    [[ -f "$logs/$name" ]] || continue
+    local bad
+    bad="$(grep -E '^//[^ ]+ +.*(FAILED|TIMEOUT|FLAKY|NO STATUS|INCOMPLETE)' "$logs/$name" || true)"
+    if [[ -z "$bad" ]]; then
+      echo "$name: $(grep -E '^Executed|tests? pass' "$logs/$name" | tail -1)" >&2
+      continue
+    fi
+    echo "$name: not passed:" >&2
+    echo "$bad" >&2
+    awk -v cfg="$name" '
+      /^==================== Test output for / { label = $5; n = 0; inside = 1; next }
+      inside && /^=+$/ && length($0) >= 40 {
+        printf "--- %s %s, last %d lines:\n", cfg, label, n < 40 ? n : 40
+        for (i = (n > 40 ? n - 40 : 0); i < n; i++) print lines[i % 40]
+        inside = 0; next
+      }
+      inside { lines[n % 40] = $0; n++ }
+    ' "$logs/$name" >&2
+  done
 }
 
 step plain "$base" "$@" -- "${PATTERNS[@]}"
@@ -76,4 +107,5 @@ step asan "$base-asan" --config=asan --test_tag_filters=-benchmark,-no_sanitizer
   -- "${PATTERNS[@]}"
 step tsan "$base-tsan" --config=tsan --test_tag_filters=-benchmark,-no_sanitizers "$@" \
   -- "${TSAN_TARGETS[@]}"
+summary
 exit $status
