@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 
+#include "api/containerd/runc/options/oci.pb.h"
 #include "api/containerd/services/containers/v1/containers.pb.h"
 #include "api/containerd/services/tasks/v1/tasks.pb.h"
 #include "api/containerd/types/task/task.pb.h"
@@ -22,6 +23,9 @@ namespace containers_v1 = ::containerd::services::containers::v1;
 namespace tasks_v1 = ::containerd::services::tasks::v1;
 
 namespace {
+
+// The message the runc shim puts in a ListPids entry of an exec's process.
+constexpr std::string_view kProcessDetailsType = "containerd.runc.v1.ProcessDetails";
 
 // The terminal type the CRI plugin gives execs with a TTY.
 constexpr char kDefaultTerm[] = "TERM=xterm";
@@ -260,6 +264,19 @@ std::string ContainerdClient::newExecId() {
       "crisp-", absl::BytesToHexString(absl::string_view(reinterpret_cast<char*>(bytes), sizeof(bytes))));
 }
 
+bool ContainerdClient::isCrispExecId(std::string_view id) {
+  constexpr std::string_view kPrefix = "crisp-";
+  if (id.size() <= kPrefix.size() || id.substr(0, kPrefix.size()) != kPrefix) {
+    return false;
+  }
+  for (char c : id.substr(kPrefix.size())) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
+      return false;
+    }
+  }
+  return true;
+}
+
 ContainerdClient::CallId ContainerdClient::call(const std::string& method,
                                                 const std::string& request, Deadline deadline,
                                                 ResponseCallback done) {
@@ -467,6 +484,66 @@ void ContainerdClient::execStep(const std::shared_ptr<ExecFlow>& flow,
       flow->done(flow->start_error);
       return;
   }
+}
+
+ContainerdClient::CallId ContainerdClient::listTasks(TasksCallback done) {
+  tasks_v1::ListTasksRequest request;
+  return call("Tasks/List", request.SerializeAsString(), Deadline::kCall,
+              [done = std::move(done)](absl::StatusOr<std::string> bytes) {
+                if (!bytes.ok()) {
+                  done(bytes.status());
+                  return;
+                }
+                auto response = parseResponse<tasks_v1::ListTasksResponse>("Tasks/List", *bytes);
+                if (!response.ok()) {
+                  done(response.status());
+                  return;
+                }
+                std::vector<TaskSummary> tasks;
+                for (const auto& task : response->tasks()) {
+                  tasks.push_back({task.container_id().empty() ? task.id() : task.container_id(),
+                                   task.pid(), task.status() == ::containerd::v1::types::RUNNING});
+                }
+                done(std::move(tasks));
+              });
+}
+
+ContainerdClient::CallId ContainerdClient::listExecs(const std::string& container_id,
+                                                     ExecIdsCallback done) {
+  tasks_v1::ListPidsRequest request;
+  request.set_container_id(container_id);
+  return call("Tasks/ListPids", request.SerializeAsString(), Deadline::kCall,
+              [done = std::move(done)](absl::StatusOr<std::string> bytes) {
+                if (!bytes.ok()) {
+                  done(bytes.status());
+                  return;
+                }
+                auto response =
+                    parseResponse<tasks_v1::ListPidsResponse>("Tasks/ListPids", *bytes);
+                if (!response.ok()) {
+                  done(response.status());
+                  return;
+                }
+                std::vector<std::string> exec_ids;
+                for (const auto& process : response->processes()) {
+                  // The type URL is the bare message name from containerd's
+                  // typeurl; a prefixed form ("host/name") is read the same way.
+                  const std::string& type_url = process.info().type_url();
+                  const size_t slash = type_url.rfind('/');
+                  const std::string_view type =
+                      slash == std::string::npos
+                          ? std::string_view(type_url)
+                          : std::string_view(type_url).substr(slash + 1);
+                  ::containerd::runc::v1::ProcessDetails details;
+                  if (type != kProcessDetailsType ||
+                      !details.ParseFromString(process.info().value()) ||
+                      details.exec_id().empty()) {
+                    continue;
+                  }
+                  exec_ids.push_back(details.exec_id());
+                }
+                done(std::move(exec_ids));
+              });
 }
 
 ContainerdClient::CallId ContainerdClient::sandboxNetwork(const std::string& sandbox_id,
