@@ -60,8 +60,8 @@ int main(int argc, char** argv) {
         return 1;
       }
       // And a place for the sessions' FIFOs.
-      absl::Status fifo_dir = crisp::containerd::ContainerdRuntime::checkFifoDir(
-          config->runtime.containerd.fifo_dir);
+      absl::Status fifo_dir =
+          crisp::containerd::ContainerdRuntime::checkFifoDir(config->runtime.containerd.fifo_dir);
       if (!fifo_dir.ok()) {
         std::fprintf(stderr, "crisp: %s\n", std::string(fifo_dir.message()).c_str());
         return 1;

@@ -315,8 +315,7 @@ class Server::Impl {
           CRISP_LOG(kMain, warn, "containerd: execs left by an earlier crisp not ended: {}",
                     std::string(swept.status().message()));
         } else if (swept->found > 0) {
-          CRISP_LOG(kMain, info,
-                    "containerd: ended {} of {} execs an earlier crisp left running",
+          CRISP_LOG(kMain, info, "containerd: ended {} of {} execs an earlier crisp left running",
                     swept->ended, swept->found);
         }
         containerd_ = std::make_unique<containerd::ContainerdRuntime>(

@@ -445,12 +445,8 @@ class ContainerdCells(unittest.TestCase):
         cluster = self.env.cluster
         fifo_dir = os.path.join(cluster.dir, "exec-fifos")
         v = VARIANTS[0]
-        proc = harness.Process("killed-exec-%d" % time.monotonic_ns(),
-                               cluster.kubectl_argv(v.version, "exec", "work", "--", "sh", "-c",
-                                                    "echo started; sleep 3"),
-                               cluster.dir, env=self.env.kubectl_env(v.env)).start()
+        proc = self.start_exec_in_work(v, "sleep 3")
         try:
-            pf.wait_for_line(proc.stdout_path, r"started\n", proc)
             left = os.listdir(fifo_dir)
             self.assertEqual(len(left), 1, left)
             self.assertRegex(left[0], r"^crisp-[0-9a-f]+$")
@@ -474,6 +470,21 @@ class ContainerdCells(unittest.TestCase):
             self.assertEqual(os.listdir(fifo_dir), [])
         finally:
             proc.stop()
+
+    def start_exec_in_work(self, v, script):
+        """kubectl exec of `sh -c script` in the work container, once the
+        session runs; the caller stops the returned process."""
+        cluster = self.env.cluster
+        proc = harness.Process("exec-%d" % time.monotonic_ns(),
+                               cluster.kubectl_argv(v.version, "exec", "work", "--", "sh", "-c",
+                                                    "echo started; " + script),
+                               cluster.dir, env=self.env.kubectl_env(v.env)).start()
+        try:
+            pf.wait_for_line(proc.stdout_path, r"started\n", proc)
+        except BaseException:
+            proc.stop()
+            raise
+        return proc
 
     def kill_crisp(self):
         os.kill(self.env.cluster.crisp.pid, signal.SIGKILL)
@@ -506,12 +517,8 @@ class ContainerdCells(unittest.TestCase):
         other = "crisp-other-client"
         self.env.containerd.ctr("tasks", "exec", "--detach", "--exec-id", other, work,
                                 "sleep", "1000")
-        proc = harness.Process("orphaned-exec-%d" % time.monotonic_ns(),
-                               cluster.kubectl_argv(v.version, "exec", "work", "--", "sh", "-c",
-                                                    "echo started; exec sleep 1000"),
-                               cluster.dir, env=self.env.kubectl_env(v.env)).start()
+        proc = self.start_exec_in_work(v, "exec sleep 1000")
         try:
-            pf.wait_for_line(proc.stdout_path, r"started\n", proc)
             [orphan] = os.listdir(fifo_dir)
             self.assertEqual(self.running_exec_ids(work), sorted([orphan, other]))
             self.kill_crisp()

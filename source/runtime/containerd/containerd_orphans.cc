@@ -45,41 +45,41 @@ class Sweeper {
  private:
   void listExecs(const std::string& container_id) {
     ++pending_;
-    client_.listExecs(container_id, [this, container_id](
-                                        absl::StatusOr<std::vector<std::string>> exec_ids) {
-      if (!exec_ids.ok()) {
-        // The task may have ended since the list; others are still swept.
-        CRISP_LOG(kRuntime, warn, "containerd: execs of container {} not listed: {}",
-                  container_id, exec_ids.status().ToString());
-      } else {
-        for (const std::string& exec_id : *exec_ids) {
-          if (ContainerdClient::isCrispExecId(exec_id)) {
-            ++result_.found;
-            end(container_id, exec_id);
+    client_.listExecs(
+        container_id, [this, container_id](absl::StatusOr<std::vector<std::string>> exec_ids) {
+          if (!exec_ids.ok()) {
+            // The task may have ended since the list; others are still swept.
+            CRISP_LOG(kRuntime, warn, "containerd: execs of container {} not listed: {}",
+                      container_id, exec_ids.status().ToString());
+          } else {
+            for (const std::string& exec_id : *exec_ids) {
+              if (ContainerdClient::isCrispExecId(exec_id)) {
+                ++result_.found;
+                end(container_id, exec_id);
+              }
+            }
           }
-        }
-      }
-      stepDone();
-    });
+          stepDone();
+        });
   }
 
   // Kill, wait for the end, delete. A process that ended by itself between
   // the list and the kill makes Kill fail; it is deleted all the same.
   void end(const std::string& container_id, const std::string& exec_id) {
     ++pending_;
-    client_.kill(container_id, exec_id, SIGKILL, [this, container_id,
-                                                  exec_id](const absl::Status& killed) {
-      if (!killed.ok()) {
-        remove(container_id, exec_id, killed);
-        stepDone();
-        return;
-      }
-      client_.wait(container_id, exec_id,
-                   [this, container_id, exec_id](absl::StatusOr<ProcessExit> exit) {
-                     remove(container_id, exec_id, exit.status());
+    client_.kill(container_id, exec_id, SIGKILL,
+                 [this, container_id, exec_id](const absl::Status& killed) {
+                   if (!killed.ok()) {
+                     remove(container_id, exec_id, killed);
                      stepDone();
-                   });
-    });
+                     return;
+                   }
+                   client_.wait(container_id, exec_id,
+                                [this, container_id, exec_id](absl::StatusOr<ProcessExit> exit) {
+                                  remove(container_id, exec_id, exit.status());
+                                  stepDone();
+                                });
+                 });
   }
 
   void remove(const std::string& container_id, const std::string& exec_id,
@@ -145,10 +145,9 @@ absl::StatusOr<OrphanSweep> killOrphanedExecs(const std::string& socket,
   }
   const OrphanSweep& result = sweeper.result();
   if (timed_out && !sweeper.done()) {
-    return absl::DeadlineExceededError(
-        absl::StrCat("containerd: the sweep for execs left by an earlier crisp took more than ",
-                     timeout.count(), " ms; ", result.ended, " of ", result.found,
-                     " found so far ended"));
+    return absl::DeadlineExceededError(absl::StrCat(
+        "containerd: the sweep for execs left by an earlier crisp took more than ", timeout.count(),
+        " ms; ", result.ended, " of ", result.found, " found so far ended"));
   }
   return result;
 }

@@ -24,8 +24,8 @@
 namespace crisp::containerd {
 
 struct OrphanSweep {
-  size_t found = 0;   // crisp execs found running
-  size_t ended = 0;   // of those, killed and deleted
+  size_t found = 0;  // crisp execs found running
+  size_t ended = 0;  // of those, killed and deleted
 };
 
 // Blocks for at most `timeout` (its own loop, its own connection to

@@ -140,8 +140,8 @@ absl::Status ContainerdRuntime::checkFifoDir(const std::string& path) {
   }
   const bool missing = existing != path;
   if (!S_ISDIR(st.st_mode)) {
-    return fifoDirError(path, missing ? absl::StrCat(existing, " is not a directory")
-                                      : "not a directory");
+    return fifoDirError(
+        path, missing ? absl::StrCat(existing, " is not a directory") : "not a directory");
   }
   if (::access(existing.c_str(), W_OK | X_OK) != 0) {
     return fifoDirError(path, absl::StrCat(missing ? "cannot be made: " : "not writable: ",
@@ -155,8 +155,8 @@ absl::Status ContainerdRuntime::checkFifoDir(const std::string& path) {
   const std::string fifo = scratch + "/stdout";
   absl::Status result;
   if (::mkfifo(fifo.c_str(), 0600) != 0) {
-    result = fifoDirError(path, absl::StrCat("cannot hold FIFOs: mkfifo ", fifo, ": ",
-                                             std::strerror(errno)));
+    result = fifoDirError(
+        path, absl::StrCat("cannot hold FIFOs: mkfifo ", fifo, ": ", std::strerror(errno)));
   } else {
     ::unlink(fifo.c_str());
   }

@@ -47,7 +47,8 @@ class FakeContainerd {
   // containerd that never answers Tasks/Wait.
   explicit FakeContainerd(std::map<std::string, Task> tasks,
                           absl::Status list_status = absl::OkStatus(), bool wait_answers = true)
-      : tasks_(std::move(tasks)), list_status_(std::move(list_status)),
+      : tasks_(std::move(tasks)),
+        list_status_(std::move(list_status)),
         wait_answers_(wait_answers) {
     on("List", [this](const std::string&, cri::GrpcServer::UnaryDone done) {
       if (!list_status_.ok()) {
@@ -134,11 +135,11 @@ class FakeContainerd {
  private:
   void on(const std::string& method,
           std::function<void(const std::string&, cri::GrpcServer::UnaryDone)> handler) {
-    server_.registerUnary(kTasks + method,
-                          [handler = std::move(handler)](std::string request,
-                                                         cri::GrpcServer::UnaryDone done) {
-                            handler(request, std::move(done));
-                          });
+    server_.registerUnary(
+        kTasks + method,
+        [handler = std::move(handler)](std::string request, cri::GrpcServer::UnaryDone done) {
+          handler(request, std::move(done));
+        });
   }
 
   void record(std::string call) {
@@ -201,8 +202,8 @@ TEST(KillOrphanedExecs, EndsOnlyCrispsExecsInRunningTasks) {
       lists.push_back(call);
     }
   }
-  EXPECT_EQ(lists, (std::vector<std::string>{"ListPids db", "ListPids other-type",
-                                             "ListPids web"}));
+  EXPECT_EQ(lists,
+            (std::vector<std::string>{"ListPids db", "ListPids other-type", "ListPids web"}));
   EXPECT_EQ(for_a, (std::vector<std::string>{std::string("Kill web ") + kCrispA + " 9",
                                              std::string("Wait web ") + kCrispA,
                                              std::string("DeleteProcess web ") + kCrispA}));

@@ -5,13 +5,12 @@
 
 #include "source/runtime/containerd/containerd_runtime.h"
 
+#include <dirent.h>
 #include <sched.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <dirent.h>
 
 #include <cerrno>
 #include <cstring>
@@ -94,8 +93,8 @@ absl::StatusOr<absl::Status> checkFifoDirUnwritable(const std::string& dir,
       report = std::string("skip: no read-only mount: ") + std::strerror(errno);
     } else {
       const absl::Status status = ContainerdRuntime::checkFifoDir(path);
-      report = std::to_string(static_cast<int>(status.code())) + " " +
-               std::string(status.message());
+      report =
+          std::to_string(static_cast<int>(status.code())) + " " + std::string(status.message());
     }
     (void)!::write(fds[1], report.data(), report.size());
     ::_exit(0);
@@ -207,13 +206,12 @@ TEST_F(FifoDirTest, CheckRefusesAFileNamingThePath) {
   writeFile(file, "not a directory");
   const absl::Status checked = ContainerdRuntime::checkFifoDir(file);
   EXPECT_EQ(checked.code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_EQ(checked.message(),
-            "runtime.containerd.fifo_dir: " + file + ": not a directory");
+  EXPECT_EQ(checked.message(), "runtime.containerd.fifo_dir: " + file + ": not a directory");
   // Below a file, the directory cannot be made either.
   const absl::Status below = ContainerdRuntime::checkFifoDir(file + "/exec-fifos");
   EXPECT_EQ(below.code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_EQ(below.message(), "runtime.containerd.fifo_dir: " + file +
-                                 "/exec-fifos: stat " + file + "/exec-fifos: Not a directory");
+  EXPECT_EQ(below.message(), "runtime.containerd.fifo_dir: " + file + "/exec-fifos: stat " + file +
+                                 "/exec-fifos: Not a directory");
 }
 
 TEST_F(FifoDirTest, CheckRefusesADirectoryCrispCannotWriteIn) {
