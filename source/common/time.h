@@ -30,9 +30,19 @@ class RandomSource {
   virtual bool fill(void* out, size_t len) = 0;
 };
 
-// Reads from the kernel's CSPRNG (getrandom(2)).
+// Reads from the kernel's CSPRNG (getrandom(2)). Requests of up to
+// kMaxBufferedFill bytes are served from a buffer per thread that one
+// getrandom call refills kRandomBatchBytes at a time: a system call costs
+// several times what the token cache does with a token, so one per token
+// would dominate issuing it. Every byte is still kernel CSPRNG output and is
+// handed out once; bytes are wiped from the buffer as they leave it, and a
+// child created by fork() drops what it inherited instead of repeating its
+// parent's next bytes. Larger requests go to the kernel directly.
 class SystemRandomSource : public RandomSource {
  public:
+  static constexpr size_t kRandomBatchBytes = 1024;
+  static constexpr size_t kMaxBufferedFill = 64;
+
   bool fill(void* out, size_t len) override;
 };
 
