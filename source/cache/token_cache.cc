@@ -153,10 +153,15 @@ std::optional<TokenKey> parseToken(std::string_view token) {
   return TokenKey(token.data());
 }
 
+// Built in its map slot and moved out of it once: a request is a handful of
+// strings and vectors, so each extra move is a visible part of a pair's cost.
 struct Entry {
+  Entry(session::StreamRequest&& request, MonotonicTime expire, uint64_t seq)
+      : request(std::move(request)), expire(expire), seq(seq) {}
+
   session::StreamRequest request;
   MonotonicTime expire;
-  uint64_t seq = 0;
+  uint64_t seq;
 };
 
 struct QueueItem {
@@ -227,7 +232,7 @@ class TokenCache::Impl {
     live_.dec(published_.live);
   }
 
-  absl::StatusOr<std::string> insert(session::StreamRequest request) {
+  absl::StatusOr<std::string> insert(session::StreamRequest&& request) {
     const MonotonicTime now = time_.monotonicTime();
     if (!reserveSlot()) {
       // Full: expired entries may still hold slots in shards nobody touched
@@ -255,10 +260,11 @@ class TokenCache::Impl {
       {
         std::lock_guard<std::mutex> lock(shard.mutex);
         dropped = dropExpiredLocked(shard, now);
-        auto [it, fresh] = shard.entries.try_emplace(key);
+        // try_emplace leaves `request` alone when the key is taken.
+        const uint64_t seq = shard.next_seq;
+        const bool fresh = shard.entries.try_emplace(key, std::move(request), expire, seq).second;
         if (fresh) {
-          const uint64_t seq = shard.next_seq++;
-          it->second = Entry{std::move(request), expire, seq};
+          ++shard.next_seq;
           shard.queue.push_back(QueueItem{key, seq});
           compactLocked(shard);
           ++shard.issued;
@@ -282,31 +288,33 @@ class TokenCache::Impl {
     }
     const MonotonicTime now = time_.monotonicTime();
     Shard& shard = shardFor(*key);
-    std::optional<Entry> entry;
+    std::optional<session::StreamRequest> taken;
     size_t dropped = 0;
     {
       std::lock_guard<std::mutex> lock(shard.mutex);
       dropped = dropExpiredLocked(shard, now);
       auto it = shard.entries.find(*key);
       if (it != shard.entries.end()) {
-        entry.emplace(std::move(it->second));
-        shard.entries.erase(it);
+        const Entry& entry = it->second;
         // Taken right after it was issued, the entry is usually the queue
         // front: pop it now rather than look it up again later.
-        if (!shard.queue.empty() && shard.queue.front().seq == entry->seq) {
+        if (!shard.queue.empty() && shard.queue.front().seq == entry.seq) {
           shard.queue.pop_front();
         }
-        // Removed before the expiry check: a late presentation burns the
-        // token too.
-        ++(now > entry->expire ? shard.expired : shard.taken);
+        // Removed whatever its expiry: a late presentation burns the token
+        // too.
+        if (now > entry.expire) {
+          ++shard.expired;
+        } else {
+          ++shard.taken;
+          taken.emplace(std::move(it->second.request));
+        }
+        shard.entries.erase(it);
         ++dropped;
       }
     }
     releaseSlots(dropped);
-    if (!entry || now > entry->expire) {
-      return std::nullopt;
-    }
-    return std::move(entry->request);
+    return taken;
   }
 
   size_t size() const { return in_flight_.load(); }
