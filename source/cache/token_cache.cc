@@ -233,7 +233,9 @@ class TokenCache::Impl {
   }
 
   absl::StatusOr<std::string> insert(session::StreamRequest&& request) {
-    const MonotonicTime now = time_.monotonicTime();
+    // The coarse clock: a precise reading cost as much as the rest of an
+    // insert, and a TTL of seconds needs no finer grain than a tick.
+    const MonotonicTime now = time_.coarseMonotonicTime();
     if (!reserveSlot()) {
       // Full: expired entries may still hold slots in shards nobody touched
       // lately. Drop them everywhere, then look again.
@@ -286,7 +288,7 @@ class TokenCache::Impl {
     if (!key) {
       return std::nullopt;
     }
-    const MonotonicTime now = time_.monotonicTime();
+    const MonotonicTime now = time_.coarseMonotonicTime();
     Shard& shard = shardFor(*key);
     std::optional<session::StreamRequest> taken;
     size_t dropped = 0;

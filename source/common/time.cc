@@ -2,6 +2,7 @@
 
 #include <pthread.h>
 #include <sys/random.h>
+#include <time.h>
 
 #include <atomic>
 #include <cerrno>
@@ -70,6 +71,15 @@ class ThreadRandomBuffer {
 thread_local ThreadRandomBuffer thread_random;
 
 }  // namespace
+
+MonotonicTime RealTimeSource::coarseMonotonicTime() const {
+  timespec ts;
+  if (clock_gettime(CLOCK_MONOTONIC_COARSE, &ts) != 0) {
+    return monotonicTime();
+  }
+  return MonotonicTime(std::chrono::duration_cast<MonotonicTime::duration>(
+      std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec)));
+}
 
 bool SystemRandomSource::fill(void* out, size_t len) {
   auto* p = static_cast<uint8_t*>(out);
