@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/escaping.h"
 
 #include "source/admin/metrics.h"
 
@@ -56,7 +57,15 @@ class FakeRandomSource : public RandomSource {
       z ^= z >> 31;
       std::memcpy(p + i, &z, std::min<size_t>(8, len - i));
     }
+    std::lock_guard<std::mutex> lock(last_mutex_);
+    last_.assign(p, p + len);
     return true;
+  }
+
+  // The bytes of the last successful fill.
+  std::string last() {
+    std::lock_guard<std::mutex> lock(last_mutex_);
+    return last_;
   }
 
   void setFail(bool fail) { fail_.store(fail); }
@@ -66,6 +75,8 @@ class FakeRandomSource : public RandomSource {
   std::atomic<uint64_t> counter_{42};
   std::atomic<bool> fail_{false};
   std::atomic<bool> fixed_{false};
+  std::mutex last_mutex_;
+  std::string last_;
 };
 
 session::StreamRequest execRequest(const std::string& container_id) {
@@ -163,6 +174,19 @@ TEST_F(TokenCacheTest, TokenIsBase64UrlOfSixteenRandomBytes) {
   ASSERT_TRUE(token.ok());
   // RFC 4648 section 5 encoding of 000102030405060708090a0b0c0d0e0f, no padding.
   EXPECT_EQ(*token, "AAECAwQFBgcICQoLDA0ODw");
+}
+
+TEST_F(TokenCacheTest, EveryTokenIsBase64UrlOfTheBytesDrawnForIt) {
+  TokenCache cache = makeCache(milliseconds(60000), 16, 1000);
+  for (int i = 0; i < 500; ++i) {
+    absl::StatusOr<std::string> token = cache.insert(execRequest("c"));
+    ASSERT_TRUE(token.ok());
+    const std::string bytes = random_.last();
+    ASSERT_EQ(bytes.size(), 16u);
+    EXPECT_EQ(*token, absl::WebSafeBase64Escape(bytes)) << "draw " << i;
+    // The same token presented as text finds its entry.
+    EXPECT_EQ(containerOf(*cache.consume(std::string(*token))), "c");
+  }
 }
 
 TEST_F(TokenCacheTest, TokensHaveFixedLengthAndUrlSafeAlphabet) {
