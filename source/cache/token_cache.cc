@@ -38,7 +38,7 @@ static_assert((kTokenBytes * 8 + 5) / 6 == kTokenLength, "22 base64 characters h
 constexpr int kMaxTokenAttempts = 10;
 
 // A shard's expiry queue is rebuilt once it holds this many more items than
-// live entries (items of taken tokens stay until they reach the front).
+// live entries (items of taken tokens stay until they expire).
 constexpr size_t kQueueCompactionSlack = 64;
 
 constexpr char kFullMessage[] = "maximum number of in-flight requests exceeded";
@@ -216,6 +216,8 @@ struct Entry {
 struct QueueItem {
   TokenKey key;
   uint64_t seq;  // tells the entry this item was queued for from a later one under the same key
+  // The entry's expiry, copied: an unexpired front needs no map lookup.
+  MonotonicTime expire;
 };
 
 struct alignas(64) Shard {
@@ -316,7 +318,7 @@ class TokenCache::Impl {
         const bool fresh = shard.entries.try_emplace(key, std::move(request), expire, seq).second;
         if (fresh) {
           ++shard.next_seq;
-          shard.queue.push_back(QueueItem{key, seq});
+          shard.queue.push_back(QueueItem{key, seq, expire});
           compactLocked(shard);
           ++shard.issued;
           stored = true;
@@ -427,21 +429,22 @@ class TokenCache::Impl {
     published_ = now;
   }
 
-  // Pops the queue front while it refers to a taken entry or an expired one.
-  // Returns how many expired entries it removed. Stops at the first live,
-  // unexpired entry: after a TTL cut, younger entries behind it may already be
-  // expired, and consume() still refuses those; they are dropped when the
-  // front gets to them.
+  // Pops the queue front while it has expired, removing its entry if that was
+  // not taken yet. Returns how many expired entries it removed. Stops at the
+  // first unexpired item without looking it up: after a TTL cut, younger
+  // entries behind it may already be expired, and consume() still refuses
+  // those; they are dropped when the front gets to them. Items of taken
+  // tokens that are not yet expired wait too, bounded by compactLocked().
   static size_t dropExpiredLocked(Shard& shard, MonotonicTime now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mutex) {
     size_t dropped = 0;
     while (!shard.queue.empty()) {
       const QueueItem& front = shard.queue.front();
+      if (now <= front.expire) {
+        break;
+      }
       auto it = shard.entries.find(front.key);
       if (it != shard.entries.end() && it->second.seq == front.seq) {
-        if (now <= it->second.expire) {
-          break;
-        }
         shard.entries.erase(it);
         ++shard.expired;
         ++dropped;
@@ -451,8 +454,9 @@ class TokenCache::Impl {
     return dropped;
   }
 
-  // Items of taken tokens wait in the queue until they reach the front; when
-  // tokens are taken out of order they could pile up for a whole TTL. Rebuild
+  // Items of taken tokens wait in the queue until they expire, unless
+  // consume() found them at the front; when tokens are taken out of order
+  // they could pile up for a whole TTL. Rebuild
   // the queue once they outnumber the live entries: each rebuild removes at
   // least half of the items, so its cost is spread over the inserts before it.
   static void compactLocked(Shard& shard) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mutex) {
