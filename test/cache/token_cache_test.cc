@@ -254,6 +254,28 @@ TEST_F(TokenCacheTest, ExpiredTokenIsBurntByItsFirstPresentation) {
   EXPECT_TRUE(hasSample("crisp_tokens_live 0"));
 }
 
+TEST_F(TokenCacheTest, TakenTokensWaitingInTheQueueAreNotCountedAsExpiredOrFreedTwice) {
+  // One shard, so all three share one expiry queue; b is taken while a, in
+  // front of it, is live, so b's queue item outlives b.
+  TokenCache cache = makeCache(milliseconds(1000), 1, 2);
+  absl::StatusOr<std::string> a = cache.insert(execRequest("a"));
+  absl::StatusOr<std::string> b = cache.insert(execRequest("b"));
+  ASSERT_TRUE(a.ok() && b.ok());
+  ASSERT_TRUE(cache.consume(*b).has_value());
+  time_.advance(milliseconds(1001));
+  // Both items are now past their expiry; only a held an entry (and a slot).
+  absl::StatusOr<std::string> c = cache.insert(execRequest("c"));
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(cache.size(), 1u);
+  EXPECT_TRUE(hasSample("crisp_tokens_expired_total 1"));
+  EXPECT_TRUE(hasSample("crisp_tokens_taken_total 1"));
+  EXPECT_TRUE(hasSample("crisp_tokens_live 1"));
+  // Exactly one slot is free next to c: a second insert fits, a third does not.
+  EXPECT_TRUE(cache.insert(execRequest("d")).ok());
+  EXPECT_EQ(cache.insert(execRequest("e")).status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(containerOf(*cache.consume(*c)), "c");
+}
+
 TEST_F(TokenCacheTest, ExpiredEntriesAreDroppedLazilyByLaterInserts) {
   TokenCache cache = makeCache(milliseconds(1000), 1, 100);
   for (int i = 0; i < 5; ++i) {
@@ -406,6 +428,44 @@ TEST_F(TokenCacheTest, LiveGaugeFollowsTheCacheAndItsDestruction) {
     EXPECT_TRUE(hasSample("crisp_tokens_live 2"));
   }
   EXPECT_TRUE(hasSample("crisp_tokens_live 0"));
+}
+
+TEST_F(TokenCacheTest, TwoThreadsIssuingAtOnceGetExactlyMaxInFlightTokens) {
+  constexpr uint32_t kMaxInFlight = 500;
+  constexpr int kAttemptsPerThread = 2000;
+  for (int round = 0; round < 5; ++round) {
+    TokenCache cache = makeCache(milliseconds(60000), 16, kMaxInFlight);
+    std::atomic<int> issued{0};
+    std::atomic<int> refused{0};
+    std::atomic<bool> go{false};
+    auto issue = [&] {
+      while (!go.load()) {
+      }
+      for (int i = 0; i < kAttemptsPerThread; ++i) {
+        absl::StatusOr<std::string> token = cache.insert(execRequest("c"));
+        if (token.ok()) {
+          issued.fetch_add(1);
+        } else {
+          EXPECT_EQ(token.status().code(), absl::StatusCode::kResourceExhausted);
+          refused.fetch_add(1);
+        }
+      }
+    };
+    std::thread first(issue);
+    std::thread second(issue);
+    go.store(true);
+    first.join();
+    second.join();
+    // Never one more than the limit, and no refusal while there was room.
+    EXPECT_EQ(issued.load(), static_cast<int>(kMaxInFlight));
+    EXPECT_EQ(refused.load(), 2 * kAttemptsPerThread - static_cast<int>(kMaxInFlight));
+    EXPECT_EQ(cache.size(), kMaxInFlight);
+    size_t stored = 0;
+    for (size_t n : cache.shardSizes()) {
+      stored += n;
+    }
+    EXPECT_EQ(stored, kMaxInFlight);
+  }
 }
 
 TEST_F(TokenCacheTest, ConcurrentInsertAndConsumeTakeEachTokenExactlyOnce) {
