@@ -5,7 +5,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <utility>
 
@@ -27,6 +29,8 @@ constexpr size_t kFinalDrainLimit = 1024 * 1024;
 // A FIFO found full once is enlarged to this, so that the shim and crisp wake
 // each other once per megabyte rather than once per page.
 constexpr int kBulkPipeBytes = 1024 * 1024;
+// Longest wait between two looks for the shim's reader of the stdin FIFO.
+constexpr std::chrono::milliseconds kReaderBackoffMax{100};
 // What a terminal's line discipline turns into end-of-file (VEOF's default).
 // The pty is the shim's, so its actual setting cannot be read from here.
 constexpr uint8_t kTerminalEof = 0x04;
@@ -57,6 +61,7 @@ class ExecCore : public std::enable_shared_from_this<ExecCore> {
         id_(log::nextId()),
         exec_id_(ContainerdClient::newExecId()),
         idle_timer_(dispatcher, [this] { onDrainTimer(); }),
+        reader_timer_(dispatcher, [this] { awaitStdinReader(); }),
         max_timer_(dispatcher, [this] {
           drain_expired_ = true;
           if (!paused_ || callbacks_ == nullptr) {
@@ -291,14 +296,15 @@ class ExecCore : public std::enable_shared_from_this<ExecCore> {
       return;
     }
     if (stdin_fd_.valid()) {
-      // The shim's copier now reads the FIFO. A write-only end lets crisp see
-      // EPIPE once it stops (the process closed its stdin or is gone) instead
-      // of filling the FIFO for nobody. Bytes already in the FIFO stay there.
+      // A write-only end lets crisp see EPIPE once the shim stops reading
+      // (the process closed its stdin or is gone) instead of filling the FIFO
+      // for nobody. Opening it cannot fail: crisp's read-write end, closed
+      // only after, is a reader.
       const int wronly = ::open(stdin_path_.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
       if (wronly >= 0) {
         stdin_fd_.reset(wronly);
       } else {
-        CRISP_LOG(kRuntime, debug, "[X{}] stdin FIFO has no reader ({}); stdin ends", id_,
+        CRISP_LOG(kRuntime, debug, "[X{}] stdin FIFO not opened ({}); stdin ends", id_,
                   std::strerror(errno));
         dropStdin();
       }
@@ -306,6 +312,7 @@ class ExecCore : public std::enable_shared_from_this<ExecCore> {
     if (stdin_fd_.valid()) {
       stdin_watcher_ = std::make_unique<event::FdWatcher>(
           dispatcher_, stdin_fd_.get(), [this](short) { onStdinWritable(); });
+      awaitStdinReader();
     }
     if (spec_.tty && pending_size_.has_value()) {
       sendResize();
@@ -348,8 +355,33 @@ class ExecCore : public std::enable_shared_from_this<ExecCore> {
 
   // ---- stdin ----
 
+  // The shim opens its end of the stdin FIFO asynchronously: its reader may
+  // not exist yet when Start returns. Written to before, the FIFO would fail
+  // the write (EPIPE: no reader); closed before, by crisp and by CloseIO,
+  // the shim's open would wait for a writer forever and the process never see
+  // the end of its input. So nothing is written or closed until a reader is
+  // counted: a non-blocking write-only open fails with ENXIO until one exists
+  // (one still blocked in its open counts, and a writer's open releases it).
+  void awaitStdinReader() {
+    if (!stdin_fd_.valid() || state_ != State::kRunning) {
+      return;
+    }
+    runtime::UniqueFd probe(::open(stdin_path_.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));
+    if (probe.valid()) {
+      stdin_reader_seen_ = true;
+      reader_timer_.disable();
+      updateStdinInterest();
+      maybeFinishStdinClose();
+      return;
+    }
+    // Checked again soon, backing off; a process that never reads its stdin
+    // keeps it queued (and its client paused) until it exits.
+    reader_backoff_ = std::min(reader_backoff_ * 2, kReaderBackoffMax);
+    reader_timer_.enable(reader_backoff_);
+  }
+
   void updateStdinInterest() {
-    if (stdin_watcher_ == nullptr) {
+    if (stdin_watcher_ == nullptr || !stdin_reader_seen_) {
       return;
     }
     // With a terminal, bytes typed after a resize wait for it, as they would
@@ -409,7 +441,7 @@ class ExecCore : public std::enable_shared_from_this<ExecCore> {
   // A client's close, once the process runs and the queue is written.
   void maybeFinishStdinClose() {
     if (!stdin_closing_ || spec_.tty || !stdin_open_ || state_ != State::kRunning ||
-        !stdin_queue_.empty()) {
+        !stdin_reader_seen_ || !stdin_queue_.empty()) {
       return;
     }
     closeStdinFd();
@@ -425,6 +457,7 @@ class ExecCore : public std::enable_shared_from_this<ExecCore> {
   }
 
   void closeStdinFd() {
+    reader_timer_.disable();
     stdin_open_ = false;
     stdin_watcher_.reset();
     stdin_fd_.reset();
@@ -657,6 +690,8 @@ class ExecCore : public std::enable_shared_from_this<ExecCore> {
   bool stdin_closing_ = false;
   // With a terminal, held until the first size is set.
   bool stdin_released_ = false;
+  bool stdin_reader_seen_ = false;
+  std::chrono::milliseconds reader_backoff_{1};
   bool stdin_enlarged_ = false;
   bool above_high_watermark_ = false;
   int last_stdin_byte_ = -1;
@@ -666,6 +701,7 @@ class ExecCore : public std::enable_shared_from_this<ExecCore> {
   bool paused_ = false;
   bool drain_expired_ = false;
   event::Timer idle_timer_;
+  event::Timer reader_timer_;
   event::Timer max_timer_;
 
   std::optional<session::TerminalSize> pending_size_;

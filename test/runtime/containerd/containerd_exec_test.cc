@@ -140,9 +140,8 @@ class ContainerdExecTest : public ::testing::Test {
   void answerStart() {
     // The shim's opens: output FIFOs for writing (crisp reads already),
     // stdin for reading plus a writer of its own.
-    if (!exec_.stdin().empty()) {
-      shim_stdin_ = ::open(exec_.stdin().c_str(), O_RDONLY | O_NONBLOCK);
-      shim_stdin_writer_ = ::open(exec_.stdin().c_str(), O_WRONLY | O_NONBLOCK);
+    if (!exec_.stdin().empty() && !shim_opens_stdin_late_) {
+      shimOpenStdin();
     }
     if (!exec_.stdout().empty()) {
       shim_stdout_ = ::open(exec_.stdout().c_str(), O_WRONLY | O_NONBLOCK);
@@ -155,6 +154,11 @@ class ContainerdExecTest : public ::testing::Test {
     response.set_pid(4242);
     start_->call->sendMessage(response.SerializeAsString());
     start_->call->finish(absl::OkStatus());
+  }
+
+  void shimOpenStdin() {
+    shim_stdin_ = ::open(exec_.stdin().c_str(), O_RDONLY | O_NONBLOCK);
+    shim_stdin_writer_ = ::open(exec_.stdin().c_str(), O_WRONLY | O_NONBLOCK);
   }
 
   void answerWait(uint32_t exit_status) {
@@ -202,6 +206,9 @@ class ContainerdExecTest : public ::testing::Test {
   RecordedCall* start_ = nullptr;
   RecordedCall* wait_ = nullptr;
   bool answer_start_ = true;
+  // The real shim opens its ends of the stdin FIFO asynchronously, possibly
+  // after Start has returned.
+  bool shim_opens_stdin_late_ = false;
   std::optional<uint32_t> killed_with_;
   int shim_stdin_ = -1;
   int shim_stdin_writer_ = -1;
@@ -314,6 +321,43 @@ TEST_F(ContainerdExecTest, StdinCloseDeliversEveryQueuedByteThenEof) {
   EXPECT_TRUE(eof);
   EXPECT_EQ(read_total, data.size());
   EXPECT_EQ(recorder_.drained, 1);
+  shimClose(shim_stdout_);
+  shimClose(shim_stderr_);
+  answerWait(0);
+  ASSERT_TRUE(runUntil(dispatcher_, [&] { return recorder_.exit.has_value(); }));
+}
+
+TEST_F(ContainerdExecTest, StdinWaitsForAShimThatOpensItsReaderAfterStart) {
+  shim_opens_stdin_late_ = true;
+  auto process = start(spec(true, true, true));
+  ASSERT_TRUE(runUntil(dispatcher_, [&] { return wait_ != nullptr; }));
+  Buffer b;
+  b.add("x\n");
+  process->writeStdin(b);
+  process->closeStdin();
+  for (int i = 0; i < 20; ++i) {
+    settle(dispatcher_);
+    ::usleep(1000);
+  }
+  // Neither written into a FIFO nobody reads (EPIPE, the bytes lost) nor
+  // ended before the shim could see it.
+  EXPECT_EQ(std::find(calls_.begin(), calls_.end(), "CloseIO"), calls_.end());
+  EXPECT_EQ(process->stdinQueuedBytes(), 2u);
+  shimOpenStdin();
+  ASSERT_GE(shim_stdin_, 0);
+  std::string got;
+  bool eof = false;
+  char buf[16];
+  ASSERT_TRUE(runUntil(dispatcher_, [&] {
+    const ssize_t n = ::read(shim_stdin_, buf, sizeof(buf));
+    if (n > 0) {
+      got.append(buf, n);
+    }
+    eof = n == 0;
+    return eof;
+  }));
+  EXPECT_EQ(got, "x\n");
+  EXPECT_NE(std::find(calls_.begin(), calls_.end(), "CloseIO"), calls_.end());
   shimClose(shim_stdout_);
   shimClose(shim_stderr_);
   answerWait(0);
