@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include <sys/ioctl.h>
+
 #include "source/common/logger.h"
 #include "source/stream/stream_limits.h"
 
@@ -183,6 +185,39 @@ bool SpdyConnection::sendData(uint32_t stream_id, Buffer& data, bool fin) {
   return true;
 }
 
+size_t SpdyConnection::sendDataFromPipe(uint32_t stream_id, int pipe_fd, size_t limit) {
+  auto it = streams_.find(stream_id);
+  if (state_ != State::kOpen || it == streams_.end() || it->second.local_fin ||
+      !control_.empty() || !data_.empty() || transport_->queuedBytes() > 0) {
+    return 0;
+  }
+  int available = 0;
+  if (::ioctl(pipe_fd, FIONREAD, &available) != 0 || available <= 0) {
+    return 0;
+  }
+  size_t left = std::min(static_cast<size_t>(available), limit);
+  size_t taken = 0;
+  // Frame by frame while the socket takes each one whole; a frame it took in
+  // part is finished by the transport before anything else goes out.
+  while (left > 0 && transport_->queuedBytes() == 0) {
+    const size_t length = std::min(left, config_.max_data_frame_bytes);
+    Buffer header;
+    spdy::Codec::encodeDataHeader(header, stream_id, static_cast<uint32_t>(length), false);
+    const size_t header_length = header.length();
+    if (!transport_->writeFromPipe(header, pipe_fd, length)) {
+      break;
+    }
+    bytes_handed_ += header_length + length;
+    taken += length;
+    left -= length;
+  }
+  if (taken > 0) {
+    touchIdle();
+    checkWatermarks();
+  }
+  return taken;
+}
+
 const char* SpdyConnection::peerName() const {
   return config_.role == spdy::Codec::Role::kServer ? "client" : "server";
 }
@@ -361,11 +396,14 @@ void SpdyConnection::checkWatermarks() {
     return;
   }
   const size_t queued = queuedOutputBytes();
-  if (!above_high_watermark_ && queued > config_.output_high_watermark) {
+  // A spliced payload the socket did not take whole is still in the owner's
+  // pipe, which must not be read until the socket took it.
+  const bool pipe_pending = transport_->pipeBytesPending() > 0;
+  if (!above_high_watermark_ && (queued > config_.output_high_watermark || pipe_pending)) {
     above_high_watermark_ = true;
     CRISP_CONN_LOG(kSpdy, trace, id_, "output above high watermark: {} bytes queued", queued);
     callbacks_.onOutputAboveHighWatermark();
-  } else if (above_high_watermark_ && queued <= config_.output_low_watermark) {
+  } else if (above_high_watermark_ && queued <= config_.output_low_watermark && !pipe_pending) {
     above_high_watermark_ = false;
     CRISP_CONN_LOG(kSpdy, trace, id_, "output below low watermark: {} bytes queued", queued);
     callbacks_.onOutputBelowLowWatermark();

@@ -72,6 +72,30 @@ class Transport {
   virtual void write(Buffer& data) = 0;
   // Bytes queued and not yet handed to the layer below.
   virtual size_t queuedBytes() const = 0;
+  // Zero-copy output, for transports that are a plain socket. Queues `header`
+  // (drained) followed by `length` bytes that the caller promises are in the
+  // pipe `pipe_fd` and that nothing else reads: they go from the pipe to the
+  // socket with splice(2), never through user space. Accepted only while
+  // nothing is queued; returns false, taking nothing, otherwise and on
+  // transports that cannot splice (TLS, a WebSocket or HTTP/2 stream), and
+  // the caller then sends the bytes as usual.
+  //
+  // What the socket takes at once is written inside the call (no callback is
+  // invoked from it); the rest of the payload stays in the pipe and is written
+  // from the loop before anything queued later, through a descriptor of the
+  // pipe the transport keeps, so the caller may close its own. Until
+  // pipeBytesPending() is back to 0 the caller must keep every other reader
+  // away from the pipe, or the payload would not be the bytes it promised.
+  // A failure arrives as onTransportError(), from the loop.
+  virtual bool writeFromPipe(Buffer& header, int pipe_fd, size_t length) {
+    (void)header;
+    (void)pipe_fd;
+    (void)length;
+    return false;
+  }
+  // Bytes of a writeFromPipe() payload still in the pipe (counted in
+  // queuedBytes() too).
+  virtual size_t pipeBytesPending() const { return 0; }
   // Bytes handed to the kernel that the peer has not acknowledged yet; 0
   // where the layer below cannot tell.
   virtual size_t unacknowledgedBytes() const { return 0; }
