@@ -70,6 +70,7 @@ class RawSocketTransport : public Transport {
   void start() override;
   void write(Buffer& data) override;
   bool writeFromPipe(Buffer& header, int pipe_fd, size_t length) override;
+  bool canWriteFromPipe() const override { return true; }
   size_t pipeBytesPending() const override { return splice_left_; }
   size_t queuedBytes() const override;
   size_t unacknowledgedBytes() const override;

@@ -188,7 +188,8 @@ bool SpdyConnection::sendData(uint32_t stream_id, Buffer& data, bool fin) {
 size_t SpdyConnection::sendDataFromPipe(uint32_t stream_id, int pipe_fd, size_t limit) {
   auto it = streams_.find(stream_id);
   if (state_ != State::kOpen || it == streams_.end() || it->second.local_fin ||
-      !control_.empty() || !data_.empty() || transport_->queuedBytes() > 0) {
+      !transport_->canWriteFromPipe() || !control_.empty() || !data_.empty() ||
+      transport_->queuedBytes() > 0) {
     return 0;
   }
   int available = 0;

@@ -93,6 +93,9 @@ class Transport {
     (void)length;
     return false;
   }
+  // Whether writeFromPipe() can ever be accepted here (a plain socket), so
+  // that a caller asks the pipe for its length only then.
+  virtual bool canWriteFromPipe() const { return false; }
   // Bytes of a writeFromPipe() payload still in the pipe (counted in
   // queuedBytes() too).
   virtual size_t pipeBytesPending() const { return 0; }

@@ -1,6 +1,9 @@
 #include "source/stream/ws_connection.h"
 
+#include <algorithm>
 #include <utility>
+
+#include <sys/ioctl.h>
 
 #include "source/common/logger.h"
 #include "source/stream/stream_limits.h"
@@ -161,6 +164,43 @@ bool WsConnection::send(MessageType type, Buffer& payload, bool ahead) {
   checkWatermarks();
   updateReadPause();
   return true;
+}
+
+size_t WsConnection::sendMessageFromPipe(MessageType type, std::string_view prefix, int pipe_fd,
+                                         size_t limit, size_t max_payload) {
+  if (state_ != State::kOpen || !transport_->canWriteFromPipe() || !control_.empty() ||
+      !data_.empty() || !codec_->output().empty() || transport_->queuedBytes() > 0 ||
+      max_payload == 0) {
+    return 0;
+  }
+  int available = 0;
+  if (::ioctl(pipe_fd, FIONREAD, &available) != 0 || available <= 0) {
+    return 0;
+  }
+  size_t left = std::min(static_cast<size_t>(available), limit);
+  size_t taken = 0;
+  // Message by message while the socket takes each one whole; one it took in
+  // part is finished by the transport before anything else goes out.
+  while (left > 0 && transport_->queuedBytes() == 0) {
+    const size_t length = std::min(left, max_payload);
+    if (!codec_->sendMessageHeader(type, prefix.size() + length).ok()) {
+      break;
+    }
+    Buffer header;
+    header.move(codec_->output());
+    header.add(prefix);
+    if (!transport_->writeFromPipe(header, pipe_fd, length)) {
+      break;
+    }
+    ++messages_sent_;
+    taken += length;
+    left -= length;
+  }
+  if (taken > 0) {
+    touchIdle();
+    checkWatermarks();
+  }
+  return taken;
 }
 
 size_t WsConnection::queuedOutputBytes() const {
@@ -389,11 +429,14 @@ void WsConnection::checkWatermarks() {
     return;
   }
   const size_t queued = queuedOutputBytes();
-  if (!above_high_watermark_ && queued > config_.output_high_watermark) {
+  // A spliced payload the socket did not take whole is still in the owner's
+  // pipe, which must not be read until the socket took it.
+  const bool pipe_pending = transport_->pipeBytesPending() > 0;
+  if (!above_high_watermark_ && (queued > config_.output_high_watermark || pipe_pending)) {
     above_high_watermark_ = true;
     CRISP_CONN_LOG(kStream, trace, id_, "output above high watermark: {} bytes queued", queued);
     callbacks_.onOutputAboveHighWatermark();
-  } else if (above_high_watermark_ && queued <= config_.output_low_watermark) {
+  } else if (above_high_watermark_ && queued <= config_.output_low_watermark && !pipe_pending) {
     above_high_watermark_ = false;
     CRISP_CONN_LOG(kStream, trace, id_, "output below low watermark: {} bytes queued", queued);
     callbacks_.onOutputBelowLowWatermark();
