@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -355,13 +356,18 @@ long RawSocketTransport::writeStep(size_t max, std::string& error) {
       }
       return static_cast<long>(moved);
     }
+    int in_pipe = 1;
     if (moved < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      return 0;
+      // Normally the socket is full. An empty pipe would make waiting for
+      // writability spin: the payload cannot be finished.
+      if (::ioctl(splice_fd_, FIONREAD, &in_pipe) != 0 || in_pipe > 0) {
+        return 0;
+      }
     }
-    // 0: the pipe ended before the promised payload; the frame cannot be
-    // finished, so what follows it would be misread.
-    error = moved == 0 ? std::string("splice: the pipe ended inside a frame")
-                       : "write: " + errnoText(errno);
+    // The pipe ended (or was emptied) before the promised payload; the frame
+    // cannot be finished, so what follows it would be misread.
+    error = moved == 0 || in_pipe == 0 ? std::string("splice: the pipe ended inside a frame")
+                                       : "write: " + errnoText(errno);
     return -1;
   }
   evbuffer_iovec vec[kMaxIovecs];

@@ -2,8 +2,6 @@
 
 #include <algorithm>
 
-#include <sys/ioctl.h>
-
 #include "source/common/logger.h"
 #include "source/stream/stream_limits.h"
 
@@ -187,36 +185,24 @@ bool SpdyConnection::sendData(uint32_t stream_id, Buffer& data, bool fin) {
 
 size_t SpdyConnection::sendDataFromPipe(uint32_t stream_id, int pipe_fd, size_t limit) {
   auto it = streams_.find(stream_id);
-  if (state_ != State::kOpen || it == streams_.end() || it->second.local_fin ||
-      !transport_->canWriteFromPipe() || !control_.empty() || !data_.empty() ||
-      transport_->queuedBytes() > 0) {
+  if (state_ != State::kOpen || it == streams_.end() || it->second.local_fin || !control_.empty() ||
+      !data_.empty()) {
     return 0;
   }
-  int available = 0;
-  if (::ioctl(pipe_fd, FIONREAD, &available) != 0 || available <= 0) {
-    return 0;
-  }
-  size_t left = std::min(static_cast<size_t>(available), limit);
-  size_t taken = 0;
-  // Frame by frame while the socket takes each one whole; a frame it took in
-  // part is finished by the transport before anything else goes out.
-  while (left > 0 && transport_->queuedBytes() == 0) {
-    const size_t length = std::min(left, config_.max_data_frame_bytes);
-    Buffer header;
-    spdy::Codec::encodeDataHeader(header, stream_id, static_cast<uint32_t>(length), false);
-    const size_t header_length = header.length();
-    if (!transport_->writeFromPipe(header, pipe_fd, length)) {
-      break;
-    }
-    bytes_handed_ += header_length + length;
-    taken += length;
-    left -= length;
-  }
-  if (taken > 0) {
+  size_t header_bytes = 0;
+  const PipeFrames taken = writeFramesFromPipe(
+      *transport_, pipe_fd, limit, config_.max_data_frame_bytes,
+      [&](size_t length, Buffer& header) {
+        spdy::Codec::encodeDataHeader(header, stream_id, static_cast<uint32_t>(length), false);
+        header_bytes = header.length();
+        return true;
+      });
+  if (taken.frames > 0) {
+    bytes_handed_ += taken.bytes + taken.frames * header_bytes;
     touchIdle();
     checkWatermarks();
   }
-  return taken;
+  return taken.bytes;
 }
 
 const char* SpdyConnection::peerName() const {

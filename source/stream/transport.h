@@ -26,6 +26,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <memory>
 #include <string>
@@ -127,6 +128,40 @@ class Transport {
 };
 
 using TransportPtr = std::unique_ptr<Transport>;
+
+// Frames for Transport::writeFromPipe(): splices up to `limit` bytes of what
+// the pipe `pipe_fd` holds (FIONREAD; only the caller reads the pipe) in
+// frames of at most `max_payload` bytes, each behind the header that
+// `frame_header(length, header)` appends (returning false stops), while the
+// transport takes each frame whole: one it took in part is finished before
+// anything else goes out. Returns the payload bytes and frames taken; none
+// when the transport cannot splice or holds bytes, or the pipe is empty.
+struct PipeFrames {
+  size_t bytes = 0;
+  size_t frames = 0;
+};
+template <typename FrameHeader>
+PipeFrames writeFramesFromPipe(Transport& transport, int pipe_fd, size_t limit, size_t max_payload,
+                               FrameHeader&& frame_header) {
+  PipeFrames taken;
+  int available = 0;
+  if (!transport.canWriteFromPipe() || transport.queuedBytes() > 0 || max_payload == 0 ||
+      ::ioctl(pipe_fd, FIONREAD, &available) != 0 || available <= 0) {
+    return taken;
+  }
+  size_t left = std::min(static_cast<size_t>(available), limit);
+  while (left > 0 && transport.queuedBytes() == 0) {
+    const size_t length = std::min(left, max_payload);
+    Buffer header;
+    if (!frame_header(length, header) || !transport.writeFromPipe(header, pipe_fd, length)) {
+      break;
+    }
+    taken.bytes += length;
+    ++taken.frames;
+    left -= length;
+  }
+  return taken;
+}
 
 // What a TCP socket's kernel send queue holds that the peer has not
 // acknowledged (SIOCOUTQ); 0 for other sockets (a unix socket's peer keeps

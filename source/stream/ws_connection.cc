@@ -1,9 +1,6 @@
 #include "source/stream/ws_connection.h"
 
-#include <algorithm>
 #include <utility>
-
-#include <sys/ioctl.h>
 
 #include "source/common/logger.h"
 #include "source/stream/stream_limits.h"
@@ -168,39 +165,24 @@ bool WsConnection::send(MessageType type, Buffer& payload, bool ahead) {
 
 size_t WsConnection::sendMessageFromPipe(MessageType type, std::string_view prefix, int pipe_fd,
                                          size_t limit, size_t max_payload) {
-  if (state_ != State::kOpen || !transport_->canWriteFromPipe() || !control_.empty() ||
-      !data_.empty() || !codec_->output().empty() || transport_->queuedBytes() > 0 ||
-      max_payload == 0) {
+  if (state_ != State::kOpen || !control_.empty() || !data_.empty() || !codec_->output().empty()) {
     return 0;
   }
-  int available = 0;
-  if (::ioctl(pipe_fd, FIONREAD, &available) != 0 || available <= 0) {
-    return 0;
-  }
-  size_t left = std::min(static_cast<size_t>(available), limit);
-  size_t taken = 0;
-  // Message by message while the socket takes each one whole; one it took in
-  // part is finished by the transport before anything else goes out.
-  while (left > 0 && transport_->queuedBytes() == 0) {
-    const size_t length = std::min(left, max_payload);
-    if (!codec_->sendMessageHeader(type, prefix.size() + length).ok()) {
-      break;
-    }
-    Buffer header;
-    header.move(codec_->output());
-    header.add(prefix);
-    if (!transport_->writeFromPipe(header, pipe_fd, length)) {
-      break;
-    }
-    ++messages_sent_;
-    taken += length;
-    left -= length;
-  }
-  if (taken > 0) {
+  const PipeFrames taken = writeFramesFromPipe(
+      *transport_, pipe_fd, limit, max_payload, [&](size_t length, Buffer& header) {
+        if (!codec_->sendMessageHeader(type, prefix.size() + length).ok()) {
+          return false;
+        }
+        header.move(codec_->output());
+        header.add(prefix);
+        return true;
+      });
+  if (taken.frames > 0) {
+    messages_sent_ += taken.frames;
     touchIdle();
     checkWatermarks();
   }
-  return taken;
+  return taken.bytes;
 }
 
 size_t WsConnection::queuedOutputBytes() const {

@@ -253,8 +253,8 @@ size_t WsRemoteCommand::sendOutputFromPipe(StreamType type, int pipe_fd, size_t 
   if (protocol_.framing != websocket::ChannelFraming::kBinary) {
     return 0;
   }
-  const char channel = static_cast<char>(
-      type == StreamType::kStdout ? websocket::kChannelStdout : websocket::kChannelStderr);
+  const char channel = static_cast<char>(type == StreamType::kStdout ? websocket::kChannelStdout
+                                                                     : websocket::kChannelStderr);
   return connection_->sendMessageFromPipe(MessageType::kBinary, std::string_view(&channel, 1),
                                           pipe_fd, limit,
                                           std::max<size_t>(config_.max_output_message_bytes, 1));

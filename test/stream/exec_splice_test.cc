@@ -15,6 +15,7 @@
 #include "source/stream/raw_socket_transport.h"
 #include "source/stream/spdy_remotecommand.h"
 #include "source/stream/ws_remotecommand.h"
+
 #include "test/stream/spdy_test_client.h"
 #include "test/stream/tls_test_util.h"
 #include "test/stream/ws_test_client.h"
@@ -88,9 +89,9 @@ class ExecSpliceTest : public ::testing::Test {
       up.transport = std::make_unique<RawSocketTransport>(loop_.dispatcher(), fd, "client");
       up.protocol = Protocol::kSpdyRemoteCommandV4;
       up.stream_request.spec = execSpec();
-      session_ = std::make_unique<SpdyRemoteCommand>(loop_.dispatcher(), *runtime_, std::move(up),
-                                                     SpdyRemoteCommandConfig{},
-                                                     [](SpdyRemoteCommand&) {});
+      session_ =
+          std::make_unique<SpdyRemoteCommand>(loop_.dispatcher(), *runtime_, std::move(up),
+                                              SpdyRemoteCommandConfig{}, [](SpdyRemoteCommand&) {});
       session_->start();
       return 0;
     });
@@ -131,8 +132,8 @@ class ExecSpliceTest : public ::testing::Test {
     EXPECT_EQ(ws_client_->channelData(2), "middle\nend\n");
     const std::string status = ws_client_->channelData(3);
     EXPECT_NE(status.find("NonZeroExitCode"), std::string::npos) << status;
-    const auto first_status = ws_client_->find(
-        [](const WsTestClient::Event& e) { return e.channel == 3; });
+    const auto first_status =
+        ws_client_->find([](const WsTestClient::Event& e) { return e.channel == 3; });
     const auto last_output = ws_client_->findLast(
         [](const WsTestClient::Event& e) { return e.channel == 1 || e.channel == 2; });
     ASSERT_TRUE(first_status && last_output);
@@ -158,8 +159,8 @@ TEST_F(ExecSpliceTest, SpdyStdoutArrivesWholeAndInOrderBetweenStderrAndBeforeThe
   const uint32_t error = open("error");
   const uint32_t out = open("stdout");
   const uint32_t err = open("stderr");
-  ASSERT_TRUE(client_->waitFor([&] { return client_->stream(error).fin; },
-                               std::chrono::seconds(60)))
+  ASSERT_TRUE(
+      client_->waitFor([&] { return client_->stream(error).fin; }, std::chrono::seconds(60)))
       << client_->error();
   const std::string expected = expectedStdout();
   const std::string& stdout_bytes = client_->stream(out).data;

@@ -246,9 +246,10 @@ class PipeTakingCallbacks : public RecordingCallbacks {
 
 TEST_F(EmbeddedExecTest, StdoutOfferedInPlaceIsWholeAndInOrderAndTheStatusComesLast) {
   PipeTakingCallbacks cb(dispatcher_);
-  auto p = start(spec({"sh", "-c", "seq 1 100000; echo middle >&2; seq 100001 200000; echo end >&2"},
-                      false, true, true),
-                 cb);
+  auto p =
+      start(spec({"sh", "-c", "seq 1 100000; echo middle >&2; seq 100001 200000; echo end >&2"},
+                 false, true, true),
+            cb);
   ASSERT_NE(p, nullptr);
   cb.process = p.get();
   ASSERT_TRUE(waitExit(cb, milliseconds(20000)));
