@@ -38,7 +38,7 @@ static_assert((kTokenBytes * 8 + 5) / 6 == kTokenLength, "22 base64 characters h
 constexpr int kMaxTokenAttempts = 10;
 
 // A shard's expiry queue is rebuilt once it holds this many more items than
-// live entries (items of taken tokens stay until they reach the front).
+// live entries (items of taken tokens stay until they expire).
 constexpr size_t kQueueCompactionSlack = 64;
 
 constexpr char kFullMessage[] = "maximum number of in-flight requests exceeded";
@@ -49,24 +49,88 @@ uint64_t loadWord(const char* p) {
   return w;
 }
 
-// A 64-bit finalizer (murmur3's): every input bit reaches every output bit.
-uint64_t mix(uint64_t x) {
-  x ^= x >> 33;
-  x *= 0xff51afd7ed558ccdULL;
-  x ^= x >> 33;
-  x *= 0xc4ceb9fe1a85ec53ULL;
-  x ^= x >> 33;
-  return x;
+// A token's characters as the three little-endian words that cover them:
+// characters 0-7, 8-15 and the last eight, 14-21 (overlapping the second).
+// Everything here works on these words: reading an 8-byte word back from
+// characters stored one by one stalls the processor (no store forwarding),
+// which cost a tenth of a pair's time.
+struct TokenWords {
+  uint64_t first;
+  uint64_t middle;
+  uint64_t last;
+
+  static TokenWords load(const char* p) {
+    return {loadWord(p), loadWord(p + 8), loadWord(p + kTokenLength - 8)};
+  }
+  void store(char* p) const {
+    std::memcpy(p, &first, 8);
+    std::memcpy(p + 8, &middle, 8);
+    std::memcpy(p + kTokenLength - 8, &last, 8);
+  }
+};
+
+// The 128-bit product of two words folded to 64 bits: every output bit
+// depends on every input bit of both.
+uint64_t foldedProduct(uint64_t a, uint64_t b) {
+  const unsigned __int128 product = static_cast<unsigned __int128>(a) * b;
+  return static_cast<uint64_t>(product) ^ static_cast<uint64_t>(product >> 64);
 }
 
-// Tokens stored here are random, so a short keyed mix of the three words
-// that cover the characters spreads them as well as a general string hash,
-// at a fraction of the cost. The key differs per process (abseil seeds its
-// hash per process), so presented guesses cannot aim at one slot.
-size_t tokenHash(const char* p) {
-  static const uint64_t key = absl::HashOf(uint64_t{0x5eed});
-  return static_cast<size_t>(
-      mix(loadWord(p) ^ mix(loadWord(p + 8) ^ mix(loadWord(p + kTokenLength - 8) ^ key))));
+// Tokens stored here are random, so two keyed multiply-and-folds of the three
+// words spread them as well as a general string hash, at a fraction of the
+// cost (two multiplications in a row instead of six). The keys differ per
+// process (abseil seeds its hash per process), so presented guesses cannot
+// aim at one slot.
+size_t tokenHash(const TokenWords& words) {
+  static const std::array<uint64_t, 4> keys = {
+      absl::HashOf(uint64_t{0x5eed}), absl::HashOf(uint64_t{0x5eed + 1}),
+      absl::HashOf(uint64_t{0x5eed + 2}), absl::HashOf(uint64_t{0x5eed + 3})};
+  const uint64_t head = foldedProduct(words.first ^ keys[0], words.middle ^ keys[1]);
+  return static_cast<size_t>(foldedProduct(head ^ keys[2], words.last ^ keys[3]));
+}
+
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+              "token words hold their first character in their low byte");
+
+// Character `index` of 16 bytes in base64url without padding (RFC 4648
+// section 5): the bytes as one big-endian 128-bit number `high:low`, then four
+// zero bits, cut into 22 groups of six bits.
+inline uint64_t tokenChar(uint64_t high, uint64_t low, int index) {
+  static constexpr char kAlphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  const int first_bit = 6 * index;  // counted from the top of `high`
+  uint64_t group;
+  if (first_bit + 6 <= 64) {
+    group = high >> (58 - first_bit);
+  } else if (first_bit < 64) {
+    group = (high << (first_bit - 58)) | (low >> (122 - first_bit));
+  } else if (first_bit + 6 <= 128) {
+    group = low >> (122 - first_bit);
+  } else {
+    group = low << (first_bit - 122);
+  }
+  return static_cast<uint8_t>(kAlphabet[group & 63]);
+}
+
+// Characters [begin, begin + 8) of the encoding as one word, built in
+// registers.
+inline uint64_t tokenWord(uint64_t high, uint64_t low, int begin) {
+  uint64_t word = 0;
+  // Unrolled, every shift below is a constant.
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) {
+    word |= tokenChar(high, low, begin + i) << (8 * i);
+  }
+  return word;
+}
+
+TokenWords encodeToken(const uint8_t* bytes) {
+  static_assert(kTokenBytes == 16 && kTokenLength == 22, "two words in, 22 characters out");
+  const char* p = reinterpret_cast<const char*>(bytes);
+  const uint64_t high = __builtin_bswap64(loadWord(p));
+  const uint64_t low = __builtin_bswap64(loadWord(p + 8));
+  return {tokenWord(high, low, 0), tokenWord(high, low, 8),
+          tokenWord(high, low, kTokenLength - 8)};
 }
 
 // A token's characters and their hash, computed once: the hash picks the shard
@@ -75,30 +139,15 @@ struct TokenKey {
   std::array<char, kTokenLength> chars;
   size_t hash;
 
-  explicit TokenKey(const char* text) {
-    std::copy(text, text + kTokenLength, chars.begin());
-    hash = tokenHash(chars.data());
+  explicit TokenKey(const TokenWords& words) : hash(tokenHash(words)) {
+    words.store(chars.data());
   }
 };
 
-// 16 bytes in base64url without padding (RFC 4648 section 5), written in
-// place: the same text as absl::WebSafeBase64Escape, without its sizing pass
-// and second allocation.
-std::string encodeToken(const uint8_t* bytes) {
-  static constexpr char kAlphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-  static_assert(kTokenBytes == 16 && kTokenLength == 22, "five groups of three, then one byte");
+// The text insert() returns.
+std::string tokenText(const TokenWords& words) {
   std::string out(kTokenLength, '\0');
-  char* o = out.data();
-  for (size_t i = 0; i < 15; i += 3) {
-    const uint32_t v = (uint32_t{bytes[i]} << 16) | (uint32_t{bytes[i + 1]} << 8) | bytes[i + 2];
-    *o++ = kAlphabet[v >> 18];
-    *o++ = kAlphabet[(v >> 12) & 63];
-    *o++ = kAlphabet[(v >> 6) & 63];
-    *o++ = kAlphabet[v & 63];
-  }
-  *o++ = kAlphabet[bytes[15] >> 2];
-  *o = kAlphabet[(bytes[15] & 3) << 4];
+  words.store(out.data());
   return out;
 }
 
@@ -150,18 +199,25 @@ std::optional<TokenKey> parseToken(std::string_view token) {
   if (!valid) {
     return std::nullopt;
   }
-  return TokenKey(token.data());
+  return TokenKey(TokenWords::load(token.data()));
 }
 
+// Built in its map slot and moved out of it once: a request is a handful of
+// strings and vectors, so each extra move is a visible part of a pair's cost.
 struct Entry {
+  Entry(session::StreamRequest&& request, MonotonicTime expire, uint64_t seq)
+      : request(std::move(request)), expire(expire), seq(seq) {}
+
   session::StreamRequest request;
   MonotonicTime expire;
-  uint64_t seq = 0;
+  uint64_t seq;
 };
 
 struct QueueItem {
   TokenKey key;
   uint64_t seq;  // tells the entry this item was queued for from a later one under the same key
+  // The entry's expiry, copied: an unexpired front needs no map lookup.
+  MonotonicTime expire;
 };
 
 struct alignas(64) Shard {
@@ -227,8 +283,10 @@ class TokenCache::Impl {
     live_.dec(published_.live);
   }
 
-  absl::StatusOr<std::string> insert(session::StreamRequest request) {
-    const MonotonicTime now = time_.monotonicTime();
+  absl::StatusOr<std::string> insert(session::StreamRequest&& request) {
+    // The coarse clock: a precise reading cost as much as the rest of an
+    // insert, and a TTL of seconds needs no finer grain than a tick.
+    const MonotonicTime now = time_.coarseMonotonicTime();
     if (!reserveSlot()) {
       // Full: expired entries may still hold slots in shards nobody touched
       // lately. Drop them everywhere, then look again.
@@ -246,8 +304,8 @@ class TokenCache::Impl {
         refused_random_.inc();
         return absl::UnavailableError("random source failed; no token issued");
       }
-      std::string token = encodeToken(bytes.data());
-      const TokenKey key(token.data());
+      const TokenWords words = encodeToken(bytes.data());
+      const TokenKey key(words);
 
       Shard& shard = shardFor(key);
       size_t dropped = 0;
@@ -255,11 +313,12 @@ class TokenCache::Impl {
       {
         std::lock_guard<std::mutex> lock(shard.mutex);
         dropped = dropExpiredLocked(shard, now);
-        auto [it, fresh] = shard.entries.try_emplace(key);
+        // try_emplace leaves `request` alone when the key is taken.
+        const uint64_t seq = shard.next_seq;
+        const bool fresh = shard.entries.try_emplace(key, std::move(request), expire, seq).second;
         if (fresh) {
-          const uint64_t seq = shard.next_seq++;
-          it->second = Entry{std::move(request), expire, seq};
-          shard.queue.push_back(QueueItem{key, seq});
+          ++shard.next_seq;
+          shard.queue.push_back(QueueItem{key, seq, expire});
           compactLocked(shard);
           ++shard.issued;
           stored = true;
@@ -267,7 +326,7 @@ class TokenCache::Impl {
       }
       releaseSlots(dropped);
       if (stored) {
-        return token;
+        return tokenText(words);
       }
     }
     releaseSlots(1);
@@ -280,33 +339,35 @@ class TokenCache::Impl {
     if (!key) {
       return std::nullopt;
     }
-    const MonotonicTime now = time_.monotonicTime();
+    const MonotonicTime now = time_.coarseMonotonicTime();
     Shard& shard = shardFor(*key);
-    std::optional<Entry> entry;
+    std::optional<session::StreamRequest> taken;
     size_t dropped = 0;
     {
       std::lock_guard<std::mutex> lock(shard.mutex);
       dropped = dropExpiredLocked(shard, now);
       auto it = shard.entries.find(*key);
       if (it != shard.entries.end()) {
-        entry.emplace(std::move(it->second));
-        shard.entries.erase(it);
+        const Entry& entry = it->second;
         // Taken right after it was issued, the entry is usually the queue
         // front: pop it now rather than look it up again later.
-        if (!shard.queue.empty() && shard.queue.front().seq == entry->seq) {
+        if (!shard.queue.empty() && shard.queue.front().seq == entry.seq) {
           shard.queue.pop_front();
         }
-        // Removed before the expiry check: a late presentation burns the
-        // token too.
-        ++(now > entry->expire ? shard.expired : shard.taken);
+        // Removed whatever its expiry: a late presentation burns the token
+        // too.
+        if (now > entry.expire) {
+          ++shard.expired;
+        } else {
+          ++shard.taken;
+          taken.emplace(std::move(it->second.request));
+        }
+        shard.entries.erase(it);
         ++dropped;
       }
     }
     releaseSlots(dropped);
-    if (!entry || now > entry->expire) {
-      return std::nullopt;
-    }
-    return std::move(entry->request);
+    return taken;
   }
 
   size_t size() const { return in_flight_.load(); }
@@ -368,21 +429,22 @@ class TokenCache::Impl {
     published_ = now;
   }
 
-  // Pops the queue front while it refers to a taken entry or an expired one.
-  // Returns how many expired entries it removed. Stops at the first live,
-  // unexpired entry: after a TTL cut, younger entries behind it may already be
-  // expired, and consume() still refuses those; they are dropped when the
-  // front gets to them.
+  // Pops the queue front while it has expired, removing its entry if that was
+  // not taken yet. Returns how many expired entries it removed. Stops at the
+  // first unexpired item without looking it up: after a TTL cut, younger
+  // entries behind it may already be expired, and consume() still refuses
+  // those; they are dropped when the front gets to them. Items of taken
+  // tokens that are not yet expired wait too, bounded by compactLocked().
   static size_t dropExpiredLocked(Shard& shard, MonotonicTime now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mutex) {
     size_t dropped = 0;
     while (!shard.queue.empty()) {
       const QueueItem& front = shard.queue.front();
+      if (now <= front.expire) {
+        break;
+      }
       auto it = shard.entries.find(front.key);
       if (it != shard.entries.end() && it->second.seq == front.seq) {
-        if (now <= it->second.expire) {
-          break;
-        }
         shard.entries.erase(it);
         ++shard.expired;
         ++dropped;
@@ -392,8 +454,9 @@ class TokenCache::Impl {
     return dropped;
   }
 
-  // Items of taken tokens wait in the queue until they reach the front; when
-  // tokens are taken out of order they could pile up for a whole TTL. Rebuild
+  // Items of taken tokens wait in the queue until they expire, unless
+  // consume() found them at the front; when tokens are taken out of order
+  // they could pile up for a whole TTL. Rebuild
   // the queue once they outnumber the live entries: each rebuild removes at
   // least half of the items, so its cost is spread over the inserts before it.
   static void compactLocked(Shard& shard) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mutex) {

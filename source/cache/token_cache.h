@@ -9,6 +9,8 @@
 // - Single use: consume() removes the entry before checking its expiry, so a
 //   token is burnt by its first presentation, whatever the outcome.
 // - Expiry needs no timer per token: expired entries are dropped lazily.
+//   Times come from TimeSource::coarseMonotonicTime(), so with the real clock
+//   a token's life is its TTL give or take one kernel tick (a few ms).
 // - At most max_in_flight live entries; insert() refuses beyond that with
 //   RESOURCE_EXHAUSTED.
 // - Metrics (crisp_tokens_*) go to options.registry, or to the process-wide

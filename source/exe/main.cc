@@ -3,6 +3,7 @@
 //   crisp --config FILE        run with the configuration in FILE
 //   crisp --check-config FILE  load and check FILE, print what is wrong, exit; with
 //                              cri.backend containerd, also ask containerd's socket
+//                              and check runtime.containerd.fifo_dir
 //
 // Exit codes: 0 after a clean stop (SIGTERM once drained, SIGINT) or a valid config, 1 when
 // the configuration is invalid or crisp cannot start, 2 for bad arguments.
@@ -56,6 +57,13 @@ int main(int argc, char** argv) {
           *config->cri.upstream, std::chrono::seconds(5));
       if (!answered.ok()) {
         std::fprintf(stderr, "crisp: %s\n", std::string(answered.message()).c_str());
+        return 1;
+      }
+      // And a place for the sessions' FIFOs.
+      absl::Status fifo_dir =
+          crisp::containerd::ContainerdRuntime::checkFifoDir(config->runtime.containerd.fifo_dir);
+      if (!fifo_dir.ok()) {
+        std::fprintf(stderr, "crisp: %s\n", std::string(fifo_dir.message()).c_str());
         return 1;
       }
     }

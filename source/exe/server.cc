@@ -25,6 +25,7 @@
 #include "source/cri/grpc_server.h"
 #include "source/cri/passthrough.h"
 #include "source/cri/runtime_service.h"
+#include "source/runtime/containerd/containerd_orphans.h"
 #include "source/runtime/containerd/containerd_runtime.h"
 #include "source/cri/stream_redirect.h"
 #include "source/recording/asciicast.h"
@@ -150,6 +151,10 @@ constexpr const char* kEmbeddedMethods[] = {
 
 // How often the TLS files are checked for changes (see docs/configuration.md).
 constexpr std::chrono::seconds kTlsFileCheckInterval{5};
+// How long the start may spend ending the execs a killed crisp left running
+// (cri.backend containerd): listing, SIGKILL, waiting and deleting each takes
+// milliseconds against a healthy containerd.
+constexpr std::chrono::seconds kOrphanSweepTimeout{10};
 // While draining: how often the live sessions are counted, and how long
 // sessions ended at the end of the grace period get to close: the allowance,
 // then on while their connections still make progress (a slow reader taking
@@ -301,6 +306,17 @@ class Server::Impl {
         const std::string& fifo_dir = config_.runtime.containerd.fifo_dir;
         if (auto s = containerd::ContainerdRuntime::prepareFifoDir(fifo_dir); !s.ok()) {
           return s;
+        }
+        // No session of this crisp exists yet: every crisp exec still
+        // running is one a killed crisp left. A containerd that does not
+        // answer in time only costs the sweep, not the start.
+        auto swept = containerd::killOrphanedExecs(*config_.cri.upstream, kOrphanSweepTimeout);
+        if (!swept.ok()) {
+          CRISP_LOG(kMain, warn, "containerd: execs left by an earlier crisp not ended: {}",
+                    std::string(swept.status().message()));
+        } else if (swept->found > 0) {
+          CRISP_LOG(kMain, info, "containerd: ended {} of {} execs an earlier crisp left running",
+                    swept->ended, swept->found);
         }
         containerd_ = std::make_unique<containerd::ContainerdRuntime>(
             *config_.cri.upstream, containerd::ContainerdExecOptions{fifo_dir}, *stream_server_);

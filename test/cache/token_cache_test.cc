@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/escaping.h"
 
 #include "source/admin/metrics.h"
 
@@ -56,7 +57,15 @@ class FakeRandomSource : public RandomSource {
       z ^= z >> 31;
       std::memcpy(p + i, &z, std::min<size_t>(8, len - i));
     }
+    std::lock_guard<std::mutex> lock(last_mutex_);
+    last_.assign(p, p + len);
     return true;
+  }
+
+  // The bytes of the last successful fill.
+  std::string last() {
+    std::lock_guard<std::mutex> lock(last_mutex_);
+    return last_;
   }
 
   void setFail(bool fail) { fail_.store(fail); }
@@ -66,6 +75,8 @@ class FakeRandomSource : public RandomSource {
   std::atomic<uint64_t> counter_{42};
   std::atomic<bool> fail_{false};
   std::atomic<bool> fixed_{false};
+  std::mutex last_mutex_;
+  std::string last_;
 };
 
 session::StreamRequest execRequest(const std::string& container_id) {
@@ -165,6 +176,19 @@ TEST_F(TokenCacheTest, TokenIsBase64UrlOfSixteenRandomBytes) {
   EXPECT_EQ(*token, "AAECAwQFBgcICQoLDA0ODw");
 }
 
+TEST_F(TokenCacheTest, EveryTokenIsBase64UrlOfTheBytesDrawnForIt) {
+  TokenCache cache = makeCache(milliseconds(60000), 16, 1000);
+  for (int i = 0; i < 500; ++i) {
+    absl::StatusOr<std::string> token = cache.insert(execRequest("c"));
+    ASSERT_TRUE(token.ok());
+    const std::string bytes = random_.last();
+    ASSERT_EQ(bytes.size(), 16u);
+    EXPECT_EQ(*token, absl::WebSafeBase64Escape(bytes)) << "draw " << i;
+    // The same token presented as text finds its entry.
+    EXPECT_EQ(containerOf(*cache.consume(std::string(*token))), "c");
+  }
+}
+
 TEST_F(TokenCacheTest, TokensHaveFixedLengthAndUrlSafeAlphabet) {
   TokenCache cache = makeCache(milliseconds(60000), 16, 5000);
   std::set<std::string> seen;
@@ -228,6 +252,28 @@ TEST_F(TokenCacheTest, ExpiredTokenIsBurntByItsFirstPresentation) {
   EXPECT_TRUE(hasSample("crisp_tokens_expired_total 1"));
   EXPECT_TRUE(hasSample("crisp_tokens_taken_total 0"));
   EXPECT_TRUE(hasSample("crisp_tokens_live 0"));
+}
+
+TEST_F(TokenCacheTest, TakenTokensWaitingInTheQueueAreNotCountedAsExpiredOrFreedTwice) {
+  // One shard, so all three share one expiry queue; b is taken while a, in
+  // front of it, is live, so b's queue item outlives b.
+  TokenCache cache = makeCache(milliseconds(1000), 1, 2);
+  absl::StatusOr<std::string> a = cache.insert(execRequest("a"));
+  absl::StatusOr<std::string> b = cache.insert(execRequest("b"));
+  ASSERT_TRUE(a.ok() && b.ok());
+  ASSERT_TRUE(cache.consume(*b).has_value());
+  time_.advance(milliseconds(1001));
+  // Both items are now past their expiry; only a held an entry (and a slot).
+  absl::StatusOr<std::string> c = cache.insert(execRequest("c"));
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(cache.size(), 1u);
+  EXPECT_TRUE(hasSample("crisp_tokens_expired_total 1"));
+  EXPECT_TRUE(hasSample("crisp_tokens_taken_total 1"));
+  EXPECT_TRUE(hasSample("crisp_tokens_live 1"));
+  // Exactly one slot is free next to c: a second insert fits, a third does not.
+  EXPECT_TRUE(cache.insert(execRequest("d")).ok());
+  EXPECT_EQ(cache.insert(execRequest("e")).status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(containerOf(*cache.consume(*c)), "c");
 }
 
 TEST_F(TokenCacheTest, ExpiredEntriesAreDroppedLazilyByLaterInserts) {
@@ -382,6 +428,44 @@ TEST_F(TokenCacheTest, LiveGaugeFollowsTheCacheAndItsDestruction) {
     EXPECT_TRUE(hasSample("crisp_tokens_live 2"));
   }
   EXPECT_TRUE(hasSample("crisp_tokens_live 0"));
+}
+
+TEST_F(TokenCacheTest, TwoThreadsIssuingAtOnceGetExactlyMaxInFlightTokens) {
+  constexpr uint32_t kMaxInFlight = 500;
+  constexpr int kAttemptsPerThread = 2000;
+  for (int round = 0; round < 5; ++round) {
+    TokenCache cache = makeCache(milliseconds(60000), 16, kMaxInFlight);
+    std::atomic<int> issued{0};
+    std::atomic<int> refused{0};
+    std::atomic<bool> go{false};
+    auto issue = [&] {
+      while (!go.load()) {
+      }
+      for (int i = 0; i < kAttemptsPerThread; ++i) {
+        absl::StatusOr<std::string> token = cache.insert(execRequest("c"));
+        if (token.ok()) {
+          issued.fetch_add(1);
+        } else {
+          EXPECT_EQ(token.status().code(), absl::StatusCode::kResourceExhausted);
+          refused.fetch_add(1);
+        }
+      }
+    };
+    std::thread first(issue);
+    std::thread second(issue);
+    go.store(true);
+    first.join();
+    second.join();
+    // Never one more than the limit, and no refusal while there was room.
+    EXPECT_EQ(issued.load(), static_cast<int>(kMaxInFlight));
+    EXPECT_EQ(refused.load(), 2 * kAttemptsPerThread - static_cast<int>(kMaxInFlight));
+    EXPECT_EQ(cache.size(), kMaxInFlight);
+    size_t stored = 0;
+    for (size_t n : cache.shardSizes()) {
+      stored += n;
+    }
+    EXPECT_EQ(stored, kMaxInFlight);
+  }
 }
 
 TEST_F(TokenCacheTest, ConcurrentInsertAndConsumeTakeEachTokenExactlyOnce) {

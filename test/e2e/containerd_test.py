@@ -29,8 +29,9 @@ itself, runs exec sessions through containerd's task API and connects
 forwarded ports inside the pod sandbox's network namespace: the exec and
 port-forward cells run in that mode too, and check that crisp made no upgrade
 to containerd's stream server for them. Attach still goes through the stream
-server and is left to the default mode. That mode also checks that the FIFO
-directory of an exec crisp was killed under is removed by the next crisp.
+server and is left to the default mode. That mode also checks that the next
+crisp removes the FIFO directory of an exec crisp was killed under, and ends
+the exec's process (and no other client's exec).
 
 Usage: containerd_test.py --crisp PATH --devapiserver PATH --cricall PATH
                           [--backend stream-server|containerd] [unittest args]
@@ -151,7 +152,8 @@ CONTAINERD_BACKEND_CELLS = ("test_exec_", "test_port_forward_", "test_stream_url
 CONTAINERD_BACKEND_OPERATIONS = ("exec", "portforward")
 # The cells that check what only that mode does.
 CONTAINERD_ONLY_CELLS = ("test_check_config_asks_containerd",
-                         "test_exec_fifo_directories_of_a_killed_crisp_go_at_start")
+                         "test_exec_fifo_directories_of_a_killed_crisp_go_at_start",
+                         "test_exec_processes_of_a_killed_crisp_end_at_start")
 
 
 def skip(reason):
@@ -316,20 +318,34 @@ class ContainerdCells(unittest.TestCase):
             self.assertTrue(s.recv(4096).startswith(b"HTTP/1.1 101 "))
 
     def test_check_config_asks_containerd(self):
+        fifo_dir = os.path.join(self.tmp.path, "check-fifos")
+
         def check(upstream):
             path = os.path.join(self.tmp.path, "check.yaml")
             with open(path, "w") as f:
                 f.write("cri:\n  listen: %s/check.sock\n  upstream: %s\n  backend: containerd\n"
-                        % (self.tmp.path, upstream))
+                        "runtime:\n  containerd:\n    fifo_dir: %s\n"
+                        % (self.tmp.path, upstream, fifo_dir))
             return subprocess.run([ARGS.crisp, "--check-config", path], capture_output=True,
                                   text=True, timeout=30)
         r = check(self.env.containerd.socket)
         self.assertEqual(r.returncode, 0, r)
+        self.assertFalse(os.path.exists(fifo_dir), "made by --check-config")
         missing = os.path.join(self.tmp.path, "no-containerd.sock")
         r = check(missing)
         self.assertEqual(r.returncode, 1, r)
         self.assertIn(missing, r.stderr)
         self.assertIn("does not answer containerd's API", r.stderr)
+        # A fifo_dir crisp could not use.
+        with open(fifo_dir, "w") as f:
+            f.write("a file")
+        try:
+            r = check(self.env.containerd.socket)
+        finally:
+            os.unlink(fifo_dir)
+        self.assertEqual(r.returncode, 1, r)
+        self.assertEqual(r.stderr, "crisp: runtime.containerd.fifo_dir: %s: not a directory\n"
+                         % fifo_dir)
 
     def test_runtime_cri_errors_pass_unchanged(self):
         direct = subprocess.run(self.env.containerd.cricall_base() + [
@@ -429,28 +445,19 @@ class ContainerdCells(unittest.TestCase):
         cluster = self.env.cluster
         fifo_dir = os.path.join(cluster.dir, "exec-fifos")
         v = VARIANTS[0]
-        proc = harness.Process("killed-exec-%d" % time.monotonic_ns(),
-                               cluster.kubectl_argv(v.version, "exec", "work", "--", "sh", "-c",
-                                                    "echo started; sleep 3"),
-                               cluster.dir, env=self.env.kubectl_env(v.env)).start()
+        proc = self.start_exec_in_work(v, "sleep 3")
         try:
-            pf.wait_for_line(proc.stdout_path, r"started\n", proc)
             left = os.listdir(fifo_dir)
             self.assertEqual(len(left), 1, left)
             self.assertRegex(left[0], r"^crisp-[0-9a-f]+$")
             self.assertEqual(sorted(os.listdir(os.path.join(fifo_dir, left[0]))),
                              ["stderr", "stdout"])
-            os.kill(cluster.crisp.pid, signal.SIGKILL)
-            cluster.crisp.stop()
+            self.kill_crisp()
             self.assertEqual(os.listdir(fifo_dir), left, "what the killed crisp left")
             # Not crisp's: stays.
             other = os.path.join(fifo_dir, "crisp-not-an-exec-id")
             os.mkdir(other)
-            config = os.path.join(cluster.dir, "crisp.yaml")
-            cluster.crisp = harness.Process("crisp-%d" % time.monotonic_ns(),
-                                            [ARGS.crisp, "--config", config], cluster.dir).start()
-            ready = exec_base.Cluster._wait_for_log(cluster.crisp, r"crisp ready: .* admin (\S+)")
-            cluster.admin = ready.group(1)
+            self.start_crisp_again()
             self.assertEqual(os.listdir(fifo_dir), [os.path.basename(other)])
             self.assertIn("runtime.containerd.fifo_dir: removed 1 exec FIFO directories left in "
                           "%s by an earlier crisp" % fifo_dir, cluster.crisp.logs())
@@ -463,6 +470,89 @@ class ContainerdCells(unittest.TestCase):
             self.assertEqual(os.listdir(fifo_dir), [])
         finally:
             proc.stop()
+
+    def start_exec_in_work(self, v, script):
+        """kubectl exec of `sh -c script` in the work container, once the
+        session runs; the caller stops the returned process."""
+        cluster = self.env.cluster
+        proc = harness.Process("exec-%d" % time.monotonic_ns(),
+                               cluster.kubectl_argv(v.version, "exec", "work", "--", "sh", "-c",
+                                                    "echo started; " + script),
+                               cluster.dir, env=self.env.kubectl_env(v.env)).start()
+        try:
+            pf.wait_for_line(proc.stdout_path, r"started\n", proc)
+        except BaseException:
+            proc.stop()
+            raise
+        return proc
+
+    def kill_crisp(self):
+        os.kill(self.env.cluster.crisp.pid, signal.SIGKILL)
+        self.env.cluster.crisp.stop()
+
+    def start_crisp_again(self):
+        """A new crisp on the same configuration, once it is ready."""
+        cluster = self.env.cluster
+        config = os.path.join(cluster.dir, "crisp.yaml")
+        cluster.crisp = harness.Process("crisp-%d" % time.monotonic_ns(),
+                                        [ARGS.crisp, "--config", config], cluster.dir).start()
+        ready = exec_base.Cluster._wait_for_log(cluster.crisp, r"crisp ready: .* admin (\S+)")
+        cluster.admin = ready.group(1)
+
+    def running_exec_ids(self, container_id):
+        """The execs running in a container, as containerd's runc shim names
+        them (`ctr tasks ps`: ProcessDetails of each exec's process)."""
+        return sorted(re.findall(r"ExecID:([^,}\s]+)",
+                                 self.env.containerd.ctr("tasks", "ps", container_id)))
+
+    def test_exec_processes_of_a_killed_crisp_end_at_start(self):
+        # The process of an exec crisp was killed under keeps running in its
+        # container; the next crisp kills and deletes it before it is ready,
+        # and leaves another client's exec alone, even one whose id starts
+        # like crisp's.
+        cluster = self.env.cluster
+        fifo_dir = os.path.join(cluster.dir, "exec-fifos")
+        work = self.env.pod.container_ids["work"]
+        v = VARIANTS[0]
+        other = "crisp-other-client"
+        self.env.containerd.ctr("tasks", "exec", "--detach", "--exec-id", other, work,
+                                "sleep", "1000")
+        proc = self.start_exec_in_work(v, "exec sleep 1000")
+        try:
+            [orphan] = os.listdir(fifo_dir)
+            self.assertEqual(self.running_exec_ids(work), sorted([orphan, other]))
+            self.kill_crisp()
+            # kubectl loses its session; the process in the container stays.
+            deadline = time.monotonic() + KUBECTL_TIMEOUT
+            while proc.running() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.assertFalse(proc.running(), "kubectl outlived crisp\n" + proc.logs())
+            self.assertEqual(self.running_exec_ids(work), sorted([orphan, other]))
+            self.start_crisp_again()
+            self.assertEqual(self.running_exec_ids(work), [other])
+            logs = cluster.crisp.logs()
+            self.assertIn("containerd: ended exec %s in container %s that an earlier crisp left "
+                          "running (exit status 137)" % (orphan, work), logs)
+            self.assertIn("containerd: ended 1 of 1 execs an earlier crisp left running", logs)
+            self.assertNotIn(other, logs)
+            # The new crisp runs exec sessions at once.
+            with self.through_crisp("exec", v.remotecommand):
+                r = self.env.kubectl(v.version, "exec", "work", "--", "cat", "/marker",
+                                     env=self.env.kubectl_env(v.env))
+            self.check(r, 0, MARKER + "\n")
+        finally:
+            proc.stop()
+            self.env.containerd.ctr("tasks", "kill", "--signal", "SIGKILL", "--exec-id", other,
+                                    work)
+            deadline = time.monotonic() + 10
+            while other in self.running_exec_ids(work) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            try:
+                self.env.containerd.ctr("tasks", "delete", "--exec-id", other, work)
+            except containerd_env.ContainerdError as e:
+                # ctr exits with the deleted process's status: 128 + SIGKILL.
+                if " -> 137\n" not in str(e):
+                    raise
 
     def test_attach_interactive_shell(self):
         for v in VARIANTS:

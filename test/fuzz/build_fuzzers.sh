@@ -214,10 +214,14 @@ case "$cmd" in
     bin="$(build_one "$target")"
     merged="$(mktemp -d)"
     # Keeps the stored inputs and adds those of the work corpus that reach
-    # coverage the stored ones do not.
+    # coverage the stored ones do not: libFuzzer's merge adds to its first
+    # directory only inputs with features that directory lacks.
+    cp "$ROOT/test/fuzz/corpus/$target"/* "$merged"/
     # shellcheck disable=SC2046
-    "$bin" $(libfuzzer_flags "$target") -merge=1 "$merged" "$ROOT/test/fuzz/corpus/$target" \
-      "$OUT/corpus/$target"
+    "$bin" $(libfuzzer_flags "$target") -merge=1 "$merged" "$OUT/corpus/$target"
+    for f in "$merged"/*; do
+      [[ -e "$ROOT/test/fuzz/corpus/$target/$(basename "$f")" ]] && rm -f "$f"
+    done
     if compgen -G "$merged/*" >/dev/null; then
       store "$ROOT/test/fuzz/corpus/$target" "$merged"/*
     fi

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 
+#include "api/containerd/runc/options/oci.pb.h"
 #include "api/containerd/services/containers/v1/containers.pb.h"
 #include "api/containerd/services/tasks/v1/tasks.pb.h"
 #include "api/containerd/types/task/task.pb.h"
@@ -22,6 +23,9 @@ namespace containers_v1 = ::containerd::services::containers::v1;
 namespace tasks_v1 = ::containerd::services::tasks::v1;
 
 namespace {
+
+// The message the runc shim puts in a ListPids entry of an exec's process.
+constexpr std::string_view kProcessDetailsType = "containerd.runc.v1.ProcessDetails";
 
 // The terminal type the CRI plugin gives execs with a TTY.
 constexpr char kDefaultTerm[] = "TERM=xterm";
@@ -45,6 +49,32 @@ absl::StatusOr<Message> parseResponse(const char* method, const std::string& byt
                      message.GetTypeName()));
   }
   return message;
+}
+
+// A call's response callback that parses the message as Response and hands
+// `done` the message or the error.
+template <class Response>
+std::function<void(absl::StatusOr<std::string>)> parsedAs(
+    const char* method, std::function<void(absl::StatusOr<Response>)> done) {
+  return [method, done = std::move(done)](absl::StatusOr<std::string> bytes) {
+    if (!bytes.ok()) {
+      done(bytes.status());
+      return;
+    }
+    done(parseResponse<Response>(method, *bytes));
+  };
+}
+
+// `done` with the exit a WaitResponse or DeleteResponse reports.
+template <class Response>
+std::function<void(absl::StatusOr<Response>)> exitOf(ContainerdClient::ExitCallback done) {
+  return [done = std::move(done)](absl::StatusOr<Response> response) {
+    if (!response.ok()) {
+      done(response.status());
+      return;
+    }
+    done(ProcessExit{response->exit_status(), toTime(response->exited_at())});
+  };
 }
 
 // The CRI plugin's kind of a container record (kKindLabel), empty without.
@@ -260,6 +290,19 @@ std::string ContainerdClient::newExecId() {
       "crisp-", absl::BytesToHexString(absl::string_view(reinterpret_cast<char*>(bytes), sizeof(bytes))));
 }
 
+bool ContainerdClient::isCrispExecId(std::string_view id) {
+  constexpr std::string_view kPrefix = "crisp-";
+  if (id.size() <= kPrefix.size() || id.substr(0, kPrefix.size()) != kPrefix) {
+    return false;
+  }
+  for (char c : id.substr(kPrefix.size())) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
+      return false;
+    }
+  }
+  return true;
+}
+
 ContainerdClient::CallId ContainerdClient::call(const std::string& method,
                                                 const std::string& request, Deadline deadline,
                                                 ResponseCallback done) {
@@ -469,6 +512,59 @@ void ContainerdClient::execStep(const std::shared_ptr<ExecFlow>& flow,
   }
 }
 
+ContainerdClient::CallId ContainerdClient::listTasks(TasksCallback done) {
+  tasks_v1::ListTasksRequest request;
+  return call(
+      "Tasks/List", request.SerializeAsString(), Deadline::kCall,
+      parsedAs<tasks_v1::ListTasksResponse>(
+          "Tasks/List",
+          [done = std::move(done)](absl::StatusOr<tasks_v1::ListTasksResponse> response) {
+            if (!response.ok()) {
+              done(response.status());
+              return;
+            }
+            std::vector<TaskSummary> tasks;
+            for (const auto& task : response->tasks()) {
+              tasks.push_back({task.container_id().empty() ? task.id() : task.container_id(),
+                               task.pid(), task.status() == ::containerd::v1::types::RUNNING});
+            }
+            done(std::move(tasks));
+          }));
+}
+
+ContainerdClient::CallId ContainerdClient::listExecs(const std::string& container_id,
+                                                     ExecIdsCallback done) {
+  tasks_v1::ListPidsRequest request;
+  request.set_container_id(container_id);
+  return call(
+      "Tasks/ListPids", request.SerializeAsString(), Deadline::kCall,
+      parsedAs<tasks_v1::ListPidsResponse>(
+          "Tasks/ListPids",
+          [done = std::move(done)](absl::StatusOr<tasks_v1::ListPidsResponse> response) {
+            if (!response.ok()) {
+              done(response.status());
+              return;
+            }
+            std::vector<std::string> exec_ids;
+            for (const auto& process : response->processes()) {
+              // The type URL is the bare message name from containerd's
+              // typeurl; a prefixed form ("host/name") is read the same way.
+              const std::string& type_url = process.info().type_url();
+              const size_t slash = type_url.rfind('/');
+              const std::string_view type = slash == std::string::npos
+                                                ? std::string_view(type_url)
+                                                : std::string_view(type_url).substr(slash + 1);
+              ::containerd::runc::v1::ProcessDetails details;
+              if (type != kProcessDetailsType || !details.ParseFromString(process.info().value()) ||
+                  details.exec_id().empty()) {
+                continue;
+              }
+              exec_ids.push_back(details.exec_id());
+            }
+            done(std::move(exec_ids));
+          }));
+}
+
 ContainerdClient::CallId ContainerdClient::sandboxNetwork(const std::string& sandbox_id,
                                                           NetworkCallback done) {
   auto flow = std::make_shared<NetworkFlow>();
@@ -591,18 +687,8 @@ ContainerdClient::CallId ContainerdClient::wait(const std::string& container_id,
   request.set_container_id(container_id);
   request.set_exec_id(exec_id);
   return call("Tasks/Wait", request.SerializeAsString(), Deadline::kNone,
-              [done = std::move(done)](absl::StatusOr<std::string> bytes) {
-                if (!bytes.ok()) {
-                  done(bytes.status());
-                  return;
-                }
-                auto response = parseResponse<tasks_v1::WaitResponse>("Tasks/Wait", *bytes);
-                if (!response.ok()) {
-                  done(response.status());
-                  return;
-                }
-                done(ProcessExit{response->exit_status(), toTime(response->exited_at())});
-              });
+              parsedAs<tasks_v1::WaitResponse>("Tasks/Wait",
+                                               exitOf<tasks_v1::WaitResponse>(std::move(done))));
 }
 
 ContainerdClient::CallId ContainerdClient::deleteProcess(const std::string& container_id,
@@ -612,19 +698,8 @@ ContainerdClient::CallId ContainerdClient::deleteProcess(const std::string& cont
   request.set_container_id(container_id);
   request.set_exec_id(exec_id);
   return call("Tasks/DeleteProcess", request.SerializeAsString(), Deadline::kProcess,
-              [done = std::move(done)](absl::StatusOr<std::string> bytes) {
-                if (!bytes.ok()) {
-                  done(bytes.status());
-                  return;
-                }
-                auto response =
-                    parseResponse<tasks_v1::DeleteResponse>("Tasks/DeleteProcess", *bytes);
-                if (!response.ok()) {
-                  done(response.status());
-                  return;
-                }
-                done(ProcessExit{response->exit_status(), toTime(response->exited_at())});
-              });
+              parsedAs<tasks_v1::DeleteResponse>(
+                  "Tasks/DeleteProcess", exitOf<tasks_v1::DeleteResponse>(std::move(done))));
 }
 
 }  // namespace crisp::containerd

@@ -98,6 +98,13 @@ struct ProcessExit {
   absl::Time exited_at;
 };
 
+// A task of the namespace as Tasks/List reports it.
+struct TaskSummary {
+  std::string container_id;
+  uint32_t pid = 0;
+  bool running = false;
+};
+
 // Where a pod sandbox's network is (see ContainerdClient::sandboxNetwork()).
 struct SandboxNetwork {
   // The host pid of the sandbox's task (its pause process).
@@ -137,6 +144,8 @@ class ContainerdClient {
   using PidCallback = std::function<void(absl::StatusOr<uint32_t>)>;
   using ExitCallback = std::function<void(absl::StatusOr<ProcessExit>)>;
   using NetworkCallback = std::function<void(absl::StatusOr<SandboxNetwork>)>;
+  using TasksCallback = std::function<void(absl::StatusOr<std::vector<TaskSummary>>)>;
+  using ExecIdsCallback = std::function<void(absl::StatusOr<std::vector<std::string>>)>;
 
   ContainerdClient(event::Dispatcher& dispatcher, std::string socket_path,
                    ContainerdClientOptions options = {});
@@ -146,6 +155,9 @@ class ContainerdClient {
 
   // A fresh exec id: "crisp-" and 24 random hex digits.
   static std::string newExecId();
+  // Whether `id` has the form of newExecId()'s ids ("crisp-" and lowercase hex
+  // digits): an exec some crisp made.
+  static bool isCrispExecId(std::string_view id);
 
   // Containers/Get: the container's OCI spec, parsed. INTERNAL when the record
   // holds no spec or its JSON does not parse.
@@ -174,6 +186,14 @@ class ContainerdClient {
   // Tasks/DeleteProcess: frees an exited exec; `done` gets its exit.
   CallId deleteProcess(const std::string& container_id, const std::string& exec_id,
                        ExitCallback done);
+
+  // Tasks/List: every task of the namespace.
+  CallId listTasks(TasksCallback done);
+  // Tasks/ListPids: the exec ids of the execs whose processes run in the
+  // container's task, as the shim names them (the runc shim names an exec's
+  // own process; processes it started are listed without a name and left out
+  // here). An exec that has exited but was not deleted is not listed.
+  CallId listExecs(const std::string& container_id, ExecIdsCallback done);
 
   // Containers/Get then Tasks/Get of pod sandbox `sandbox_id`: its task's pid
   // and network namespace file. Asked afresh each time: a sandbox whose task

@@ -19,21 +19,6 @@
 namespace crisp::containerd {
 namespace {
 
-// An exec id as ContainerdClient::newExecId() makes them: "crisp-" and
-// lowercase hex digits.
-bool isExecIdName(std::string_view name) {
-  constexpr std::string_view kPrefix = "crisp-";
-  if (name.size() <= kPrefix.size() || name.substr(0, kPrefix.size()) != kPrefix) {
-    return false;
-  }
-  for (char c : name.substr(kPrefix.size())) {
-    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
-      return false;
-    }
-  }
-  return true;
-}
-
 bool isSessionFifoName(std::string_view name) {
   return name == "stdin" || name == "stdout" || name == "stderr";
 }
@@ -82,6 +67,11 @@ bool removeSessionDir(int parent, const std::string& name, std::string& why) {
     removed = false;
   }
   return removed;
+}
+
+absl::Status fifoDirError(const std::string& path, const std::string& why) {
+  return absl::FailedPreconditionError(
+      absl::StrCat("runtime.containerd.fifo_dir: ", path, ": ", why));
 }
 
 }  // namespace
@@ -136,6 +126,44 @@ absl::Status ContainerdRuntime::prepareFifoDir(const std::string& path) {
   return absl::OkStatus();
 }
 
+absl::Status ContainerdRuntime::checkFifoDir(const std::string& path) {
+  // The directory the FIFOs would be made in, or the nearest parent that
+  // exists when it does not.
+  std::string existing = path;
+  struct stat st {};
+  while (::stat(existing.c_str(), &st) != 0) {
+    if (errno != ENOENT) {
+      return fifoDirError(path, absl::StrCat("stat ", existing, ": ", std::strerror(errno)));
+    }
+    const size_t slash = existing.rfind('/');
+    existing = slash == 0 || slash == std::string::npos ? "/" : existing.substr(0, slash);
+  }
+  const bool missing = existing != path;
+  if (!S_ISDIR(st.st_mode)) {
+    return fifoDirError(
+        path, missing ? absl::StrCat(existing, " is not a directory") : "not a directory");
+  }
+  if (::access(existing.c_str(), W_OK | X_OK) != 0) {
+    return fifoDirError(path, absl::StrCat(missing ? "cannot be made: " : "not writable: ",
+                                           existing, ": ", std::strerror(errno)));
+  }
+  std::string scratch = absl::StrCat(existing == "/" ? "" : existing, "/.crisp-check-XXXXXX");
+  if (::mkdtemp(scratch.data()) == nullptr) {
+    return fifoDirError(path, absl::StrCat(missing ? "cannot be made: " : "not writable: ",
+                                           "mkdir in ", existing, ": ", std::strerror(errno)));
+  }
+  const std::string fifo = scratch + "/stdout";
+  absl::Status result;
+  if (::mkfifo(fifo.c_str(), 0600) != 0) {
+    result = fifoDirError(
+        path, absl::StrCat("cannot hold FIFOs: mkfifo ", fifo, ": ", std::strerror(errno)));
+  } else {
+    ::unlink(fifo.c_str());
+  }
+  ::rmdir(scratch.c_str());
+  return result;
+}
+
 absl::StatusOr<size_t> ContainerdRuntime::removeStaleFifoDirs(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) {
@@ -153,7 +181,7 @@ absl::StatusOr<size_t> ContainerdRuntime::removeStaleFifoDirs(const std::string&
   std::vector<std::string> candidates;
   while (const dirent* entry = ::readdir(dir)) {
     struct stat st {};
-    if (isExecIdName(entry->d_name) &&
+    if (ContainerdClient::isCrispExecId(entry->d_name) &&
         ::fstatat(fd, entry->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode)) {
       candidates.emplace_back(entry->d_name);
     }

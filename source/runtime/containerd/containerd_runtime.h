@@ -58,6 +58,15 @@ class ContainerdRuntime : public session::Runtime {
   // two crisps must not share a fifo_dir.
   static absl::StatusOr<size_t> removeStaleFifoDirs(const std::string& path);
 
+  // For --check-config: whether prepareFifoDir(path) and the sessions'
+  // FIFOs can work, without leaving anything behind. `path` must be a
+  // directory crisp can write in, or be missing with its nearest existing
+  // parent such a directory (prepareFifoDir() makes it then); FIFOs must be
+  // possible there: one is made in a temporary subdirectory (of `path`, or
+  // that parent) and removed again. FAILED_PRECONDITION naming the path and
+  // the reason otherwise.
+  static absl::Status checkFifoDir(const std::string& path);
+
   // Whether `socket` serves containerd's task API: a Containers/Get of an id
   // no container has must be answered (NOT_FOUND). Blocks for at most
   // `timeout`; runs its own loop (for --check-config).

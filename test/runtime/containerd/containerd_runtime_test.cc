@@ -1,16 +1,26 @@
 // ContainerdRuntime::prepareFifoDir() and removeStaleFifoDirs(): what a crisp
 // that was killed left in runtime.containerd.fifo_dir is removed at the next
-// start, and nothing else is.
+// start, and nothing else is. checkFifoDir() (--check-config): a fifo_dir
+// crisp cannot use is reported naming it, and the check leaves nothing.
 
 #include "source/runtime/containerd/containerd_runtime.h"
 
+#include <dirent.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <initializer_list>
 #include <string>
+#include <vector>
 
+#include "absl/strings/numbers.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 #include "test/common/temp_dir.h"
@@ -40,6 +50,69 @@ std::string makeSessionDir(const std::string& parent, const std::string& name,
     EXPECT_EQ(::mkfifo((dir + "/" + fifo).c_str(), 0600), 0) << fifo;
   }
   return dir;
+}
+
+std::vector<std::string> entries(const std::string& dir) {
+  std::vector<std::string> names;
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (const dirent* entry = ::readdir(d)) {
+      const std::string name = entry->d_name;
+      if (name != "." && name != "..") {
+        names.push_back(name);
+      }
+    }
+    ::closedir(d);
+  }
+  return names;
+}
+
+// checkFifoDir(path) where `dir` (path or a parent of it) cannot be written
+// in. Permission bits do not stop root, so as root the check runs in a child
+// with its own mount namespace where `dir` is a read-only tmpfs (private:
+// nothing of it reaches the test's namespace); otherwise `dir` is made 0555.
+// Returns "skip: why" when that cannot be arranged.
+absl::StatusOr<absl::Status> checkFifoDirUnwritable(const std::string& dir,
+                                                    const std::string& path) {
+  if (::geteuid() != 0) {
+    if (::chmod(dir.c_str(), 0555) != 0) {
+      return absl::InternalError("chmod");
+    }
+    return ContainerdRuntime::checkFifoDir(path);
+  }
+  int fds[2];
+  if (::pipe(fds) != 0) {
+    return absl::InternalError("pipe");
+  }
+  const pid_t child = ::fork();
+  if (child == 0) {
+    ::close(fds[0]);
+    std::string report;
+    if (::unshare(CLONE_NEWNS) != 0 ||
+        ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+        ::mount("tmpfs", dir.c_str(), "tmpfs", MS_RDONLY, nullptr) != 0) {
+      report = std::string("skip: no read-only mount: ") + std::strerror(errno);
+    } else {
+      const absl::Status status = ContainerdRuntime::checkFifoDir(path);
+      report =
+          std::to_string(static_cast<int>(status.code())) + " " + std::string(status.message());
+    }
+    (void)!::write(fds[1], report.data(), report.size());
+    ::_exit(0);
+  }
+  ::close(fds[1]);
+  std::string report;
+  char buf[512];
+  for (ssize_t n; (n = ::read(fds[0], buf, sizeof(buf))) > 0;) {
+    report.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fds[0]);
+  ::waitpid(child, nullptr, 0);
+  const size_t space = report.find(' ');
+  int code = 0;
+  if (space == std::string::npos || !absl::SimpleAtoi(report.substr(0, space), &code)) {
+    return absl::FailedPreconditionError(report);
+  }
+  return absl::Status(static_cast<absl::StatusCode>(code), report.substr(space + 1));
 }
 
 class FifoDirTest : public ::testing::Test {
@@ -112,6 +185,56 @@ TEST_F(FifoDirTest, AMissingDirectoryIsAnError) {
   EXPECT_FALSE(removed.ok());
   EXPECT_NE(removed.status().message().find(fifo_dir_), std::string::npos)
       << removed.status();
+}
+
+TEST_F(FifoDirTest, CheckAcceptsAUsableDirectoryAndLeavesItAsItWas) {
+  ASSERT_TRUE(ContainerdRuntime::prepareFifoDir(fifo_dir_).ok());
+  const absl::Status checked = ContainerdRuntime::checkFifoDir(fifo_dir_);
+  EXPECT_TRUE(checked.ok()) << checked;
+  EXPECT_TRUE(entries(fifo_dir_).empty());
+}
+
+TEST_F(FifoDirTest, CheckAcceptsAMissingDirectoryItsParentCanHoldAndMakesNothing) {
+  // fifo_dir_ and its parent are missing; tmp_ is the nearest that exists.
+  const absl::Status checked = ContainerdRuntime::checkFifoDir(fifo_dir_);
+  EXPECT_TRUE(checked.ok()) << checked;
+  EXPECT_TRUE(entries(tmp_.path()).empty());
+}
+
+TEST_F(FifoDirTest, CheckRefusesAFileNamingThePath) {
+  const std::string file = tmp_.path() + "/fifos";
+  writeFile(file, "not a directory");
+  const absl::Status checked = ContainerdRuntime::checkFifoDir(file);
+  EXPECT_EQ(checked.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(checked.message(), "runtime.containerd.fifo_dir: " + file + ": not a directory");
+  // Below a file, the directory cannot be made either.
+  const absl::Status below = ContainerdRuntime::checkFifoDir(file + "/exec-fifos");
+  EXPECT_EQ(below.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(below.message(), "runtime.containerd.fifo_dir: " + file + "/exec-fifos: stat " + file +
+                                 "/exec-fifos: Not a directory");
+}
+
+TEST_F(FifoDirTest, CheckRefusesADirectoryCrispCannotWriteIn) {
+  const std::string dir = tmp_.path() + "/read-only";
+  ASSERT_EQ(::mkdir(dir.c_str(), 0755), 0);
+  // Permission denied (0555) or read-only file system (as root).
+  const std::string unwritable = "(Permission denied|Read-only file system)";
+  absl::StatusOr<absl::Status> checked = checkFifoDirUnwritable(dir, dir);
+  if (!checked.ok()) {
+    GTEST_SKIP() << checked.status();
+  }
+  EXPECT_EQ(checked->code(), absl::StatusCode::kFailedPrecondition) << *checked;
+  EXPECT_THAT(std::string(checked->message()),
+              ::testing::MatchesRegex("runtime.containerd.fifo_dir: " + dir +
+                                      ": not writable: " + dir + ": " + unwritable));
+  // And one it would have to make there.
+  checked = checkFifoDirUnwritable(dir, dir + "/exec-fifos");
+  ASSERT_TRUE(checked.ok()) << checked.status();
+  EXPECT_EQ(checked->code(), absl::StatusCode::kFailedPrecondition) << *checked;
+  EXPECT_THAT(std::string(checked->message()),
+              ::testing::MatchesRegex("runtime.containerd.fifo_dir: " + dir +
+                                      "/exec-fifos: cannot be made: " + dir + ": " + unwritable));
+  EXPECT_TRUE(entries(dir).empty());
 }
 
 }  // namespace
