@@ -90,12 +90,19 @@ summary() {
     fi
     echo "$name: not passed:" >&2
     echo "$bad" >&2
+    # Per failed test: the lines that name a failure (a server's log may
+    # follow them), then the last lines of its output.
     awk -v cfg="$name" '
-      /^==================== Test output for / { label = $5; n = 0; inside = 1; next }
+      /^==================== Test output for / { label = $5; n = 0; m = 0; inside = 1; next }
       inside && /^=+$/ && length($0) >= 40 {
+        printf "--- %s %s, failure lines:\n", cfg, label
+        for (i = 0; i < m; i++) print marks[i]
         printf "--- %s %s, last %d lines:\n", cfg, label, n < 40 ? n : 40
         for (i = (n > 40 ? n - 40 : 0); i < n; i++) print lines[i % 40]
         inside = 0; next
+      }
+      inside && m < 40 && /Failure|FAILED|FAIL:|Traceback|Error:|[Ee]xpected|Which is|AddressSanitizer|runtime error/ {
+        marks[m++] = $0
       }
       inside { lines[n % 40] = $0; n++ }
     ' "$logs/$name" >&2
