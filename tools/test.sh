@@ -94,7 +94,7 @@ summary() {
     # follow them), then the last lines of its output.
     awk -v cfg="$name" '
       /^==================== Test output for / { label = $5; n = 0; m = 0; inside = 1; next }
-      inside && /^=+$/ && length($0) >= 40 {
+      inside && /^=+$/ && length($0) == 80 {
         printf "--- %s %s, failure lines:\n", cfg, label
         for (i = 0; i < m; i++) print marks[i]
         printf "--- %s %s, last %d lines:\n", cfg, label, n < 40 ? n : 40
