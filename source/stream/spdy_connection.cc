@@ -62,6 +62,12 @@ SpdyConnection::~SpdyConnection() {
 void SpdyConnection::attachTransport() {
   state_ = State::kOpen;
   transport_->setCallbacks(*this);
+  if (config_.role == spdy::Codec::Role::kServer) {
+    // The client's close ends the connection whatever input is left unread.
+    // (A runtime's close, as our peer in client role, follows its last output,
+    // which must still be read.)
+    transport_->failOnPeerCloseWhilePaused();
+  }
   transport_->start();
   if (read_paused_) {
     transport_->pauseReading(true);

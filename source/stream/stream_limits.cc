@@ -26,6 +26,7 @@ class PermitTransport : public Transport {
   void write(Buffer& data) override { inner_->write(data); }
   size_t queuedBytes() const override { return inner_->queuedBytes(); }
   void pauseReading(bool paused) override { inner_->pauseReading(paused); }
+  void failOnPeerCloseWhilePaused() override { inner_->failOnPeerCloseWhilePaused(); }
   void unreadInput(Buffer& data) override { inner_->unreadInput(data); }
   void shutdownWrite() override { inner_->shutdownWrite(); }
   void close() override {
