@@ -52,7 +52,9 @@ INSTANTIATE_TEST_SUITE_P(AllModes, WsCodecFeedTest, ::testing::ValuesIn(allFeedM
 
 TEST_P(WsCodecFeedTest, DecodesMaskedMessagesOfEveryLengthForm) {
   auto codec = makeCodec(callbacks_);
-  const std::vector<size_t> sizes = {0, 1, 125, 126, 65535, 65536, 70000};
+  // Around the unmasking loop's 64- and 8-byte steps as well.
+  const std::vector<size_t> sizes = {0,  1,  7,  8,   9,   15,    16,    17,
+                                     63, 64, 65, 125, 126, 65535, 65536, 70000};
   std::string wire = clientFrame(kOpText, "hello");
   std::vector<Event> expected = {message(MessageType::kText, "hello")};
   for (size_t i = 0; i < sizes.size(); ++i) {

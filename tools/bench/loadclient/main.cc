@@ -36,6 +36,7 @@
 // arguments.
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -885,6 +886,12 @@ constexpr char kUsage[] =
 int main(int argc, char** argv) {
   using namespace crisp::bench;
   signal(SIGPIPE, SIG_IGN);
+  // The same malloc thresholds as crisp's main: a WebSocket upload masks every
+  // message into a new 64 KiB segment, and with glibc's dynamic thresholds
+  // those pages went back to the kernel and were faulted in again (half of
+  // this client's CPU), which on a small machine is taken from crisp.
+  ::mallopt(M_MMAP_THRESHOLD, 4 << 20);
+  ::mallopt(M_TRIM_THRESHOLD, 16 << 20);
   Args args;
   if (!parseArgs(argc, argv, args)) {
     std::fputs(kUsage, stderr);
