@@ -1,9 +1,12 @@
 #include "test/runtime/embedded/test_util.h"
 
-#include <fstream>
+#include <optional>
 #include <sstream>
+#include <string>
 
 #include <dirent.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 namespace crisp::runtime::testing {
 
@@ -22,21 +25,39 @@ int openFdCount() {
   return count - 1;  // the directory's own descriptor
 }
 
-bool processGone(int pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  return !stat.good();
+namespace {
+
+// The text of /proc/<pid>/stat; nullopt once the process is gone, including
+// when it is reaped between the open and the read (the read then fails with
+// ESRCH, which std::ifstream reports by throwing).
+std::optional<std::string> procStat(int pid) {
+  const std::string path = "/proc/" + std::to_string(pid) + "/stat";
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return std::nullopt;
+  }
+  char buf[1024];
+  const ssize_t n = ::read(fd, buf, sizeof(buf));
+  ::close(fd);
+  if (n <= 0) {
+    return std::nullopt;
+  }
+  return std::string(buf, static_cast<size_t>(n));
 }
 
+}  // namespace
+
+bool processGone(int pid) { return !procStat(pid).has_value(); }
+
 bool processDead(int pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  if (!stat.good()) {
+  const std::optional<std::string> content = procStat(pid);
+  if (!content.has_value()) {
     return true;
   }
-  std::string content((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
   // "pid (comm) S ...": the state follows the last ')'.
-  const size_t paren = content.rfind(')');
-  return paren != std::string::npos && paren + 2 < content.size() &&
-         (content[paren + 2] == 'Z' || content[paren + 2] == 'X');
+  const size_t paren = content->rfind(')');
+  return paren != std::string::npos && paren + 2 < content->size() &&
+         ((*content)[paren + 2] == 'Z' || (*content)[paren + 2] == 'X');
 }
 
 std::vector<std::string> lines(const std::string& text) {
