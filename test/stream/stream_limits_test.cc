@@ -167,6 +167,27 @@ TEST_F(PermitTransportTest, ForwardsBothWaysAndFreesTheSlotOnClose) {
   EXPECT_EQ(limiter.active(), 0u);
 }
 
+TEST_F(PermitTransportTest, ForwardsSplicingFromAPipe) {
+  SessionLimiter limiter(1);
+  wrap(limiter.tryAcquire());
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  ASSERT_EQ(::write(fds[1], "payload", 7), 7);
+  bool accepted = false;
+  bool can = false;
+  loop_.runSync([&] {
+    can = transport_->canWriteFromPipe();
+    Buffer header;
+    header.add("H:");
+    accepted = transport_->writeFromPipe(header, fds[0], 7);
+  });
+  ::close(fds[0]);
+  ::close(fds[1]);
+  EXPECT_TRUE(can);
+  EXPECT_TRUE(accepted);
+  EXPECT_EQ(test::readExactly(client_, 9), "H:payload");
+}
+
 TEST_F(PermitTransportTest, DestroyingTheTransportFreesTheSlot) {
   SessionLimiter limiter(1);
   wrap(limiter.tryAcquire());

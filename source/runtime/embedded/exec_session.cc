@@ -42,6 +42,11 @@ void ExecSession::onChildOutput(bool is_stderr, Buffer& data) {
   }
 }
 
+size_t ExecSession::onChildStdoutPipe(int pipe_fd, size_t limit) {
+  // Unwanted output is read and dropped by onChildOutput().
+  return spec_.stdout ? callbacks_.onStdoutPipe(pipe_fd, limit) : 0;
+}
+
 void ExecSession::onChildStdinConsumed(size_t) {
   if (above_high_watermark_ && child_.stdinQueuedBytes() < kStdinHighWatermark / 2) {
     above_high_watermark_ = false;
