@@ -304,14 +304,7 @@ long RawSocketTransport::readChunk(size_t max) {
     return -2;
   }
   iovec iov[2];
-  size_t room = max;
-  int used = 0;
-  for (int i = 0; i < count && room > 0; ++i) {
-    iov[i].iov_base = vec[i].iov_base;
-    iov[i].iov_len = std::min(vec[i].iov_len, room);
-    room -= iov[i].iov_len;
-    ++used;
-  }
+  const int used = toIovecs(vec, count, max, iov);
   ssize_t n;
   do {
     n = ::readv(fd_, iov, used);
@@ -374,14 +367,7 @@ long RawSocketTransport::writeStep(size_t max, std::string& error) {
   const int count =
       std::min(evbuffer_peek(output_.raw(), -1, nullptr, vec, kMaxIovecs), kMaxIovecs);
   iovec iov[kMaxIovecs];
-  size_t room = max;
-  int used = 0;
-  for (int i = 0; i < count && room > 0; ++i) {
-    iov[i].iov_base = vec[i].iov_base;
-    iov[i].iov_len = std::min(vec[i].iov_len, room);
-    room -= iov[i].iov_len;
-    ++used;
-  }
+  const int used = toIovecs(vec, count, max, iov);
   msghdr msg{};
   msg.msg_iov = iov;
   msg.msg_iovlen = static_cast<size_t>(used);
