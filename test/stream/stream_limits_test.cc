@@ -132,15 +132,18 @@ class PermitTransportTest : public ::testing::Test {
 
   test::LoopThread loop_;
   Sink sink_;
+  // Declared before the transport, which holds one of its permits and gives
+  // it back when TearDown() destroys it: a limiter local to a test body would
+  // be gone by then, and the release would write into a dead stack frame.
+  SessionLimiter limiter_{1};
   TransportPtr transport_;
   int client_ = -1;
   int server_fd_ = -1;
 };
 
 TEST_F(PermitTransportTest, ForwardsBothWaysAndFreesTheSlotOnClose) {
-  SessionLimiter limiter(1);
-  wrap(limiter.tryAcquire());
-  EXPECT_EQ(limiter.active(), 1u);
+  wrap(limiter_.tryAcquire());
+  EXPECT_EQ(limiter_.active(), 1u);
   std::string peer;
   loop_.runSync([&] {
     peer = transport_->peerAddress();
@@ -158,18 +161,17 @@ TEST_F(PermitTransportTest, ForwardsBothWaysAndFreesTheSlotOnClose) {
     std::this_thread::yield();
   }
   EXPECT_EQ(got, "to server");
-  EXPECT_FALSE(limiter.tryAcquire());
+  EXPECT_FALSE(limiter_.tryAcquire());
   // Closed but not yet freed (an owner's deferred delete): the slot is free.
   loop_.runSync([&] { transport_->close(); });
-  EXPECT_EQ(limiter.active(), 0u);
+  EXPECT_EQ(limiter_.active(), 0u);
   EXPECT_EQ(test::readUntilClose(client_), "");
   loop_.runSync([&] { transport_.reset(); });
-  EXPECT_EQ(limiter.active(), 0u);
+  EXPECT_EQ(limiter_.active(), 0u);
 }
 
 TEST_F(PermitTransportTest, ForwardsSplicingFromAPipe) {
-  SessionLimiter limiter(1);
-  wrap(limiter.tryAcquire());
+  wrap(limiter_.tryAcquire());
   int fds[2];
   ASSERT_EQ(::pipe(fds), 0);
   ASSERT_EQ(::write(fds[1], "payload", 7), 7);
@@ -189,12 +191,11 @@ TEST_F(PermitTransportTest, ForwardsSplicingFromAPipe) {
 }
 
 TEST_F(PermitTransportTest, DestroyingTheTransportFreesTheSlot) {
-  SessionLimiter limiter(1);
-  wrap(limiter.tryAcquire());
-  EXPECT_EQ(limiter.active(), 1u);
+  wrap(limiter_.tryAcquire());
+  EXPECT_EQ(limiter_.active(), 1u);
   loop_.runSync([&] { transport_.reset(); });
-  EXPECT_EQ(limiter.active(), 0u);
-  EXPECT_TRUE(limiter.tryAcquire());
+  EXPECT_EQ(limiter_.active(), 0u);
+  EXPECT_TRUE(limiter_.tryAcquire());
 }
 
 TEST(StreamLimitsTest, DefaultFrameLimitIsTheSpdyWireLimitAndTheWebSocketDefault) {
