@@ -70,14 +70,14 @@ class ExecSpliceTest : public ::testing::Test {
     loop_.stop();
   }
 
-  // A loopback TCP connection {client, server} whose client side receives
-  // into a small buffer, so that the server's socket takes little at a time.
+  // A loopback TCP connection {client, server} with small buffers on the
+  // way from the server to the client, so that the server's socket takes
+  // little at a time. The kernel doubles both; the client's window stays
+  // above the server's segment size (half the largest window seen), or each
+  // segment would wait for a zero-window probe.
   static std::pair<int, int> narrowConnection() {
-    auto [client_fd, server_fd] = testing::loopbackPair();
-    const int small = 16 * 1024;
-    EXPECT_EQ(::setsockopt(client_fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
-    EXPECT_EQ(::setsockopt(server_fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
-    return {client_fd, server_fd};
+    return testing::loopbackPair(/*client_receive_buffer=*/32 * 1024,
+                                 /*server_send_buffer=*/16 * 1024);
   }
 
   void startSpdy() {
