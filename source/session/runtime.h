@@ -84,6 +84,13 @@ class ExecCallbacks {
     (void)limit;
     return 0;
   }
+  // The same for stderr, in place of onStderr(). While either stream's bytes
+  // wait in their pipe, output is paused for both.
+  virtual size_t onStderrPipe(int pipe_fd, size_t limit) {
+    (void)pipe_fd;
+    (void)limit;
+    return 0;
+  }
   // Called exactly once, after the last onStdout()/onStderr(): every byte of
   // output has been delivered before the status.
   virtual void onExit(const ExitStatus& status) = 0;

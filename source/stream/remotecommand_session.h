@@ -165,11 +165,14 @@ class RemoteCommandSession : private session::ExecCallbacks {
   void onStdout(Buffer& data) override;
   void onStderr(Buffer& data) override;
   size_t onStdoutPipe(int pipe_fd, size_t limit) override;
+  size_t onStderrPipe(int pipe_fd, size_t limit) override;
   void onExit(const session::ExitStatus& status) override;
   void onStdinDrained() override;
 
   void startExec();
   void sendOutput(session::StreamType type, Buffer& data);
+  // What onStdoutPipe()/onStderrPipe() take for `type`.
+  size_t sendOutputFromPipe(session::StreamType type, int pipe_fd, size_t limit);
   void releaseProcess();
   // Remembers why the session ended (the first reason given wins).
   void setCloseReason(std::string_view reason);

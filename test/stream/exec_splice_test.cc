@@ -1,8 +1,9 @@
-// Exec stdout spliced from the embedded runtime's pipe into a SPDY or
-// WebSocket client's TCP socket: the bytes, their framing and their order
-// against stderr and the status must be exactly those of the copying path,
-// however little the client's socket takes at a time. Base64 channels, which
-// rewrite the bytes, take the copying path and must be just as exact.
+// Exec stdout and stderr spliced from the embedded runtime's pipes into a
+// SPDY or WebSocket client's TCP socket: the bytes, their framing and their
+// order against the other stream and the status must be exactly those of the
+// copying path, however little the client's socket takes at a time. Base64
+// channels, which rewrite the bytes, take the copying path and must be just
+// as exact.
 
 #include <chrono>
 #include <memory>
@@ -31,8 +32,12 @@ using Frame = SpdyTestClient::Frame;
 // Writes stdout and stderr in turns and exits with 3.
 const std::vector<std::string> kCommand = {
     "sh", "-c", "seq 1 300000; echo middle >&2; seq 300001 600000; echo end >&2; exit 3"};
+// The same with the streams swapped: the bulk goes to stderr.
+const std::vector<std::string> kStderrCommand = {
+    "sh", "-c", "seq 1 300000 >&2; echo middle; seq 300001 600000 >&2; echo end; exit 3"};
 
-std::string expectedStdout() {
+// What seq writes for either command's bulk stream.
+std::string expectedSeq() {
   std::string expected;
   for (int i = 1; i <= 600000; ++i) {
     expected += std::to_string(i) + "\n";
@@ -40,11 +45,11 @@ std::string expectedStdout() {
   return expected;
 }
 
-session::ExecSpec execSpec() {
+session::ExecSpec execSpec(const std::vector<std::string>& command) {
   session::ExecSpec spec;
   spec.operation = session::Operation::kExec;
   spec.container_id = "box";
-  spec.command = kCommand;
+  spec.command = command;
   spec.stdout = true;
   spec.stderr = true;
   return spec;
@@ -80,7 +85,7 @@ class ExecSpliceTest : public ::testing::Test {
                                  /*server_send_buffer=*/16 * 1024);
   }
 
-  void startSpdy() {
+  void startSpdy(const std::vector<std::string>& command = kCommand) {
     auto [client_fd, server_fd] = narrowConnection();
     client_ = std::make_unique<SpdyTestClient>(client_fd);
     loop_.run([&, fd = server_fd] {
@@ -88,7 +93,7 @@ class ExecSpliceTest : public ::testing::Test {
       up.connection_id = 1;
       up.transport = std::make_unique<RawSocketTransport>(loop_.dispatcher(), fd, "client");
       up.protocol = Protocol::kSpdyRemoteCommandV4;
-      up.stream_request.spec = execSpec();
+      up.stream_request.spec = execSpec(command);
       session_ =
           std::make_unique<SpdyRemoteCommand>(loop_.dispatcher(), *runtime_, std::move(up),
                                               SpdyRemoteCommandConfig{}, [](SpdyRemoteCommand&) {});
@@ -106,7 +111,7 @@ class ExecSpliceTest : public ::testing::Test {
       setup.transport = std::make_unique<RawSocketTransport>(loop_.dispatcher(), fd, "client");
       setup.subprotocol = subprotocol;
       setup.protocol_name = "ws/" + subprotocol;
-      setup.spec = execSpec();
+      setup.spec = execSpec(kCommand);
       auto created = WsRemoteCommand::create(loop_.dispatcher(), *runtime_, std::move(setup),
                                              WsRemoteCommandConfig{}, [](WsRemoteCommand&) {});
       if (!created.ok()) {
@@ -125,7 +130,7 @@ class ExecSpliceTest : public ::testing::Test {
     ASSERT_TRUE(ws_client_->waitFor([&] { return ws_client_->channelMessages(3) > 0; },
                                     std::chrono::seconds(60)))
         << ws_client_->error();
-    const std::string expected = expectedStdout();
+    const std::string expected = expectedSeq();
     const std::string out = ws_client_->channelData(1);
     EXPECT_EQ(out.size(), expected.size());
     EXPECT_TRUE(out == expected) << "stdout differs";
@@ -162,7 +167,7 @@ TEST_F(ExecSpliceTest, SpdyStdoutArrivesWholeAndInOrderBetweenStderrAndBeforeThe
   ASSERT_TRUE(
       client_->waitFor([&] { return client_->stream(error).fin; }, std::chrono::seconds(60)))
       << client_->error();
-  const std::string expected = expectedStdout();
+  const std::string expected = expectedSeq();
   const std::string& stdout_bytes = client_->stream(out).data;
   EXPECT_EQ(stdout_bytes.size(), expected.size());
   EXPECT_TRUE(stdout_bytes == expected) << "stdout differs";
@@ -181,6 +186,31 @@ TEST_F(ExecSpliceTest, SpdyStdoutArrivesWholeAndInOrderBetweenStderrAndBeforeThe
   EXPECT_LT(*last_output, *status);
   EXPECT_TRUE(client_->stream(out).fin);
   EXPECT_TRUE(client_->stream(err).fin);
+}
+
+TEST_F(ExecSpliceTest, SpdyStderrArrivesWholeAndApartFromStdoutBeforeTheStatus) {
+  startSpdy(kStderrCommand);
+  const uint32_t error = open("error");
+  const uint32_t out = open("stdout");
+  const uint32_t err = open("stderr");
+  ASSERT_TRUE(
+      client_->waitFor([&] { return client_->stream(error).fin; }, std::chrono::seconds(60)))
+      << client_->error();
+  const std::string expected = expectedSeq();
+  const std::string& stderr_bytes = client_->stream(err).data;
+  EXPECT_EQ(stderr_bytes.size(), expected.size());
+  EXPECT_TRUE(stderr_bytes == expected) << "stderr differs";
+  EXPECT_EQ(client_->stream(out).data, "middle\nend\n");
+  EXPECT_NE(client_->stream(error).data.find("NonZeroExitCode"), std::string::npos)
+      << client_->stream(error).data;
+  const auto status = client_->find([&](const Frame& f) {
+    return f.type == Frame::Type::kData && f.stream_id == error && f.data_size > 0;
+  });
+  const auto last_output = client_->findLast([&](const Frame& f) {
+    return f.type == Frame::Type::kData && (f.stream_id == out || f.stream_id == err);
+  });
+  ASSERT_TRUE(status && last_output);
+  EXPECT_LT(*last_output, *status);
 }
 
 TEST_F(ExecSpliceTest, WebSocketBinaryStdoutArrivesWholeAndInOrderBeforeTheStatus) {

@@ -160,9 +160,9 @@ bool ChildProcess::readOutput(Endpoint& ep, size_t limit) {
   if (!ep.fd.valid() || ep.read_eof) {
     return true;
   }
-  if (!tty_ && !ep.is_stderr) {
+  if (!tty_) {
     std::weak_ptr<bool> alive = alive_;
-    const size_t taken = callbacks_.onChildStdoutPipe(ep.fd.get(), limit);
+    const size_t taken = callbacks_.onChildOutputPipe(ep.is_stderr, ep.fd.get(), limit);
     if (alive.expired()) {
       return false;
     }

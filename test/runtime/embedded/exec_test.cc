@@ -185,40 +185,51 @@ TEST_F(EmbeddedExecTest, EightMebibytesThroughCatWithPausedOutput) {
   EXPECT_EQ(p->stdinQueuedBytes(), 0u);
 }
 
-// A callee of the zero-copy offer that takes what it is offered in place:
-// every other offer it reads (as splice(2) would move) all of it at once;
-// otherwise it promises up to 10,000 bytes, pauses output, and moves them
-// 1 ms later before resuming, as an adapter whose socket took part of a frame.
+// A callee of the zero-copy offers (stdout and stderr) that takes what it is
+// offered in place: every other offer it reads (as splice(2) would move) all
+// of it at once; otherwise it promises up to 10,000 bytes, pauses output, and
+// moves them 1 ms later before resuming, as an adapter whose socket took part
+// of a frame.
 class PipeTakingCallbacks : public RecordingCallbacks {
  public:
   explicit PipeTakingCallbacks(event::Dispatcher& dispatcher)
       : finish_(dispatcher, [this] { finishHeld(); }) {}
 
   size_t onStdoutPipe(int pipe_fd, size_t limit) override {
-    output_after_exit = output_after_exit || exit.has_value();
     ++offers;
-    EXPECT_EQ(held_, 0u) << "offered while bytes it promised are still in the pipe";
+    return take(pipe_fd, limit, out);
+  }
+  size_t onStderrPipe(int pipe_fd, size_t limit) override {
+    ++stderr_offers;
+    return take(pipe_fd, limit, err);
+  }
+
+  session::ExecProcess* process = nullptr;
+  int offers = 0;
+  int stderr_offers = 0;
+
+ private:
+  size_t take(int pipe_fd, size_t limit, std::string& into) {
+    output_after_exit = output_after_exit || exit.has_value();
+    EXPECT_EQ(held_, 0u) << "offered while bytes it promised are still in a pipe";
     int available = 0;
     if (::ioctl(pipe_fd, FIONREAD, &available) != 0 || available <= 0) {
       return 0;
     }
     const size_t want = std::min<size_t>(static_cast<size_t>(available), limit);
-    if (offers % 2 == 0) {
-      EXPECT_EQ(readExactly(pipe_fd, want), want);
+    if (++takes_ % 2 == 0) {
+      EXPECT_EQ(readExactly(pipe_fd, want, into), want);
       return want;
     }
     held_ = std::min<size_t>(want, 10000);
     held_fd_ = ::dup(pipe_fd);
+    held_into_ = &into;
     process->pauseOutput(true);
     finish_.enable(milliseconds(1));
     return held_;
   }
 
-  session::ExecProcess* process = nullptr;
-  int offers = 0;
-
- private:
-  size_t readExactly(int fd, size_t n) {
+  static size_t readExactly(int fd, size_t n, std::string& into) {
     std::string chunk(n, '\0');
     size_t got = 0;
     while (got < n) {
@@ -228,20 +239,22 @@ class PipeTakingCallbacks : public RecordingCallbacks {
       }
       got += static_cast<size_t>(r);
     }
-    out.append(chunk, 0, got);
+    into.append(chunk, 0, got);
     return got;
   }
 
   void finishHeld() {
-    EXPECT_EQ(readExactly(held_fd_, held_), held_);
+    EXPECT_EQ(readExactly(held_fd_, held_, *held_into_), held_);
     ::close(held_fd_);
     held_ = 0;
     process->pauseOutput(false);
   }
 
   event::Timer finish_;
+  int takes_ = 0;
   size_t held_ = 0;
   int held_fd_ = -1;
+  std::string* held_into_ = nullptr;
 };
 
 TEST_F(EmbeddedExecTest, StdoutOfferedInPlaceIsWholeAndInOrderAndTheStatusComesLast) {
@@ -265,15 +278,48 @@ TEST_F(EmbeddedExecTest, StdoutOfferedInPlaceIsWholeAndInOrderAndTheStatusComesL
   EXPECT_EQ(cb.exit->kind, session::ExitStatus::Kind::kSuccess);
 }
 
-TEST_F(EmbeddedExecTest, NoStdoutOfferWithATtyOrForUnrequestedStdout) {
+TEST_F(EmbeddedExecTest, StderrOfferedInPlaceIsWholeAndStaysApartFromStdout) {
+  PipeTakingCallbacks cb(dispatcher_);
+  auto p = start(spec({"sh", "-c", "seq 1 100000 >&2; echo middle; seq 100001 200000 >&2; echo end"},
+                      false, true, true),
+                 cb);
+  ASSERT_NE(p, nullptr);
+  cb.process = p.get();
+  ASSERT_TRUE(waitExit(cb, milliseconds(20000)));
+  std::string expected;
+  for (int i = 1; i <= 200000; ++i) {
+    expected += std::to_string(i) + "\n";
+  }
+  EXPECT_EQ(cb.err.size(), expected.size());
+  EXPECT_TRUE(cb.err == expected) << "stderr differs";
+  EXPECT_EQ(cb.out, "middle\nend\n");
+  EXPECT_GT(cb.stderr_offers, 2);
+  EXPECT_FALSE(cb.output_after_exit);
+  EXPECT_EQ(cb.exit->kind, session::ExitStatus::Kind::kSuccess);
+}
+
+TEST_F(EmbeddedExecTest, NoOfferWithATtyOrForAnUnrequestedStream) {
   for (const bool tty : {true, false}) {
     PipeTakingCallbacks cb(dispatcher_);
-    auto p = start(spec({"seq", "1", "1000"}, false, tty, !tty, tty), cb);
+    auto p = start(spec({"sh", "-c", "seq 1 1000; seq 1 1000 >&2"}, false, tty, !tty, tty), cb);
     ASSERT_NE(p, nullptr);
     cb.process = p.get();
     ASSERT_TRUE(waitExit(cb));
     EXPECT_EQ(cb.offers, 0) << "tty " << tty;
+    if (tty) {
+      EXPECT_EQ(cb.stderr_offers, 0);
+    } else {
+      EXPECT_GT(cb.stderr_offers, 0) << "stderr alone is offered";
+    }
   }
+  PipeTakingCallbacks cb(dispatcher_);
+  auto p = start(spec({"sh", "-c", "seq 1 1000; seq 1 1000 >&2"}, false, true, false), cb);
+  ASSERT_NE(p, nullptr);
+  cb.process = p.get();
+  ASSERT_TRUE(waitExit(cb));
+  EXPECT_GT(cb.offers, 0);
+  EXPECT_EQ(cb.stderr_offers, 0);
+  EXPECT_EQ(cb.err, "");
 }
 
 TEST_F(EmbeddedExecTest, PausedOutputBlocksTheProcessInsteadOfBuffering) {
