@@ -101,6 +101,8 @@ summary() {
         for (i = (n > 40 ? n - 40 : 0); i < n; i++) print lines[i % 40]
         inside = 0; next
       }
+      # Bazel'"'"'s sandbox may append its own debug trace to a failed test.
+      inside && /src\/main\/tools\/linux-sandbox/ { next }
       inside && m < 40 && /Failure|FAILED|FAIL:|Traceback|Error:|[Ee]xpected|Which is|AddressSanitizer|runtime error/ {
         marks[m++] = $0
       }

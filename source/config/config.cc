@@ -26,6 +26,8 @@
 #include "yaml-cpp/eventhandler.h"
 #include "yaml-cpp/yaml.h"
 
+#include "source/common/file.h"
+
 namespace crisp::config {
 namespace {
 
@@ -1009,50 +1011,11 @@ absl::StatusOr<Config> loadString(const std::string& text, const std::string& na
 }
 
 absl::StatusOr<Config> loadFile(const std::string& path) {
-  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    const int err = errno;
-    return absl::Status(absl::ErrnoToStatusCode(err),
-                        absl::StrCat(path, ": cannot open: ", std::strerror(err)));
+  absl::StatusOr<std::string> text = readSmallFile(path, kMaxFileBytes, "config file");
+  if (!text.ok()) {
+    return text.status();
   }
-  std::string text;
-  struct stat st;
-  absl::Status status;
-  if (fstat(fd, &st) != 0) {
-    const int err = errno;
-    status = absl::Status(absl::ErrnoToStatusCode(err),
-                          absl::StrCat(path, ": cannot stat: ", std::strerror(err)));
-  } else if (!S_ISREG(st.st_mode)) {
-    status = absl::InvalidArgumentError(absl::StrCat(path, ": not a regular file"));
-  } else {
-    char chunk[16384];
-    for (;;) {
-      const ssize_t n = read(fd, chunk, sizeof(chunk));
-      if (n < 0 && errno == EINTR) {
-        continue;
-      }
-      if (n < 0) {
-        const int err = errno;
-        status = absl::Status(absl::ErrnoToStatusCode(err),
-                              absl::StrCat(path, ": cannot read: ", std::strerror(err)));
-        break;
-      }
-      if (n == 0) {
-        break;
-      }
-      text.append(chunk, static_cast<size_t>(n));
-      if (text.size() > kMaxFileBytes) {
-        status = absl::InvalidArgumentError(
-            absl::StrCat(path, ": larger than ", kMaxFileBytes, " bytes; not a config file"));
-        break;
-      }
-    }
-  }
-  close(fd);
-  if (!status.ok()) {
-    return status;
-  }
-  return loadString(text, path);
+  return loadString(*text, path);
 }
 
 }  // namespace crisp::config

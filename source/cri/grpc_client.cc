@@ -117,8 +117,7 @@ class ClientConnection : public Http2Connection {
 
   // The caller gave up: reset the stream, never call back.
   void cancel(ClientStream& s) {
-    s.send.drain_armed = false;
-    s.send.on_drained = nullptr;
+    s.send.cancelDrainedNotice();
     if (s.call != nullptr) {
       s.call->stream_ = nullptr;
       s.call = nullptr;
@@ -464,8 +463,7 @@ void ClientConnection::closeStream(ClientStream& s, const absl::Status& status,
   if (s.deadline_timer != nullptr) {
     s.deadline_timer->disable();
   }
-  s.send.drain_armed = false;
-  s.send.on_drained = nullptr;
+  s.send.cancelDrainedNotice();
   ClientCall* call = s.call;
   if (call == nullptr) {
     return;
@@ -523,15 +521,9 @@ size_t ClientCall::bufferedBytes() const {
 }
 
 void ClientCall::notifyWhenDrained(std::function<void()> fn) {
-  if (stream_ == nullptr) {
-    return;
+  if (stream_ != nullptr) {
+    stream_->send.notifyWhenDrained(std::move(fn));
   }
-  if (stream_->send.pending.length() <= internal::kSendLowWatermark) {
-    fn();
-    return;
-  }
-  stream_->send.on_drained = std::move(fn);
-  stream_->send.drain_armed = true;
 }
 
 void ClientCall::pauseReading(bool paused) {

@@ -19,6 +19,15 @@ constexpr size_t kWriteChunk = 64 * 1024;
 
 }  // namespace
 
+void StreamSendState::notifyWhenDrained(std::function<void()> fn) {
+  if (pending.length() <= kSendLowWatermark) {
+    on_drained_ = nullptr;
+    fn();
+    return;
+  }
+  on_drained_ = std::move(fn);
+}
+
 Http2Connection::Http2Connection(event::Dispatcher& dispatcher, int fd, bool connecting)
     : dispatcher_(dispatcher),
       id_(log::nextId()),
@@ -264,10 +273,8 @@ void Http2Connection::notifyDrained() {
     ids.swap(drained_streams_);
     for (int32_t id : ids) {
       StreamSendState* state = sendStateFor(id);
-      if (state != nullptr && state->drain_armed) {
-        state->drain_armed = false;
-        std::function<void()> fn = std::move(state->on_drained);
-        state->on_drained = nullptr;
+      if (state != nullptr) {
+        std::function<void()> fn = state->takeDrainedNotice();
         if (fn) {
           fn();  // May end the stream or queue more: nothing of `state` is used after.
         }
@@ -333,7 +340,7 @@ ssize_t Http2Connection::readData(nghttp2_session* session, int32_t stream_id, u
   auto* self = static_cast<Http2Connection*>(user_data);
   const size_t n = state->pending.copyOut(buf, length);
   state->pending.drain(n);
-  if (state->drain_armed && state->pending.length() <= kSendLowWatermark) {
+  if (state->drainNoticeDue()) {
     self->drained_streams_.push_back(stream_id);
   }
   if (state->pending.empty()) {

@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -54,9 +55,22 @@ struct StreamSendState {
   Metadata trailers;
   // nghttp2 was told there is nothing to send; resume before queueing more.
   bool deferred = false;
-  // Set by the owner: call on_drained once `pending` falls to kSendLowWatermark.
-  bool drain_armed = false;
-  std::function<void()> on_drained;
+
+  // Runs `fn` once `pending` is at or below kSendLowWatermark: at once if it
+  // already is, else when the connection has taken enough of it (replacing a
+  // callback set earlier).
+  void notifyWhenDrained(std::function<void()> fn);
+  // Drops the callback, if any (the stream ended).
+  void cancelDrainedNotice() { on_drained_ = nullptr; }
+  // Whether a callback waits and `pending` is low enough to run it.
+  bool drainNoticeDue() const {
+    return on_drained_ != nullptr && pending.length() <= kSendLowWatermark;
+  }
+  // Hands over the callback and drops it here (empty if none was set).
+  std::function<void()> takeDrainedNotice() { return std::exchange(on_drained_, nullptr); }
+
+ private:
+  std::function<void()> on_drained_;
 };
 
 // Window bookkeeping of one received stream.

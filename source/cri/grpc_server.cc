@@ -383,8 +383,7 @@ void ServerConnection::cancelStream(ServerStream& s, const absl::Status& reason)
   if (s.deadline_timer != nullptr) {
     s.deadline_timer->disable();
   }
-  s.send.drain_armed = false;
-  s.send.on_drained = nullptr;
+  s.send.cancelDrainedNotice();
   ServerCall* call = s.call;
   detach(s);
   if (call == nullptr) {
@@ -510,8 +509,7 @@ ServerCall::~ServerCall() {
   ServerStream& s = *stream_;
   s.call = nullptr;
   stream_ = nullptr;
-  s.send.drain_armed = false;
-  s.send.on_drained = nullptr;
+  s.send.cancelDrainedNotice();
   if (!s.finished) {
     s.connection.finish(s, absl::InternalError("call dropped by the server without a status"), {});
   }
@@ -568,15 +566,9 @@ size_t ServerCall::bufferedBytes() const {
 }
 
 void ServerCall::notifyWhenDrained(std::function<void()> fn) {
-  if (stream_ == nullptr) {
-    return;
+  if (stream_ != nullptr) {
+    stream_->send.notifyWhenDrained(std::move(fn));
   }
-  if (stream_->send.pending.length() <= internal::kSendLowWatermark) {
-    fn();
-    return;
-  }
-  stream_->send.on_drained = std::move(fn);
-  stream_->send.drain_armed = true;
 }
 
 void ServerCall::pauseReading(bool paused) {

@@ -159,9 +159,12 @@ constexpr std::chrono::seconds kOrphanSweepTimeout{10};
 // sessions ended at the end of the grace period get to close: the allowance,
 // then on while their connections still make progress (a slow reader taking
 // its last bytes; none for kDrainCloseQuiet ends the wait), up to the limit.
+// Once a proxy in between has taken every byte, a slow reader behind it is
+// seen only by its pings, every 5 s from kubectl's WebSocket client; the
+// quiet period is longer than that.
 constexpr std::chrono::milliseconds kDrainPollInterval{100};
 constexpr std::chrono::seconds kDrainCloseAllowance{5};
-constexpr std::chrono::seconds kDrainCloseQuiet{1};
+constexpr std::chrono::seconds kDrainCloseQuiet{6};
 constexpr std::chrono::seconds kDrainCloseLimit{10};
 // When the control loop has stopped: how long the stream workers keep running
 // so that the sessions they end can write their status and close; and how

@@ -565,33 +565,50 @@ class ResizeParser {
       return fail("resize document nested too deeply");
     }
     ++pos_;  // '['
+    bool more = false;
+    Result r = firstElement(']', more);
+    while (r == Result::kComplete && more) {
+      skipWhitespace();
+      r = value(depth);
+      if (r == Result::kComplete) {
+        r = nextElement(']', more);
+      }
+    }
+    return r;
+  }
+
+  // Just inside an array or object that `close` ends: whether an element
+  // follows (`more`) or the container is empty (consumed).
+  Result firstElement(char close, bool& more) {
     skipWhitespace();
     if (atEnd()) {
       return Result::kIncomplete;
     }
-    if (peek() == ']') {
+    more = peek() != close;
+    if (!more) {
       ++pos_;
+    }
+    return Result::kComplete;
+  }
+
+  // After an element of an array or object that `close` ends: a comma
+  // announces another (`more`), `close` ends the container (consumed).
+  Result nextElement(char close, bool& more) {
+    skipWhitespace();
+    if (atEnd()) {
+      return Result::kIncomplete;
+    }
+    if (peek() == close) {
+      ++pos_;
+      more = false;
       return Result::kComplete;
     }
-    while (true) {
-      skipWhitespace();
-      const Result r = value(depth);
-      if (r != Result::kComplete) {
-        return r;
-      }
-      skipWhitespace();
-      if (atEnd()) {
-        return Result::kIncomplete;
-      }
-      if (peek() == ']') {
-        ++pos_;
-        return Result::kComplete;
-      }
-      if (peek() != ',') {
-        return fail("expected ',' or ']' in resize document");
-      }
-      ++pos_;
+    if (peek() != ',') {
+      return fail(std::string("expected ',' or '") + close + "' in resize document");
     }
+    ++pos_;
+    more = true;
+    return Result::kComplete;
   }
 
   // A uint16 field of TerminalSize: an integer literal 0-65535, or null.
@@ -632,59 +649,47 @@ class ResizeParser {
       return fail("resize document nested too deeply");
     }
     ++pos_;  // '{'
+    bool more = false;
+    Result r = firstElement('}', more);
+    while (r == Result::kComplete && more) {
+      r = member(depth, top_level);
+      if (r == Result::kComplete) {
+        r = nextElement('}', more);
+      }
+    }
+    return r;
+  }
+
+  // "name": value. Width and Height of the top-level object are kept.
+  Result member(int depth, bool top_level) {
     skipWhitespace();
     if (atEnd()) {
       return Result::kIncomplete;
     }
-    if (peek() == '}') {
-      ++pos_;
-      return Result::kComplete;
+    if (peek() != '"') {
+      return fail("expected a field name in resize document");
     }
-    while (true) {
-      skipWhitespace();
-      if (atEnd()) {
-        return Result::kIncomplete;
-      }
-      if (peek() != '"') {
-        return fail("expected a field name in resize document");
-      }
-      std::string key;
-      Result r = string(&key);
-      if (r != Result::kComplete) {
-        return r;
-      }
-      skipWhitespace();
-      if (atEnd()) {
-        return Result::kIncomplete;
-      }
-      if (peek() != ':') {
-        return fail("expected ':' in resize document");
-      }
-      ++pos_;
-      skipWhitespace();
-      if (top_level && equalsIgnoreAsciiCase(key, "Width")) {
-        r = sizeField(size_.width);
-      } else if (top_level && equalsIgnoreAsciiCase(key, "Height")) {
-        r = sizeField(size_.height);
-      } else {
-        r = value(depth);
-      }
-      if (r != Result::kComplete) {
-        return r;
-      }
-      skipWhitespace();
-      if (atEnd()) {
-        return Result::kIncomplete;
-      }
-      if (peek() == '}') {
-        ++pos_;
-        return Result::kComplete;
-      }
-      if (peek() != ',') {
-        return fail("expected ',' or '}' in resize document");
-      }
-      ++pos_;
+    std::string key;
+    const Result r = string(&key);
+    if (r != Result::kComplete) {
+      return r;
     }
+    skipWhitespace();
+    if (atEnd()) {
+      return Result::kIncomplete;
+    }
+    if (peek() != ':') {
+      return fail("expected ':' in resize document");
+    }
+    ++pos_;
+    skipWhitespace();
+    if (top_level && equalsIgnoreAsciiCase(key, "Width")) {
+      return sizeField(size_.width);
+    }
+    if (top_level && equalsIgnoreAsciiCase(key, "Height")) {
+      return sizeField(size_.height);
+    }
+    return value(depth);
   }
 
   std::string_view text_;

@@ -1,12 +1,9 @@
 #include "source/stream/tls_context.h"
 
-#include <cerrno>
-#include <cstring>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include <fcntl.h>
 #include <openssl/bio.h>
 #include <openssl/bn.h>
 #include <openssl/err.h>
@@ -14,8 +11,8 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
+#include "source/common/file.h"
 #include "source/common/logger.h"
 
 namespace crisp::stream {
@@ -57,41 +54,7 @@ bool pemEnded() {
 int noPassphrase(char*, int, int, void*) { return -1; }
 
 absl::StatusOr<std::string> readPemFile(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    const int err = errno;
-    return absl::Status(absl::ErrnoToStatusCode(err),
-                        absl::StrCat(path, ": cannot open: ", std::strerror(err)));
-  }
-  std::string text;
-  absl::Status status;
-  char chunk[16384];
-  for (;;) {
-    const ssize_t n = ::read(fd, chunk, sizeof(chunk));
-    if (n < 0 && errno == EINTR) {
-      continue;
-    }
-    if (n < 0) {
-      const int err = errno;
-      status = absl::Status(absl::ErrnoToStatusCode(err),
-                            absl::StrCat(path, ": cannot read: ", std::strerror(err)));
-      break;
-    }
-    if (n == 0) {
-      break;
-    }
-    text.append(chunk, static_cast<size_t>(n));
-    if (text.size() > kMaxPemBytes) {
-      status = absl::InvalidArgumentError(
-          absl::StrCat(path, ": larger than ", kMaxPemBytes, " bytes; not a PEM file"));
-      break;
-    }
-  }
-  ::close(fd);
-  if (!status.ok()) {
-    return status;
-  }
-  return text;
+  return readSmallFile(path, kMaxPemBytes, "PEM file");
 }
 
 struct BioFree {

@@ -520,6 +520,41 @@ class Containerd:
         return False
 
 
+def run_check(name, setup, timeout):
+    """The body of a test that runs a gtest check binary against this
+    containerd: parses --cricall and --check (other arguments go to the
+    check), starts containerd under a new /tmp/crisp-ctrd-NAME-* directory
+    (not TEST_TMPDIR: containerd's sockets need a short path), calls
+    setup(env, tmp) for the check's environment variables besides
+    CONTAINERD_SOCKET, runs the check and returns its exit code. containerd's
+    log follows a failure. Returns 0, after report_skip(), only when
+    containerd cannot run on this machine."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--cricall", required=True)
+    parser.add_argument("--check", required=True, help="the gtest binary to run")
+    args, rest = parser.parse_known_args()
+    tmp = tempfile.mkdtemp(prefix="crisp-ctrd-%s-" % name)
+    env = Containerd(os.path.join(tmp, "containerd"), os.path.abspath(args.cricall))
+    try:
+        try:
+            env.start()
+            variables = setup(env, tmp)
+        except ContainerdUnavailable as e:
+            report_skip("containerd cannot run on this machine: %s" % e)
+            return 0
+        started = time.monotonic()
+        r = subprocess.run([os.path.abspath(args.check)] + rest,
+                           env=dict(os.environ, CONTAINERD_SOCKET=env.socket, **variables),
+                           timeout=timeout)
+        print("check took %.1f s" % (time.monotonic() - started))
+        if r.returncode != 0:
+            print("containerd log:\n" + env.logs(), file=sys.stderr)
+        return r.returncode
+    finally:
+        env.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def cgroup_parent(directory):
     """The cgroup path the pods of the containerd under `directory` use."""
     return "/crisp-e2e-" + os.path.basename(os.path.normpath(directory))

@@ -14,12 +14,8 @@ no descriptor left.
 Skipped, with the reason, only when containerd cannot run on this machine.
 """
 
-import argparse
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -61,50 +57,25 @@ def wait_listening(env, container_id, port):
         time.sleep(0.05)
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--cricall", required=True)
-    parser.add_argument("--check", required=True,
-                        help="the containerd_port_forward_check binary")
-    args, rest = parser.parse_known_args()
-    # Under /tmp, not TEST_TMPDIR: containerd's sockets need a short path.
-    tmp = tempfile.mkdtemp(prefix="crisp-ctrd-pf-")
-    env = containerd_env.Containerd(os.path.join(tmp, "containerd"),
-                                    os.path.abspath(args.cricall))
-    try:
-        try:
-            env.start()
-            pod = env.run_pod("pf", [
-                ("echo", ["nc", "-ll", "-p", str(ECHO_PORT), "-e", "cat"], {}),
-                ("web", ["httpd", "-f", "-p", "127.0.0.1:%d" % HTTP_PORT, "-h", "/var/www"], {}),
-            ], pod_network=True)
-        except containerd_env.ContainerdUnavailable as e:
-            containerd_env.report_skip("containerd cannot run on this machine: %s" % e)
-            return 0
-        host_pod = env.run_pod("pf-host", [("main", ["sleep", "2147483647"], {})])
-        stopped = env.run_pod("pf-stopped", [("main", ["sleep", "2147483647"], {})],
-                              pod_network=True)
-        env.cri("stopp", stopped.sandbox_id)
-        wait_listening(env, pod.container_ids["echo"], ECHO_PORT)
-        wait_listening(env, pod.container_ids["web"], HTTP_PORT)
-        child_env = dict(os.environ,
-                         CONTAINERD_SOCKET=env.socket,
-                         POD_SANDBOX_ID=pod.sandbox_id,
-                         POD_ECHO_PORT=str(ECHO_PORT),
-                         POD_HTTP_PORT=str(HTTP_PORT),
-                         POD_NETNS="/proc/%d/ns/net" % task_pid(env, pod.container_ids["echo"]),
-                         HOST_SANDBOX_ID=host_pod.sandbox_id,
-                         CONTAINER_ID=pod.container_ids["echo"],
-                         STOPPED_SANDBOX_ID=stopped.sandbox_id)
-        r = subprocess.run([os.path.abspath(args.check)] + rest, env=child_env,
-                           timeout=CHECK_TIMEOUT)
-        if r.returncode != 0:
-            print("containerd log:\n" + env.logs(), file=sys.stderr)
-        return r.returncode
-    finally:
-        env.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+def setup(env, tmp):
+    pod = env.run_pod("pf", [
+        ("echo", ["nc", "-ll", "-p", str(ECHO_PORT), "-e", "cat"], {}),
+        ("web", ["httpd", "-f", "-p", "127.0.0.1:%d" % HTTP_PORT, "-h", "/var/www"], {}),
+    ], pod_network=True)
+    host_pod = env.run_pod("pf-host", [("main", ["sleep", "2147483647"], {})])
+    stopped = env.run_pod("pf-stopped", [("main", ["sleep", "2147483647"], {})],
+                          pod_network=True)
+    env.cri("stopp", stopped.sandbox_id)
+    wait_listening(env, pod.container_ids["echo"], ECHO_PORT)
+    wait_listening(env, pod.container_ids["web"], HTTP_PORT)
+    return dict(POD_SANDBOX_ID=pod.sandbox_id,
+                POD_ECHO_PORT=str(ECHO_PORT),
+                POD_HTTP_PORT=str(HTTP_PORT),
+                POD_NETNS="/proc/%d/ns/net" % task_pid(env, pod.container_ids["echo"]),
+                HOST_SANDBOX_ID=host_pod.sandbox_id,
+                CONTAINER_ID=pod.container_ids["echo"],
+                STOPPED_SANDBOX_ID=stopped.sandbox_id)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(containerd_env.run_check("pf", setup, CHECK_TIMEOUT))

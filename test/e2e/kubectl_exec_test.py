@@ -69,7 +69,7 @@ class Cluster:
         self.dir = tmp
         config = os.path.join(tmp, "crisp.yaml")
         with open(config, "w") as f:
-            f.write((config_template or CRISP_CONFIG).format(dir=tmp, log_level="info"))
+            f.write((config_template or CRISP_CONFIG).format(dir=tmp, log_level=os.environ.get("CRISP_TEST_LOG_LEVEL", "info")))
         self.cri_socket = os.path.join(tmp, "crisp.sock")
         self.crisp = harness.Process("crisp", [ARGS.crisp, "--config", config], tmp).start()
         ready = self._wait_for_log(self.crisp, r"crisp ready: .* admin (\S+)")
