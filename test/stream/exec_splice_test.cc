@@ -85,7 +85,7 @@ class ExecSpliceTest : public ::testing::Test {
                                  /*server_send_buffer=*/16 * 1024);
   }
 
-  void startSpdy(const std::vector<std::string>& command = kCommand) {
+  void startSpdy(const std::vector<std::string>& command) {
     auto [client_fd, server_fd] = narrowConnection();
     client_ = std::make_unique<SpdyTestClient>(client_fd);
     loop_.run([&, fd = server_fd] {
@@ -145,6 +145,37 @@ class ExecSpliceTest : public ::testing::Test {
     EXPECT_LT(*last_output, *first_status);
   }
 
+  // Runs `command` over SPDY and checks what the client got: seq's output
+  // whole on the bulk stream, the two short lines on the other, and every
+  // frame of both, FINs included, before the status.
+  void checkSpdy(const std::vector<std::string>& command, bool bulk_on_stderr) {
+    startSpdy(command);
+    const uint32_t error = open("error");
+    const uint32_t out = open("stdout");
+    const uint32_t err = open("stderr");
+    ASSERT_TRUE(
+        client_->waitFor([&] { return client_->stream(error).fin; }, std::chrono::seconds(60)))
+        << client_->error();
+    const std::string expected = expectedSeq();
+    const std::string& bulk_bytes = client_->stream(bulk_on_stderr ? err : out).data;
+    EXPECT_EQ(bulk_bytes.size(), expected.size());
+    EXPECT_TRUE(bulk_bytes == expected) << "bulk stream differs";
+    EXPECT_EQ(client_->stream(bulk_on_stderr ? out : err).data, "middle\nend\n");
+    EXPECT_NE(client_->stream(error).data.find("NonZeroExitCode"), std::string::npos)
+        << client_->stream(error).data;
+    EXPECT_NE(client_->stream(error).data.find("\"3\""), std::string::npos);
+    const auto status = client_->find([&](const Frame& f) {
+      return f.type == Frame::Type::kData && f.stream_id == error && f.data_size > 0;
+    });
+    const auto last_output = client_->findLast([&](const Frame& f) {
+      return f.type == Frame::Type::kData && (f.stream_id == out || f.stream_id == err);
+    });
+    ASSERT_TRUE(status && last_output);
+    EXPECT_LT(*last_output, *status);
+    EXPECT_TRUE(client_->stream(out).fin);
+    EXPECT_TRUE(client_->stream(err).fin);
+  }
+
   uint32_t open(const char* type) {
     const uint32_t id = client_->openStream(type);
     EXPECT_TRUE(client_->waitFor([&] { return client_->stream(id).replied; }));
@@ -160,57 +191,11 @@ class ExecSpliceTest : public ::testing::Test {
 };
 
 TEST_F(ExecSpliceTest, SpdyStdoutArrivesWholeAndInOrderBetweenStderrAndBeforeTheStatus) {
-  startSpdy();
-  const uint32_t error = open("error");
-  const uint32_t out = open("stdout");
-  const uint32_t err = open("stderr");
-  ASSERT_TRUE(
-      client_->waitFor([&] { return client_->stream(error).fin; }, std::chrono::seconds(60)))
-      << client_->error();
-  const std::string expected = expectedSeq();
-  const std::string& stdout_bytes = client_->stream(out).data;
-  EXPECT_EQ(stdout_bytes.size(), expected.size());
-  EXPECT_TRUE(stdout_bytes == expected) << "stdout differs";
-  EXPECT_EQ(client_->stream(err).data, "middle\nend\n");
-  EXPECT_NE(client_->stream(error).data.find("NonZeroExitCode"), std::string::npos)
-      << client_->stream(error).data;
-  EXPECT_NE(client_->stream(error).data.find("\"3\""), std::string::npos);
-  // Every stdout and stderr frame, FINs included, comes before the status.
-  const auto status = client_->find([&](const Frame& f) {
-    return f.type == Frame::Type::kData && f.stream_id == error && f.data_size > 0;
-  });
-  const auto last_output = client_->findLast([&](const Frame& f) {
-    return f.type == Frame::Type::kData && (f.stream_id == out || f.stream_id == err);
-  });
-  ASSERT_TRUE(status && last_output);
-  EXPECT_LT(*last_output, *status);
-  EXPECT_TRUE(client_->stream(out).fin);
-  EXPECT_TRUE(client_->stream(err).fin);
+  checkSpdy(kCommand, /*bulk_on_stderr=*/false);
 }
 
 TEST_F(ExecSpliceTest, SpdyStderrArrivesWholeAndApartFromStdoutBeforeTheStatus) {
-  startSpdy(kStderrCommand);
-  const uint32_t error = open("error");
-  const uint32_t out = open("stdout");
-  const uint32_t err = open("stderr");
-  ASSERT_TRUE(
-      client_->waitFor([&] { return client_->stream(error).fin; }, std::chrono::seconds(60)))
-      << client_->error();
-  const std::string expected = expectedSeq();
-  const std::string& stderr_bytes = client_->stream(err).data;
-  EXPECT_EQ(stderr_bytes.size(), expected.size());
-  EXPECT_TRUE(stderr_bytes == expected) << "stderr differs";
-  EXPECT_EQ(client_->stream(out).data, "middle\nend\n");
-  EXPECT_NE(client_->stream(error).data.find("NonZeroExitCode"), std::string::npos)
-      << client_->stream(error).data;
-  const auto status = client_->find([&](const Frame& f) {
-    return f.type == Frame::Type::kData && f.stream_id == error && f.data_size > 0;
-  });
-  const auto last_output = client_->findLast([&](const Frame& f) {
-    return f.type == Frame::Type::kData && (f.stream_id == out || f.stream_id == err);
-  });
-  ASSERT_TRUE(status && last_output);
-  EXPECT_LT(*last_output, *status);
+  checkSpdy(kStderrCommand, /*bulk_on_stderr=*/true);
 }
 
 TEST_F(ExecSpliceTest, WebSocketBinaryStdoutArrivesWholeAndInOrderBeforeTheStatus) {

@@ -257,45 +257,32 @@ class PipeTakingCallbacks : public RecordingCallbacks {
   std::string* held_into_ = nullptr;
 };
 
-TEST_F(EmbeddedExecTest, StdoutOfferedInPlaceIsWholeAndInOrderAndTheStatusComesLast) {
-  PipeTakingCallbacks cb(dispatcher_);
-  auto p =
-      start(spec({"sh", "-c", "seq 1 100000; echo middle >&2; seq 100001 200000; echo end >&2"},
-                 false, true, true),
-            cb);
-  ASSERT_NE(p, nullptr);
-  cb.process = p.get();
-  ASSERT_TRUE(waitExit(cb, milliseconds(20000)));
+// Each stream in turn carries the bulk, the other two short lines.
+TEST_F(EmbeddedExecTest, OutputOfferedInPlaceIsWholeAndInOrderAndTheStatusComesLast) {
   std::string expected;
   for (int i = 1; i <= 200000; ++i) {
     expected += std::to_string(i) + "\n";
   }
-  EXPECT_EQ(cb.out.size(), expected.size());
-  EXPECT_TRUE(cb.out == expected) << "stdout differs";
-  EXPECT_EQ(cb.err, "middle\nend\n");
-  EXPECT_GT(cb.offers, 2);
-  EXPECT_FALSE(cb.output_after_exit);
-  EXPECT_EQ(cb.exit->kind, session::ExitStatus::Kind::kSuccess);
-}
-
-TEST_F(EmbeddedExecTest, StderrOfferedInPlaceIsWholeAndStaysApartFromStdout) {
-  PipeTakingCallbacks cb(dispatcher_);
-  auto p = start(spec({"sh", "-c", "seq 1 100000 >&2; echo middle; seq 100001 200000 >&2; echo end"},
-                      false, true, true),
-                 cb);
-  ASSERT_NE(p, nullptr);
-  cb.process = p.get();
-  ASSERT_TRUE(waitExit(cb, milliseconds(20000)));
-  std::string expected;
-  for (int i = 1; i <= 200000; ++i) {
-    expected += std::to_string(i) + "\n";
+  for (const bool bulk_on_stderr : {false, true}) {
+    const std::string bulk = bulk_on_stderr ? " >&2" : "";
+    const std::string other = bulk_on_stderr ? "" : " >&2";
+    PipeTakingCallbacks cb(dispatcher_);
+    auto p = start(spec({"sh", "-c",
+                         "seq 1 100000" + bulk + "; echo middle" + other + "; seq 100001 200000" +
+                             bulk + "; echo end" + other},
+                        false, true, true),
+                   cb);
+    ASSERT_NE(p, nullptr);
+    cb.process = p.get();
+    ASSERT_TRUE(waitExit(cb, milliseconds(20000)));
+    const std::string& bulk_bytes = bulk_on_stderr ? cb.err : cb.out;
+    EXPECT_EQ(bulk_bytes.size(), expected.size()) << "stderr " << bulk_on_stderr;
+    EXPECT_TRUE(bulk_bytes == expected) << "differs; stderr " << bulk_on_stderr;
+    EXPECT_EQ(bulk_on_stderr ? cb.out : cb.err, "middle\nend\n");
+    EXPECT_GT(bulk_on_stderr ? cb.stderr_offers : cb.offers, 2);
+    EXPECT_FALSE(cb.output_after_exit);
+    EXPECT_EQ(cb.exit->kind, session::ExitStatus::Kind::kSuccess);
   }
-  EXPECT_EQ(cb.err.size(), expected.size());
-  EXPECT_TRUE(cb.err == expected) << "stderr differs";
-  EXPECT_EQ(cb.out, "middle\nend\n");
-  EXPECT_GT(cb.stderr_offers, 2);
-  EXPECT_FALSE(cb.output_after_exit);
-  EXPECT_EQ(cb.exit->kind, session::ExitStatus::Kind::kSuccess);
 }
 
 TEST_F(EmbeddedExecTest, NoOfferWithATtyOrForAnUnrequestedStream) {
