@@ -44,6 +44,19 @@ void Buffer::move(Buffer& other) { evbuffer_add_buffer(buf_, other.buf_); }
 
 void Buffer::move(Buffer& other, size_t len) { evbuffer_remove_buffer(other.buf_, buf_, len); }
 
+size_t Buffer::wholeSegmentsLength(size_t max) const {
+  // A piece longer than this many segments is rare (segments are reads of
+  // tens of KiB); it just ends after them.
+  constexpr int kPeek = 16;
+  evbuffer_iovec vec[kPeek];
+  const int count = evbuffer_peek(buf_, static_cast<ev_ssize_t>(max), nullptr, vec, kPeek);
+  size_t whole = 0;
+  for (int i = 0; i < std::min(count, kPeek) && whole + vec[i].iov_len <= max; ++i) {
+    whole += vec[i].iov_len;
+  }
+  return whole > 0 ? whole : std::min(length(), max);
+}
+
 void Buffer::addUint8(uint8_t v) { evbuffer_add(buf_, &v, 1); }
 
 void Buffer::addUint16Be(uint16_t v) {

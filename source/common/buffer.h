@@ -34,7 +34,14 @@ class Buffer {
   // Moves every byte of `other` to the end of this buffer; `other` ends empty.
   void move(Buffer& other);
   // Moves at most `len` bytes from the front of `other` to the end of this buffer.
+  // Whole segments move by reference; the part of a segment cut at `len` is
+  // copied.
   void move(Buffer& other, size_t len);
+  // How many bytes from the front to take for a piece of at most `max` bytes
+  // that can be moved without a copy: the whole segments that fit in `max`;
+  // when even the first is larger, `max` bytes of it (the cut is copied).
+  // 0 only when the buffer is empty.
+  size_t wholeSegmentsLength(size_t max) const;
 
   void addUint8(uint8_t v);
   void addUint16Be(uint16_t v);

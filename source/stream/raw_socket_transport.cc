@@ -41,6 +41,8 @@ RawSocketTransport::RawSocketTransport(event::Dispatcher& dispatcher, int fd,
   watcher_ = std::make_unique<event::FdWatcher>(dispatcher, fd_,
                                                 [this](short events) { onSocketEvent(events); });
   scheduled_ = std::make_unique<event::Timer>(dispatcher, [this] { onScheduled(); });
+  peer_check_ = std::make_unique<PausedPeerCheck>(
+      dispatcher, [this] { fail("the peer closed the connection while its input was held back"); });
 }
 
 RawSocketTransport::~RawSocketTransport() { close(); }
@@ -148,6 +150,13 @@ void RawSocketTransport::pauseReading(bool paused) {
   }
 }
 
+void RawSocketTransport::failOnPeerCloseWhilePaused() {
+  fail_on_peer_close_ = true;
+  if (started_) {
+    updateWatcher();
+  }
+}
+
 void RawSocketTransport::unreadInput(Buffer& data) {
   if (closed()) {
     data.drain(data.length());
@@ -181,6 +190,7 @@ void RawSocketTransport::close() {
   }
   watcher_.reset();
   scheduled_->disable();
+  peer_check_->setActive(false, -1);
   ::close(fd_);
   fd_ = -1;
   input_.drain(input_.length());
@@ -252,6 +262,7 @@ void RawSocketTransport::updateWatcher() {
     events |= event::FdWatcher::kWrite;
   }
   watcher_->setEnabled(events);
+  peer_check_->setActive(started_ && read_paused_ && fail_on_peer_close_ && !peer_eof_, fd_);
 }
 
 void RawSocketTransport::processInput(bool read_socket) {

@@ -41,6 +41,7 @@
 
 #include "source/common/buffer.h"
 #include "source/common/dispatcher.h"
+#include "source/stream/paused_peer_check.h"
 #include "source/stream/transport.h"
 
 namespace crisp::stream {
@@ -75,6 +76,7 @@ class RawSocketTransport : public Transport {
   size_t queuedBytes() const override;
   size_t unacknowledgedBytes() const override;
   void pauseReading(bool paused) override;
+  void failOnPeerCloseWhilePaused() override;
   void unreadInput(Buffer& data) override;
   void shutdownWrite() override;
   void close() override;
@@ -117,6 +119,7 @@ class RawSocketTransport : public Transport {
   TransportCallbacks* callbacks_ = nullptr;
   event::FdWatcherPtr watcher_;
   event::TimerPtr scheduled_;
+  std::unique_ptr<PausedPeerCheck> peer_check_;  // active while paused
 
   Buffer input_;   // read or handed back, not yet delivered
   Buffer output_;  // queued, not yet written
@@ -132,6 +135,7 @@ class RawSocketTransport : public Transport {
 
   bool started_ = false;
   bool read_paused_ = false;
+  bool fail_on_peer_close_ = false;  // while paused (failOnPeerCloseWhilePaused)
   bool peer_eof_ = false;  // the socket read 0
   bool eof_delivered_ = false;
   bool write_blocked_ = false;  // the kernel refused more; waiting for writability

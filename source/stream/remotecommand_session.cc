@@ -170,9 +170,9 @@ void RemoteCommandSession::recordEnd() {
   recorder_.reset();
 }
 
-void RemoteCommandSession::scheduleStart() {
+void RemoteCommandSession::scheduleStart(std::chrono::milliseconds delay) {
   if (state_ == State::kWaiting) {
-    start_timer_->enable(std::chrono::milliseconds(0));
+    start_timer_->enable(delay);
   }
 }
 

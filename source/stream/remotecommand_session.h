@@ -103,8 +103,8 @@ class RemoteCommandSession : private session::ExecCallbacks {
   // Counts the session as started and active. Once.
   void begin();
   // Runs the start from the loop, so that bytes already read (a resize right
-  // behind the request) are handled first.
-  void scheduleStart();
+  // behind the request) are handled first, and no sooner than `delay`.
+  void scheduleStart(std::chrono::milliseconds delay = std::chrono::milliseconds(0));
 
   // From the client.
   void deliverStdin(Buffer& data);

@@ -62,6 +62,12 @@ SpdyConnection::~SpdyConnection() {
 void SpdyConnection::attachTransport() {
   state_ = State::kOpen;
   transport_->setCallbacks(*this);
+  if (config_.role == spdy::Codec::Role::kServer) {
+    // The client's close ends the connection whatever input is left unread.
+    // (A runtime's close, as our peer in client role, follows its last output,
+    // which must still be read.)
+    transport_->failOnPeerCloseWhilePaused();
+  }
   transport_->start();
   if (read_paused_) {
     transport_->pauseReading(true);
@@ -114,20 +120,6 @@ uint64_t SpdyConnection::bytesWritten() const {
   return bytes_handed_ - transport_->queuedBytes();
 }
 
-// The payload of the next DATA frame: as many whole segments of `data` as fit
-// in `max`, so that they move into the frame by reference; a segment that
-// alone is larger than `max` is cut (and the cut part copied).
-size_t SpdyConnection::nextFrameLength(Buffer& data, size_t max) {
-  constexpr int kPeek = 16;
-  evbuffer_iovec vec[kPeek];
-  const int count = evbuffer_peek(data.raw(), static_cast<ev_ssize_t>(max), nullptr, vec, kPeek);
-  size_t whole = 0;
-  for (int i = 0; i < std::min(count, kPeek) && whole + vec[i].iov_len <= max; ++i) {
-    whole += vec[i].iov_len;
-  }
-  return whole > 0 ? whole : std::min(data.length(), max);
-}
-
 bool SpdyConnection::sendData(uint32_t stream_id, std::string_view data, bool fin) {
   Buffer buffer;
   buffer.add(data);
@@ -170,7 +162,8 @@ bool SpdyConnection::sendData(uint32_t stream_id, Buffer& data, bool fin) {
   }
   while (!data.empty()) {
     Buffer chunk;
-    chunk.move(data, nextFrameLength(data, config_.max_data_frame_bytes));
+    // Whole segments of `data` move into the frame by reference.
+    chunk.move(data, data.wholeSegmentsLength(config_.max_data_frame_bytes));
     spdy::Codec::encodeData(frame, stream_id, chunk, fin && data.empty());
     queueDataFrame(frame);
   }

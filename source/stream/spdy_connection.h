@@ -273,7 +273,6 @@ class SpdyConnection : private spdy::CodecCallbacks, private TransportCallbacks 
   // it or while the client leaves too many of our frames unread.
   void updateReadPause();
   void checkWatermarks();
-  static size_t nextFrameLength(Buffer& data, size_t max);
   void touchIdle();
   void onIdleTimeout();
 

@@ -31,6 +31,7 @@ class PermitTransport : public Transport {
   size_t pipeBytesPending() const override { return inner_->pipeBytesPending(); }
   size_t queuedBytes() const override { return inner_->queuedBytes(); }
   void pauseReading(bool paused) override { inner_->pauseReading(paused); }
+  void failOnPeerCloseWhilePaused() override { inner_->failOnPeerCloseWhilePaused(); }
   void unreadInput(Buffer& data) override { inner_->unreadInput(data); }
   void shutdownWrite() override { inner_->shutdownWrite(); }
   void close() override {

@@ -176,6 +176,8 @@ TlsTransport::TlsTransport(event::Dispatcher& dispatcher, int fd, std::string pe
                                                 [this](short events) { onSocketEvent(events); });
   scheduled_ = std::make_unique<event::Timer>(dispatcher, [this] { onScheduled(); });
   handshake_timer_ = std::make_unique<event::Timer>(dispatcher, [this] { onHandshakeTimeout(); });
+  peer_check_ = std::make_unique<PausedPeerCheck>(
+      dispatcher, [this] { fail("the peer closed the connection while its input was held back"); });
 }
 
 TlsTransport::~TlsTransport() { close(); }
@@ -229,6 +231,13 @@ void TlsTransport::pauseReading(bool paused) {
   }
 }
 
+void TlsTransport::failOnPeerCloseWhilePaused() {
+  fail_on_peer_close_ = true;
+  if (started_) {
+    updateWatcher();
+  }
+}
+
 void TlsTransport::unreadInput(Buffer& data) {
   if (closed()) {
     data.drain(data.length());
@@ -263,6 +272,7 @@ void TlsTransport::close() {
   watcher_.reset();
   scheduled_->disable();
   handshake_timer_->disable();
+  peer_check_->setActive(false, -1);
   // No close_notify: close() ends both directions at once.
   if (ssl_ != nullptr) {
     SSL_free(ssl_);
@@ -370,6 +380,8 @@ void TlsTransport::updateWatcher() {
     }
   }
   watcher_->setEnabled(events);
+  peer_check_->setActive(
+      started_ && handshake_done_ && read_paused_ && fail_on_peer_close_ && !peer_eof_, fd_);
 }
 
 bool TlsTransport::handshake() {

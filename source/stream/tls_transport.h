@@ -47,6 +47,7 @@
 #include "source/common/buffer.h"
 #include "source/common/dispatcher.h"
 #include "source/stream/tls_context.h"
+#include "source/stream/paused_peer_check.h"
 #include "source/stream/transport.h"
 
 typedef struct ssl_st SSL;
@@ -88,6 +89,7 @@ class TlsTransport : public Transport {
   size_t queuedBytes() const override;
   size_t unacknowledgedBytes() const override;
   void pauseReading(bool paused) override;
+  void failOnPeerCloseWhilePaused() override;
   void unreadInput(Buffer& data) override;
   void shutdownWrite() override;
   void close() override;
@@ -144,6 +146,7 @@ class TlsTransport : public Transport {
   event::FdWatcherPtr watcher_;
   event::TimerPtr scheduled_;
   event::TimerPtr handshake_timer_;
+  std::unique_ptr<PausedPeerCheck> peer_check_;  // active while paused
 
   Buffer input_;   // decrypted or handed back, not yet delivered
   Buffer output_;  // queued plaintext, not yet accepted by SSL_write
@@ -152,6 +155,7 @@ class TlsTransport : public Transport {
   bool handshake_done_ = false;
   short handshake_wants_ = 0;  // FdWatcher events the handshake waits for
   bool read_paused_ = false;
+  bool fail_on_peer_close_ = false;  // while paused (failOnPeerCloseWhilePaused)
   bool read_again_ = false;        // OpenSSL may hold plaintext the socket will not signal
   bool read_wants_write_ = false;  // SSL_read needs the socket writable
   bool write_blocked_ = false;     // SSL_write or SSL_shutdown needs the socket writable

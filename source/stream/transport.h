@@ -105,6 +105,16 @@ class Transport {
   virtual size_t unacknowledgedBytes() const { return 0; }
   // Stops (true) or resumes (false) delivering onTransportData().
   virtual void pauseReading(bool paused) = 0;
+  // From now on, the peer closing the connection (FIN or reset) while reading
+  // is paused ends the transport within half a second with
+  // onTransportError(), rather than after the input still unread, which a
+  // paused owner may never take. For owners to which the peer's close ends
+  // everything anyway (a stream client): without it, a client that vanished
+  // while its input was held back keeps its session until the command reads.
+  // (A FIN waits behind input that fills the socket's receive buffer; a reset
+  // does not.) A no-op where the layer below cannot tell (a WebSocket or
+  // HTTP/2 stream carrying the bytes).
+  virtual void failOnPeerCloseWhilePaused() {}
   // Puts `data` (drained) back in front of the input: it is delivered again,
   // ahead of anything newer, from the event loop while reading runs (so after
   // start() or pauseReading(false) if it does not). For a reader that took

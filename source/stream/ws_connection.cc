@@ -114,6 +114,8 @@ void WsConnection::start() {
     return;
   }
   state_ = State::kOpen;
+  // The client's close ends the connection whatever input is left unread.
+  transport_->failOnPeerCloseWhilePaused();
   transport_->start();
   touchIdle();
   if (config_.keepalive_interval.count() > 0) {

@@ -411,8 +411,10 @@ void WsPortForward::onPortData(Port& port, Buffer& data) {
   session_metrics_.bytes_out.inc(data.length());
   const size_t limit = std::max<size_t>(config_.max_output_message_bytes, 1);
   while (!data.empty()) {
+    // Messages end where the pod reads' segments end, so that the payload
+    // moves into them by reference; a cut segment would be copied.
     Buffer chunk;
-    chunk.move(data, std::min(data.length(), limit));
+    chunk.move(data, data.wholeSegmentsLength(limit));
     sendChannel(port.dataChannel(), chunk);
   }
 }

@@ -73,8 +73,10 @@ namespace crisp::stream {
 
 struct WsPortForwardConfig {
   // Largest payload per data message we send, so that a ping reply or another
-  // port never waits behind one huge message.
-  size_t max_output_message_bytes = 32 * 1024;
+  // port never waits behind one huge message. Messages end at the segments of
+  // the pod connection's reads below this size; at 128 KiB a segment of one
+  // 64 KiB read always fits whole, so no payload byte is copied.
+  size_t max_output_message_bytes = 128 * 1024;
   // The WebSocket of a channel-protocol session.
   WsConnectionConfig connection;
   // The tunnel: the SPDY port-forward session inside it, and the WebSocket

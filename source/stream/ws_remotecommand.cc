@@ -123,8 +123,9 @@ void WsRemoteCommand::start() {
   connection_->start();
   sendReadySignal();
   // From the loop: the bytes the transport already holds (a resize sent
-  // right behind the request) are delivered first when it can.
-  core_->scheduleStart();
+  // right behind the request) are delivered first when it can; after the
+  // client has had time to set up its streams (start_delay).
+  core_->scheduleStart(config_.start_delay);
 }
 
 void WsRemoteCommand::close() { core_->endForStop(websocket::kCloseGoingAway); }

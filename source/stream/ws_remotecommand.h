@@ -45,6 +45,7 @@
 // Threading: a session lives on the dispatcher it was created on. The handler
 // may serve several dispatchers; each session is only touched on its own.
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -72,6 +73,15 @@ struct WsRemoteCommandConfig {
   // Largest stdout/stderr payload per message we send, so that a ping reply
   // or the other output stream never waits behind one huge message.
   size_t max_output_message_bytes = 32 * 1024;
+  // How long after the upgrade the command is started. client-go's WebSocket
+  // executor (kubectl 1.30 to 1.33) starts reading the connection before it
+  // has set up its streams and drops every message that arrives in between:
+  // the first output of a command that writes at once is lost when that
+  // client is slow to get there (a loaded machine). A runtime's own start
+  // (tens of milliseconds for runc) usually hides the window; this wait does
+  // the same for the embedded runtime, which starts a command in well under
+  // a millisecond. Input sent meanwhile waits for the command.
+  std::chrono::milliseconds start_delay{20};
   // Idle, keepalive, backpressure and close settings of the connection.
   WsConnectionConfig connection;
 };

@@ -125,8 +125,10 @@ void WsTransport::handOn() {
   const size_t before = held_output_.length();
   const size_t limit = std::max<size_t>(config_.max_message_bytes, 1);
   while (!held_output_.empty() && connection_->open() && !connection_->aboveHighWatermark()) {
+    // Messages end where the owner's writes' segments end (a SPDY frame's
+    // header, its payload), so that nothing is copied into them.
     Buffer message;
-    message.move(held_output_, std::min(held_output_.length(), limit));
+    message.move(held_output_, held_output_.wholeSegmentsLength(limit));
     connection_->sendMessage(websocket::MessageType::kBinary, message);
   }
   if (held_output_.length() < before) {

@@ -1,5 +1,7 @@
 #include "source/common/buffer.h"
 
+#include <string>
+
 #include <gtest/gtest.h>
 
 namespace crisp {
@@ -35,6 +37,31 @@ TEST(BufferTest, CopyOutAtOffsetDoesNotDrain) {
   EXPECT_EQ(std::string(out, 3), "cde");
   EXPECT_EQ(b.length(), 6u);
   EXPECT_EQ(b.copyOut(out, 3, 5), 1u);
+}
+
+// Appends `len` bytes of `fill` as a segment of its own, as one read makes.
+void addSegment(Buffer& to, size_t len, char fill) {
+  Buffer segment;
+  segment.add(std::string(len, fill));
+  to.move(segment);
+}
+
+TEST(BufferTest, WholeSegmentsLengthStopsAtTheLastSegmentThatFits) {
+  Buffer b;
+  EXPECT_EQ(b.wholeSegmentsLength(100), 0u);
+  addSegment(b, 40, 'a');
+  addSegment(b, 40, 'b');
+  addSegment(b, 40, 'c');
+  EXPECT_EQ(b.wholeSegmentsLength(120), 120u);
+  EXPECT_EQ(b.wholeSegmentsLength(119), 80u);
+  EXPECT_EQ(b.wholeSegmentsLength(1000), 120u);
+  // A first segment larger than the limit is cut at the limit.
+  EXPECT_EQ(b.wholeSegmentsLength(30), 30u);
+  // Moving that many bytes leaves the next segment untouched.
+  Buffer piece;
+  piece.move(b, b.wholeSegmentsLength(90));
+  EXPECT_EQ(piece.toString(), std::string(40, 'a') + std::string(40, 'b'));
+  EXPECT_EQ(b.toString(), std::string(40, 'c'));
 }
 
 }  // namespace

@@ -68,6 +68,17 @@ def address_sanitized(pid):
         return "libasan" in f.read()
 
 
+def fd_count(pid):
+    """How many descriptors process `pid` holds."""
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def rss_kib(pid):
+    """The resident memory of process `pid`, in KiB."""
+    with open("/proc/%d/status" % pid) as f:
+        return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+
+
 class TempDir:
     """A short-lived directory under /tmp (short enough for unix socket paths),
     removed on exit."""

@@ -73,10 +73,6 @@ ARGS = None
 JAIL_UID = 65534 if os.getuid() == 0 and can_switch_user(65534) else os.getuid()
 
 
-def fd_count(pid):
-    return len(os.listdir("/proc/%d/fd" % pid))
-
-
 def cpu_seconds(pid):
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -272,7 +268,7 @@ class HostileClientsTest(unittest.TestCase):
         # Warm up, then take the baseline.
         self.kubectl_ok("exec", "echoer", "--", "true")
         time.sleep(0.5)
-        fds_before = fd_count(self.pid)
+        fds_before = harness.fd_count(self.pid)
         tokens_before = self.cluster.metric("crisp_tokens_live")
         url, _, _, _ = self.stream_url("exec", "--stdin", "echoer", "--", "sh", "-c",
                                        ": %s; sleep 1000" % marker)
@@ -304,9 +300,9 @@ class HostileClientsTest(unittest.TestCase):
         self.assertEqual(self.cluster.wait_for_metric("crisp_stream_connections_active", 0), 0)
         self.assertEqual(self.cluster.metric("crisp_tokens_live"), tokens_before)
         deadline = time.monotonic() + 10
-        while fd_count(self.pid) > fds_before and time.monotonic() < deadline:
+        while harness.fd_count(self.pid) > fds_before and time.monotonic() < deadline:
             time.sleep(0.1)
-        self.assertLessEqual(fd_count(self.pid), fds_before)
+        self.assertLessEqual(harness.fd_count(self.pid), fds_before)
 
     def test_descriptor_exhaustion_pauses_accept_and_recovers(self):
         if harness.address_sanitized(self.pid):
@@ -316,7 +312,7 @@ class HostileClientsTest(unittest.TestCase):
             self.skipTest("the sanitizer runtime needs descriptors of its own")
         _, port, _, _ = self.stream_url("exec", "echoer", "--", "true")
         soft, hard = resource.prlimit(self.pid, resource.RLIMIT_NOFILE)
-        used = fd_count(self.pid)
+        used = harness.fd_count(self.pid)
         before = self.cluster.metric("crisp_listener_accept_pauses_total", {"listener": "stream"})
         resource.prlimit(self.pid, resource.RLIMIT_NOFILE, (used + 8, hard))
         held = []

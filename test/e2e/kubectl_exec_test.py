@@ -405,9 +405,9 @@ class KubectlExecTest(unittest.TestCase):
             start_new_session=True)
         try:
             time.sleep(3)  # let every buffer on the path fill up
-            rss_before = rss_kib(self.cluster.crisp.pid)
+            rss_before = harness.rss_kib(self.cluster.crisp.pid)
             time.sleep(2)
-            rss_after = rss_kib(self.cluster.crisp.pid)
+            rss_after = harness.rss_kib(self.cluster.crisp.pid)
             self.assertLess(rss_after - rss_before, 16 * 1024, "crisp keeps buffering")
             start = time.monotonic()
             r = self.cluster.kubectl(SPDY_KUBECTL, "exec", "demo", "--", "true", timeout=10)
@@ -600,11 +600,6 @@ def read_file(path):
             return f.read()
     except FileNotFoundError:
         return ""
-
-
-def rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
 
 
 def processes_matching(text):

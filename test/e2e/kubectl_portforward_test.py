@@ -232,15 +232,6 @@ def closed_port():
     return port
 
 
-def fd_count(pid):
-    return len(os.listdir("/proc/%d/fd" % pid))
-
-
-def rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
-
-
 class PortForwardTests:
     """The tests, run once per kubectl version (VERSION), each version with a
     crisp of its own so that one cannot hide the other's results."""
@@ -312,8 +303,8 @@ class PortForwardTests:
             self.assertTrue(http_get(local).endswith(b"hello from the pod\n"))
         self.assertEqual(self.cluster.wait_for_metric("crisp_portforward_connections_active", 0),
                          0)
-        fds = fd_count(self.cluster.crisp.pid)
-        rss = rss_kib(self.cluster.crisp.pid)
+        fds = harness.fd_count(self.cluster.crisp.pid)
+        rss = harness.rss_kib(self.cluster.crisp.pid)
         for i in range(self.SEQUENTIAL_CONNECTIONS):
             answer = http_get(local)
             self.assertTrue(answer.startswith(b"HTTP/1.0 200 OK\r\n"), (i, answer))
@@ -326,15 +317,15 @@ class PortForwardTests:
                          ok_before + 50 + self.SEQUENTIAL_CONNECTIONS)
         # The last connection's socket closes a moment after its pair ended.
         deadline = time.monotonic() + 5
-        while fd_count(self.cluster.crisp.pid) > fds and time.monotonic() < deadline:
+        while harness.fd_count(self.cluster.crisp.pid) > fds and time.monotonic() < deadline:
             time.sleep(0.02)
-        self.assertLessEqual(fd_count(self.cluster.crisp.pid), fds)
+        self.assertLessEqual(harness.fd_count(self.cluster.crisp.pid), fds)
         # Under AddressSanitizer freed memory is held in its quarantine (up
         # to 256 MiB) rather than reused, so RSS grows with any allocation
         # and says nothing about leaks; LeakSanitizer checks them at crisp's
         # exit instead, which tearDownClass requires to be clean.
         if not harness.address_sanitized(self.cluster.crisp.pid):
-            self.assertLess(rss_kib(self.cluster.crisp.pid) - rss, 5 * 1024)
+            self.assertLess(harness.rss_kib(self.cluster.crisp.pid) - rss, 5 * 1024)
 
     def test_application_reset_keeps_the_session(self):
         # Streaming case B02 at kubectl level. crisp ends a connection the

@@ -231,6 +231,51 @@ class KubectlWebSocketTest(unittest.TestCase):
             time.sleep(0.05)
         self.assertEqual(base.processes_matching(marker), [])
 
+    def test_raw_client_gone_while_its_input_waits_ends_the_exec(self):
+        # The command reads no input, so crisp stops reading the client once
+        # the pipe and its own queue are full. A client whose connection is
+        # reset then (a client killed with unread bytes, or one whose closed
+        # socket got more data) must still end the session and the command at
+        # once, not when the command next reads. (A FIN could not arrive: it
+        # waits behind the input crisp does not take.)
+        marker = "crisp-e2e-ws-held-%d" % os.getpid()
+        url = self.stream_url("exec", "--stdin", "demo", "--", "sh", "-c",
+                              ": %s; sleep 1000" % marker)
+        with RawWebSocket(url, "v5.channel.k8s.io") as client:
+            self.assertEqual(client.recv_message(), (0x2, b"\x01"))  # the ready signal
+            deadline = time.monotonic() + 10
+            while not base.processes_matching(marker) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.assertNotEqual(base.processes_matching(marker), [])
+            # 64 KiB stdin messages (all zeros, so the masked payload is the
+            # mask repeated) until crisp has taken nothing for a second.
+            mask = b"\x11\x22\x33\x44"
+            frame = struct.pack("!BBQ", 0x82, 0x80 | 127, 65537) + mask + mask * 16384 + mask[:1]
+            client.sock.setblocking(False)
+            sent = 0
+            last_progress = time.monotonic()
+            while time.monotonic() - last_progress < 1:
+                try:
+                    n = client.sock.send(frame)
+                except BlockingIOError:
+                    time.sleep(0.05)
+                    continue
+                sent += n
+                last_progress = time.monotonic()
+                frame = frame[n:] or (struct.pack("!BBQ", 0x82, 0x80 | 127, 65537) + mask +
+                                      mask * 16384 + mask[:1])
+            self.assertGreater(sent, 1 << 20)
+            self.assertEqual(self.cluster.metric("crisp_sessions_active"), 1)
+            client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                   struct.pack("ii", 1, 0))
+            client.sock.close()  # a reset
+            deadline = time.monotonic() + 5
+            while base.processes_matching(marker) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.assertEqual(base.processes_matching(marker), [],
+                             "sent %d bytes\n%s" % (sent, self.cluster.crisp.logs()[-6000:]))
+        self.assertEqual(self.cluster.wait_for_metric("crisp_sessions_active", 0), 0)
+
     def stream_url(self, *args):
         r = self.cluster.cricall(*args)
         self.assertEqual(r.returncode, 0, r.stderr)

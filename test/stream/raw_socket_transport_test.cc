@@ -442,6 +442,57 @@ TEST_F(RawSocketTransportTest, PauseHoldsDataAndEofUntilResumed) {
   expectClean();
 }
 
+TEST_F(RawSocketTransportTest, AskedToFailOnThePeersCloseAPausedTransportReportsItAtOnce) {
+  create();
+  call([](RawSocketTransport& t) { t.failOnPeerCloseWhilePaused(); });
+  start();
+  call([](RawSocketTransport& t) { t.pauseReading(true); });
+  // Input while the peer is still there waits, as without the option.
+  ASSERT_TRUE(test::sendAll(peer_, "held"));
+  EXPECT_FALSE(waitFor([](const Recorder& r) { return !r.events.empty(); }, kQuiet));
+  // Its close does not wait for the owner to take that input.
+  ASSERT_EQ(::shutdown(peer_, SHUT_WR), 0);
+  ASSERT_TRUE(waitFor([](const Recorder& r) { return r.count("error") == 1; }));
+  EXPECT_EQ(events(), (std::vector<std::string>{"error"}));
+  EXPECT_EQ(loop_.run([&] { return rec_.error; }),
+            "the peer closed the connection while its input was held back");
+  EXPECT_TRUE(loop_.run([&] { return transport_->closed(); }));
+  expectClean();
+}
+
+TEST_F(RawSocketTransportTest, AskedToFailOnThePeersCloseAPausedTransportReportsAReset) {
+  auto [client, server] = tcpPair();
+  ::close(server_fd_);  // the socketpair end is not used here
+  server_fd_ = server;
+  create();
+  call([](RawSocketTransport& t) { t.failOnPeerCloseWhilePaused(); });
+  start();
+  call([](RawSocketTransport& t) { t.pauseReading(true); });
+  ASSERT_TRUE(test::sendAll(client, "held"));
+  EXPECT_FALSE(waitFor([](const Recorder& r) { return !r.events.empty(); }, kQuiet));
+  linger hard{1, 0};
+  ASSERT_EQ(::setsockopt(client, SOL_SOCKET, SO_LINGER, &hard, sizeof(hard)), 0);
+  ::close(client);  // RST
+  ASSERT_TRUE(waitFor([](const Recorder& r) { return r.count("error") == 1; }));
+  EXPECT_EQ(events(), (std::vector<std::string>{"error"}));
+  EXPECT_TRUE(loop_.run([&] { return transport_->closed(); }));
+  expectClean();
+}
+
+TEST_F(RawSocketTransportTest, AskedToFailOnThePeersCloseAReadingTransportStillEndsWithEof) {
+  create();
+  call([](RawSocketTransport& t) { t.failOnPeerCloseWhilePaused(); });
+  start();
+  ASSERT_TRUE(test::sendAll(peer_, "bye"));
+  ASSERT_EQ(::shutdown(peer_, SHUT_WR), 0);
+  ASSERT_TRUE(waitFor([](const Recorder& r) { return r.count("eof") == 1; }));
+  EXPECT_EQ(events(), (std::vector<std::string>{"data 3", "eof"}));
+  // Paused after the EOF: nothing more to report.
+  call([](RawSocketTransport& t) { t.pauseReading(true); });
+  EXPECT_FALSE(waitFor([](const Recorder& r) { return r.events.size() > 2; }, kQuiet));
+  expectClean();
+}
+
 TEST_F(RawSocketTransportTest, PausingInsideTheDataCallbackStopsDelivery) {
   create();
   loop_.run([&] {

@@ -486,6 +486,24 @@ TEST_F(TlsTransportTest, WritingToAVanishedPeerIsAnErrorNotASignal) {
   EXPECT_TRUE(serverClosed());
 }
 
+TEST_F(TlsTransportTest, AskedToFailOnThePeersCloseAPausedTransportReportsAReset) {
+  auto client = connect(context(false), verifyingClient());
+  ASSERT_EQ(client->handshake(), "");
+  ASSERT_TRUE(client->write("x"));
+  ASSERT_TRUE(waitForReceived(1));
+  call([](TlsTransport& t) {
+    t.failOnPeerCloseWhilePaused();
+    t.pauseReading(true);
+  });
+  ASSERT_TRUE(client->write(randomBytes(100000, 5)));
+  EXPECT_FALSE(loop_.waitUntil([&] { return rec_.received.size() > 1 || !rec_.error.empty(); },
+                               kQuiet));
+  client->abort(true);
+  EXPECT_EQ(serverError(), "the peer closed the connection while its input was held back");
+  EXPECT_TRUE(serverClosed());
+  EXPECT_EQ(loop_.run([&] { return rec_.received; }), "x");
+}
+
 TEST_F(TlsTransportTest, PeerVanishingMidHandshakeIsReportedAndClosed) {
   const std::string hello = clientHello();
   ASSERT_GT(hello.size(), 100u);

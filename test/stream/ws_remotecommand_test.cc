@@ -532,6 +532,23 @@ TEST_F(WsRemoteCommandTest, StdinSentBeforeTheStartIsDeliveredAfterIt) {
 
 // Messages the session does not use are ignored: stdin when stdin was not
 // requested, the output and error channels, unknown channels, empty messages.
+// The command starts start_delay after the upgrade (client-go's executor may
+// not be ready for messages before); the ready signal and input do not wait.
+TEST_F(WsRemoteCommandTest, TheCommandStartsAfterTheStartDelay) {
+  runtime_.script.echo_stdin = true;
+  runtime_.script.exit_on_stdin_eof = ExitStatus::success();
+  WsRemoteCommandConfig config = testConfig();
+  config.start_delay = milliseconds(500);
+  const std::string input = clientChannelFrame(websocket::ChannelFraming::kBinary, 0, "waited") +
+                            rawFrame(0x2, std::string("\xff\x00", 2));
+  start(execSpec({"cat"}, false, true, true, false), "v5.channel.k8s.io", config, input);
+  ASSERT_TRUE(client_->waitFor([&] { return client_->count(Event::Kind::kMessage) >= 1; }));
+  EXPECT_FALSE(runtime_.waitUntil([](const Record& r) { return r.starts > 0; }, milliseconds(250)));
+  EXPECT_TRUE(runtime_.waitUntil([](const Record& r) { return r.starts == 1; }));
+  EXPECT_EQ(statusAfterClose(), kSuccessJson);
+  EXPECT_EQ(client_->channelData(1), "waited");
+}
+
 TEST_F(WsRemoteCommandTest, MessagesOnUnusedChannelsAreIgnored) {
   runtime_.script.echo_stdin = true;
   startAndWaitRunning(execSpec({"date"}, false, false, true, true), "v4.channel.k8s.io");

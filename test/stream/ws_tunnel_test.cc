@@ -28,6 +28,7 @@
 #include "test/runtime/embedded/port_servers.h"
 #include "test/stream/port_probe.h"
 #include "test/stream/spdy_test_client.h"
+#include "test/stream/ws_test_client.h"
 #include "test/stream/ws_tunnel_bridge.h"
 
 namespace crisp::stream {
@@ -39,6 +40,7 @@ using std::chrono::milliseconds;
 using testing::LoopThread;
 using testing::PortProbeRuntime;
 using testing::SpdyTestClient;
+using testing::WsTestClient;
 using testing::WsTunnelBridge;
 using Frame = SpdyTestClient::Frame;
 using Mode = TestPortServer::Mode;
@@ -428,6 +430,75 @@ TEST_F(WsTunnelTest, ServerCloseSendsGoAwayThenClosesTheWebSocket) {
   ASSERT_TRUE(sessionDone());
   EXPECT_TRUE(loop_.waitUntil([&] { return bridge_->closeCode() == websocket::kCloseNormal; }));
   EXPECT_TRUE(client_->waitForEof());
+}
+
+// What the tunnel's owner sees of its transport; nothing is asserted on it.
+class IgnoringTransportCallbacks : public TransportCallbacks {
+ public:
+  void onTransportData(Buffer& data) override { data.drain(data.length()); }
+  void onTransportEof() override {}
+  void onTransportDrained() override {}
+  void onTransportError(const std::string&) override {}
+};
+
+// Messages end where the segments of what was written end (the header and
+// payload of a SPDY frame, one read each), so none is cut and copied; only a
+// segment larger than a message is.
+TEST(WsTransportTest, MessagesEndAtSegmentBoundaries) {
+  int fds[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+  WsTestClient client(fds[0]);
+  LoopThread loop;
+  IgnoringTransportCallbacks callbacks;
+  std::unique_ptr<WsTransport> transport;
+  WsTransportConfig config;
+  config.max_message_bytes = 128 * 1024;
+  // Three pieces of 40 KiB fit in one message whole, the fourth starts the
+  // next; then one piece of 200 KiB is cut at the limit.
+  const std::vector<size_t> pieces = {40 * 1024, 40 * 1024, 40 * 1024, 40 * 1024, 200 * 1024};
+  std::string expected;
+  ASSERT_TRUE(loop.run([&] {
+    auto made = WsTransport::create(
+        loop.dispatcher(),
+        std::make_unique<RawSocketTransport>(loop.dispatcher(), fds[1], "client"), 7, config);
+    if (!made.ok()) {
+      return false;
+    }
+    transport = std::move(made).value();
+    transport->setCallbacks(callbacks);
+    transport->start();
+    Buffer data;
+    for (size_t i = 0; i < pieces.size(); ++i) {
+      const std::string bytes(pieces[i], static_cast<char>('a' + i));
+      Buffer segment;
+      segment.add(bytes);
+      data.move(segment);
+      expected += bytes;
+    }
+    transport->write(data);
+    return true;
+  }));
+  std::string received;
+  std::vector<size_t> sizes;
+  auto collect = [&] {
+    received.clear();
+    sizes.clear();
+    for (const WsTestClient::Event& e : client.events()) {
+      if (e.kind == WsTestClient::Event::Kind::kMessage) {
+        // The client reads a binary message's first byte as its channel.
+        received += static_cast<char>(e.channel) + e.data;
+        sizes.push_back(e.data.size() + 1);
+      }
+    }
+    return received.size() >= expected.size();
+  };
+  ASSERT_TRUE(client.waitFor(collect)) << client.error();
+  EXPECT_EQ(sizes, (std::vector<size_t>{120 * 1024, 40 * 1024, 128 * 1024, 72 * 1024}));
+  EXPECT_TRUE(received == expected);
+  loop.run([&] {
+    transport.reset();
+    return 0;
+  });
 }
 
 }  // namespace

@@ -268,6 +268,24 @@ class Bench:
         if want(only, "portforward"):
             self.throughput("portforward_upload_spdy", "portforward", 64 * 1024, size,
                             ["--proto", "spdy", "--up", "--chunk", 64 * 1024], ">= 0.70")
+            self.bare_relay(size)
+
+    def bare_relay(self, size):
+        """What any relay costs: port-forward's topology (source, relay, sink
+        over loopback TCP) with a relay that only reads and sends, beside the
+        same reference as the crisp measures."""
+        refs, runs, cpus = [], [], []
+        for _ in range(self.reps):
+            r = self.client("raw-tcp", "--bytes", size, "--chunk", MIB)
+            refs.append(size / float(r["seconds"]) / MIB)
+            v = self.client("raw-relay", "--bytes", size, "--chunk", MIB)
+            runs.append(size / float(v["seconds"]) / MIB)
+            cpus.append(float(v["relay_cpu_seconds"]) / (size / GIB))
+        ref = statistics.median(refs)
+        val = statistics.median(runs)
+        self.add("bare_relay_no_crisp", round(val, 1), "MiB/s", round(ref, 1), round(val / ref, 3),
+                 note=f"relay thread CPU {statistics.median(cpus):.2f} s/GiB")
+        log(f"  bare_relay_no_crisp: {val:.0f} MiB/s vs {ref:.0f} MiB/s ({val / ref:.0%})")
 
     def run_cpu(self):
         if self.cpu_bytes:

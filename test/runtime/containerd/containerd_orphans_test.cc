@@ -234,7 +234,10 @@ TEST(KillOrphanedExecs, AContainerdThatDoesNotAnswerCostsTheDeadline) {
   EXPECT_EQ(swept.status().code(), absl::StatusCode::kDeadlineExceeded);
   EXPECT_NE(swept.status().message().find("0 of 1 found so far ended"), std::string::npos)
       << swept.status();
-  EXPECT_GE(took, std::chrono::milliseconds(500));
+  // The event loop arms its timer from the time it cached at the start of
+  // its iteration, a little before `start` here: it may fire a few
+  // milliseconds short of the deadline as this thread measures it.
+  EXPECT_GE(took, std::chrono::milliseconds(450));
   EXPECT_LT(took, std::chrono::seconds(3));
 }
 

@@ -5,6 +5,11 @@
 //   loadclient raw-tcp --bytes N --chunk C
 //       reference: N bytes over one loopback TCP connection, written in pieces
 //       of C, read in pieces of 64 KiB (what the client reads per call).
+//   loadclient raw-relay --bytes N --chunk C [--splice]
+//       a forwarded connection without crisp: a source thread writes N bytes
+//       in pieces of C, this thread relays them to a sink thread (64 KiB reads
+//       and sends, or with --splice, splice(2) through a pipe), all over
+//       loopback TCP. Prints the relay thread's CPU time too.
 //   loadclient exec-stdout --socket S --container ID [--proto spdy|ws] --bytes N --chunk C
 //       `dd` in the container writes N zero bytes in writes of C; the client
 //       reads them from stdout.
@@ -35,6 +40,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -103,7 +109,7 @@ bool parseArgs(int argc, char** argv, Args& out) {
       return false;
     }
     a = a.substr(2);
-    if (a == "up") {
+    if (a == "up" || a == "splice") {
       out.flags[a] = "1";
       continue;
     }
@@ -418,6 +424,96 @@ int rawTcp(const Args& args) {
   std::printf("raw-tcp ok=%d bytes_received=%llu seconds=%.6f\n", got == bytes ? 1 : 0,
               static_cast<unsigned long long>(got), seconds);
   return got == bytes ? 0 : 1;
+}
+
+// Relays `in` to `out` until EOF: 64 KiB reads and sends, or splice(2) through
+// a pipe. Returns the bytes relayed, or -1 on an error.
+int64_t relayLoop(int in, int out, bool use_splice) {
+  int64_t total = 0;
+  if (use_splice) {
+    int pipe_fds[2];
+    if (pipe2(pipe_fds, O_CLOEXEC) != 0) {
+      return -1;
+    }
+    fcntl(pipe_fds[1], F_SETPIPE_SZ, 1 << 20);
+    for (;;) {
+      ssize_t n = splice(in, nullptr, pipe_fds[1], nullptr, 1 << 20, SPLICE_F_MOVE);
+      if (n <= 0) {
+        total = n == 0 ? total : -1;
+        break;
+      }
+      total += n;
+      while (n > 0) {
+        const ssize_t m = splice(pipe_fds[0], nullptr, out, nullptr, static_cast<size_t>(n),
+                                 SPLICE_F_MOVE);
+        if (m <= 0) {
+          n = -1;
+          break;
+        }
+        n -= m;
+      }
+      if (n < 0) {
+        total = -1;
+        break;
+      }
+    }
+    close(pipe_fds[0]);
+    close(pipe_fds[1]);
+    return total;
+  }
+  std::vector<char> buf(kReadChunk);
+  for (;;) {
+    const ssize_t n = ::read(in, buf.data(), buf.size());
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n <= 0) {
+      return n == 0 ? total : -1;
+    }
+    if (!writeAll(out, buf.data(), static_cast<size_t>(n))) {
+      return -1;
+    }
+    total += n;
+  }
+}
+
+double threadCpuSeconds() {
+  rusage r{};
+  getrusage(RUSAGE_THREAD, &r);
+  return static_cast<double>(r.ru_utime.tv_sec + r.ru_stime.tv_sec) +
+         1e-6 * static_cast<double>(r.ru_utime.tv_usec + r.ru_stime.tv_usec);
+}
+
+int rawRelay(const Args& args) {
+  const uint64_t bytes = args.num("bytes", 1ULL << 30);
+  const size_t chunk = args.num("chunk", 1 << 20);
+  const bool use_splice = args.has("splice");
+  const Clock::time_point start = Clock::now();
+  std::atomic<uint64_t> got{0};
+  double relay_cpu = 0;
+  {
+    OneShotServer source([bytes, chunk](int fd) { sourceLoop(fd, bytes, chunk); });
+    OneShotServer sink([&got](int fd) {
+      got = sinkLoop(fd, kReadChunk);
+      close(fd);
+    });
+    const int in = connectTcp("127.0.0.1", source.port());
+    const int out = connectTcp("127.0.0.1", sink.port());
+    if (in < 0 || out < 0) {
+      std::perror("loadclient: connect");
+      return 1;
+    }
+    const double cpu_before = threadCpuSeconds();
+    relayLoop(in, out, use_splice);
+    relay_cpu = threadCpuSeconds() - cpu_before;
+    close(in);
+    close(out);
+  }
+  const double seconds = secondsBetween(start, Clock::now());
+  std::printf("raw-relay ok=%d bytes_received=%llu seconds=%.6f relay_cpu_seconds=%.6f\n",
+              got.load() == bytes ? 1 : 0, static_cast<unsigned long long>(got.load()), seconds,
+              relay_cpu);
+  return got.load() == bytes ? 0 : 1;
 }
 
 bool protocolOf(const Args& args, bool port_forward, Protocol& protocol) {
@@ -779,7 +875,7 @@ int passthrough(const Args& args) {
 }
 
 constexpr char kUsage[] =
-    "usage: loadclient raw-tcp|exec-stdout|exec-stdin|portforward|setup-latency|sessions|idle|"
+    "usage: loadclient raw-tcp|raw-relay|exec-stdout|exec-stdin|portforward|setup-latency|sessions|idle|"
     "passthrough [--flag value]...\n"
     "  (see the comment at the top of tools/bench/loadclient/main.cc)\n";
 
@@ -794,7 +890,8 @@ int main(int argc, char** argv) {
     std::fputs(kUsage, stderr);
     return 2;
   }
-  const bool needs_socket = args.verb != "raw-tcp" && args.verb != "passthrough";
+  const bool needs_socket =
+      args.verb != "raw-tcp" && args.verb != "raw-relay" && args.verb != "passthrough";
   if (needs_socket && (!args.has("socket") || !args.has("container"))) {
     std::fputs("loadclient: --socket and --container are required\n", stderr);
     return 2;
@@ -802,6 +899,8 @@ int main(int argc, char** argv) {
   int rc = 2;
   if (args.verb == "raw-tcp") {
     rc = rawTcp(args);
+  } else if (args.verb == "raw-relay") {
+    rc = rawRelay(args);
   } else if (args.verb == "exec-stdout") {
     rc = execStream(args, false);
   } else if (args.verb == "exec-stdin") {
