@@ -122,14 +122,7 @@ int Buffer::readFrom(int fd, int max) {
     return -1;
   }
   iovec iov[2];
-  size_t room = static_cast<size_t>(max);
-  int used = 0;
-  for (int i = 0; i < count && room > 0; ++i) {
-    iov[i].iov_base = vec[i].iov_base;
-    iov[i].iov_len = std::min(vec[i].iov_len, room);
-    room -= iov[i].iov_len;
-    ++used;
-  }
+  const int used = toIovecs(vec, count, static_cast<size_t>(max), iov);
   const ssize_t n = used == 1 ? ::read(fd, iov[0].iov_base, iov[0].iov_len) : ::readv(fd, iov, used);
   if (n <= 0) {
     const int err = errno;
@@ -154,6 +147,18 @@ int Buffer::writeTo(int fd) { return evbuffer_write(buf_, fd); }
 
 int Buffer::writeTo(int fd, size_t max) {
   return evbuffer_write_atmost(buf_, fd, static_cast<ev_ssize_t>(max));
+}
+
+int toIovecs(const evbuffer_iovec* vec, int count, size_t max, iovec* iov) {
+  size_t room = max;
+  int used = 0;
+  for (int i = 0; i < count && room > 0; ++i) {
+    iov[i].iov_base = vec[i].iov_base;
+    iov[i].iov_len = std::min(vec[i].iov_len, room);
+    room -= iov[i].iov_len;
+    ++used;
+  }
+  return used;
 }
 
 }  // namespace crisp

@@ -8,6 +8,7 @@
 // A Buffer is not thread-safe; it belongs to the event loop that created it.
 
 #include <event2/buffer.h>
+#include <sys/uio.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -68,5 +69,9 @@ class Buffer {
  private:
   evbuffer* buf_;
 };
+
+// Fills `iov` with the first `count` of libevent's segments `vec`, cut so
+// that together they cover at most `max` bytes. Returns how many it used.
+int toIovecs(const evbuffer_iovec* vec, int count, size_t max, iovec* iov);
 
 }  // namespace crisp

@@ -68,6 +68,29 @@ class ExecCallbacks {
   // Output of the process. The callee takes the bytes (drains `data`).
   virtual void onStdout(Buffer& data) = 0;
   virtual void onStderr(Buffer& data) = 0;
+  // Zero-copy stdout, offered by a backend whose stdout is a pipe that only
+  // it reads (the embedded runtime without a tty), in place of reading it and
+  // calling onStdout(). The callee may move up to `limit` of the bytes the
+  // pipe holds straight to its client (splice(2)) and returns how many it
+  // took; 0 declines, and the backend reads them and calls onStdout() as
+  // usual. Taken bytes count as delivered. Bytes it took but could not move
+  // yet stay in the pipe: before returning, the callee then pauses output
+  // (ExecProcess::pauseOutput) and resumes only once they are moved, and the
+  // backend reads nothing from the pipe while paused. The backend keeps the
+  // pipe open while output is paused, but may close it once the process is
+  // destroyed; a callee that still needs it keeps its own descriptor.
+  virtual size_t onStdoutPipe(int pipe_fd, size_t limit) {
+    (void)pipe_fd;
+    (void)limit;
+    return 0;
+  }
+  // The same for stderr, in place of onStderr(). While either stream's bytes
+  // wait in their pipe, output is paused for both.
+  virtual size_t onStderrPipe(int pipe_fd, size_t limit) {
+    (void)pipe_fd;
+    (void)limit;
+    return 0;
+  }
   // Called exactly once, after the last onStdout()/onStderr(): every byte of
   // output has been delivered before the status.
   virtual void onExit(const ExitStatus& status) = 0;

@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -70,13 +71,68 @@ void RawSocketTransport::write(Buffer& data) {
   if (data.empty()) {
     return;
   }
-  output_.move(data);
+  if (splice_left_ > 0) {
+    output_after_.move(data);
+  } else {
+    output_.move(data);
+  }
   if (started_ && !write_blocked_) {
     schedule();
   }
 }
 
-size_t RawSocketTransport::queuedBytes() const { return output_.length(); }
+bool RawSocketTransport::writeFromPipe(Buffer& header, int pipe_fd, size_t length) {
+  if (closed() || !started_ || shutdown_requested_ || length == 0 || queuedBytes() > 0) {
+    return false;
+  }
+  output_.move(header);
+  splice_fd_ = pipe_fd;
+  splice_fd_owned_ = false;
+  splice_left_ = length;
+  std::string error;
+  long n = 1;
+  while (queuedBytes() > 0 && (n = writeStep(queuedBytes(), error)) > 0) {
+  }
+  if (n < 0) {
+    // Reported from the loop: callbacks never run inside a call.
+    pending_error_ = error;
+  }
+  if (splice_left_ > 0) {
+    // The socket took part of the frame: the rest of its payload is written
+    // from the loop, through a descriptor of our own.
+    const int own = ::fcntl(pipe_fd, F_DUPFD_CLOEXEC, 0);
+    if (own >= 0) {
+      splice_fd_ = own;
+      splice_fd_owned_ = true;
+    } else {
+      // No descriptor to spare: copy the rest of the payload out of the pipe
+      // now, so that the frame stays whole.
+      Buffer rest;
+      while (rest.length() < splice_left_) {
+        const int got = rest.readFrom(pipe_fd, static_cast<int>(splice_left_ - rest.length()));
+        if (got <= 0 && !(got < 0 && errno == EINTR)) {
+          break;
+        }
+      }
+      if (rest.length() < splice_left_ && pending_error_.empty()) {
+        pending_error_ = "splice: the pipe ended inside a frame";
+      }
+      endSplice();
+      output_.move(rest);
+    }
+  }
+  if (!pending_error_.empty() || (n > 0 && queuedBytes() > 0)) {
+    schedule();
+  } else if (queuedBytes() > 0) {
+    write_blocked_ = true;
+    updateWatcher();
+  }
+  return true;
+}
+
+size_t RawSocketTransport::queuedBytes() const {
+  return output_.length() + splice_left_ + output_after_.length();
+}
 
 size_t RawSocketTransport::unacknowledgedBytes() const { return unacknowledgedSocketBytes(fd_); }
 
@@ -139,6 +195,17 @@ void RawSocketTransport::close() {
   fd_ = -1;
   input_.drain(input_.length());
   output_.drain(output_.length());
+  endSplice();
+  output_after_.drain(output_after_.length());
+}
+
+void RawSocketTransport::endSplice() {
+  if (splice_fd_owned_ && splice_fd_ >= 0) {
+    ::close(splice_fd_);
+  }
+  splice_fd_ = -1;
+  splice_fd_owned_ = false;
+  splice_left_ = 0;
 }
 
 void RawSocketTransport::schedule() {
@@ -151,7 +218,11 @@ void RawSocketTransport::onScheduled() {
   if (closed() || !started_) {
     return;
   }
-  if (!write_blocked_ && (!output_.empty() || (shutdown_requested_ && !write_shut_))) {
+  if (!pending_error_.empty()) {
+    fail(pending_error_);
+    return;
+  }
+  if (!write_blocked_ && (queuedBytes() > 0 || (shutdown_requested_ && !write_shut_))) {
     flush();
     if (closed()) {
       return;
@@ -187,7 +258,7 @@ void RawSocketTransport::updateWatcher() {
   if (started_ && !read_paused_ && !peer_eof_) {
     events |= event::FdWatcher::kRead;
   }
-  if (started_ && write_blocked_ && !output_.empty()) {
+  if (started_ && write_blocked_ && queuedBytes() > 0) {
     events |= event::FdWatcher::kWrite;
   }
   watcher_->setEnabled(events);
@@ -244,14 +315,7 @@ long RawSocketTransport::readChunk(size_t max) {
     return -2;
   }
   iovec iov[2];
-  size_t room = max;
-  int used = 0;
-  for (int i = 0; i < count && room > 0; ++i) {
-    iov[i].iov_base = vec[i].iov_base;
-    iov[i].iov_len = std::min(vec[i].iov_len, room);
-    room -= iov[i].iov_len;
-    ++used;
-  }
+  const int used = toIovecs(vec, count, max, iov);
   ssize_t n;
   do {
     n = ::readv(fd_, iov, used);
@@ -280,57 +344,93 @@ long RawSocketTransport::readChunk(size_t max) {
   return static_cast<long>(n);
 }
 
+long RawSocketTransport::writeStep(size_t max, std::string& error) {
+  if (output_.empty() && splice_left_ > 0) {
+    ssize_t moved;
+    do {
+      moved = ::splice(splice_fd_, nullptr, fd_, nullptr, std::min(splice_left_, max),
+                       SPLICE_F_NONBLOCK);
+    } while (moved < 0 && errno == EINTR);
+    if (moved > 0) {
+      splice_left_ -= static_cast<size_t>(moved);
+      bytes_written_ += static_cast<uint64_t>(moved);
+      if (splice_left_ == 0) {
+        endSplice();
+        output_.move(output_after_);
+      }
+      return static_cast<long>(moved);
+    }
+    int in_pipe = 1;
+    if (moved < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      // Normally the socket is full. An empty pipe would make waiting for
+      // writability spin: the payload cannot be finished.
+      if (::ioctl(splice_fd_, FIONREAD, &in_pipe) != 0 || in_pipe > 0) {
+        return 0;
+      }
+    }
+    // The pipe ended (or was emptied) before the promised payload; the frame
+    // cannot be finished, so what follows it would be misread.
+    error = moved == 0 || in_pipe == 0 ? std::string("splice: the pipe ended inside a frame")
+                                       : "write: " + errnoText(errno);
+    return -1;
+  }
+  evbuffer_iovec vec[kMaxIovecs];
+  const int count =
+      std::min(evbuffer_peek(output_.raw(), -1, nullptr, vec, kMaxIovecs), kMaxIovecs);
+  iovec iov[kMaxIovecs];
+  const int used = toIovecs(vec, count, max, iov);
+  msghdr msg{};
+  msg.msg_iov = iov;
+  msg.msg_iovlen = static_cast<size_t>(used);
+  // A frame header ahead of a spliced payload waits for it (one segment).
+  const int flags = MSG_NOSIGNAL | (splice_left_ > 0 ? MSG_MORE : 0);
+  ssize_t written;
+  do {
+    written = ::sendmsg(fd_, &msg, flags);
+    if (written < 0 && errno == ENOTSOCK) {
+      written = ::writev(fd_, iov, used);
+    }
+  } while (written < 0 && errno == EINTR);
+  if (written > 0) {
+    output_.drain(static_cast<size_t>(written));
+    bytes_written_ += static_cast<uint64_t>(written);
+    return static_cast<long>(written);
+  }
+  if (written == 0 || errno == EAGAIN || errno == EWOULDBLOCK) {
+    return 0;
+  }
+  error = "write: " + errnoText(errno);
+  return -1;
+}
+
 void RawSocketTransport::flush() {
   size_t budget = options_.write_budget_bytes;
-  while (!closed() && !output_.empty()) {
+  while (!closed() && queuedBytes() > 0) {
     if (budget == 0) {
       // More next time round the loop; other connections go first.
       schedule();
       break;
     }
-    evbuffer_iovec vec[kMaxIovecs];
-    const int count =
-        std::min(evbuffer_peek(output_.raw(), -1, nullptr, vec, kMaxIovecs), kMaxIovecs);
-    iovec iov[kMaxIovecs];
-    size_t room = budget;
-    int used = 0;
-    for (int i = 0; i < count && room > 0; ++i) {
-      iov[i].iov_base = vec[i].iov_base;
-      iov[i].iov_len = std::min(vec[i].iov_len, room);
-      room -= iov[i].iov_len;
-      ++used;
-    }
-    msghdr msg{};
-    msg.msg_iov = iov;
-    msg.msg_iovlen = static_cast<size_t>(used);
-    ssize_t written = ::sendmsg(fd_, &msg, MSG_NOSIGNAL);
-    if (written < 0 && errno == ENOTSOCK) {
-      written = ::writev(fd_, iov, used);
-    }
-    const int err = errno;
+    std::string error;
+    const long written = writeStep(budget, error);
     if (written > 0) {
-      output_.drain(static_cast<size_t>(written));
-      bytes_written_ += static_cast<uint64_t>(written);
       budget -= std::min(budget, static_cast<size_t>(written));
       if (callbacks_ != nullptr) {
         callbacks_->onTransportDrained();
       }
       continue;
     }
-    if (written < 0 && err == EINTR) {
-      continue;
-    }
-    if (written == 0 || err == EAGAIN || err == EWOULDBLOCK) {
+    if (written == 0) {
       write_blocked_ = true;
       break;
     }
-    fail("write: " + errnoText(err));
+    fail(error);
     return;
   }
   if (closed()) {
     return;
   }
-  if (output_.empty()) {
+  if (queuedBytes() == 0) {
     write_blocked_ = false;
     if (shutdown_requested_ && !write_shut_) {
       write_shut_ = true;

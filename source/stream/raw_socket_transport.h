@@ -22,6 +22,10 @@
 //   onTransportDrained() follows every write that made progress, inside the
 //   write loop, so an owner that refills its share keeps the socket busy.
 //   The socket is watched for writability only while the kernel refuses more.
+// - writeFromPipe(): the frame header is sent with MSG_MORE and the payload
+//   spliced from the pipe, as far as the socket takes it inside the call; a
+//   payload the socket did not take whole is finished from the loop (through
+//   a dup of the pipe) before the bytes written after it.
 // - shutdownWrite(): shutdown(SHUT_WR) once the queue is empty.
 // - A failed read or write (reset, broken pipe) closes the socket and reports
 //   onTransportError("read: Connection reset by peer", ...). While reading is
@@ -66,6 +70,9 @@ class RawSocketTransport : public Transport {
   void setCallbacks(TransportCallbacks& callbacks) override { callbacks_ = &callbacks; }
   void start() override;
   void write(Buffer& data) override;
+  bool writeFromPipe(Buffer& header, int pipe_fd, size_t length) override;
+  bool canWriteFromPipe() const override { return true; }
+  size_t pipeBytesPending() const override { return splice_left_; }
   size_t queuedBytes() const override;
   size_t unacknowledgedBytes() const override;
   void pauseReading(bool paused) override;
@@ -96,6 +103,12 @@ class RawSocketTransport : public Transport {
   // Writes from the queue within the write budget, then shuts the write side
   // down if asked and the queue is empty.
   void flush();
+  // One sendmsg(2) of output_ or one splice(2) of the pending payload, at
+  // most `max` bytes. >0 bytes written, 0 the socket takes no more, -1
+  // failed (`error` says why; nothing is closed or reported here).
+  long writeStep(size_t max, std::string& error);
+  // Closes the descriptor of a finished or dropped spliced payload.
+  void endSplice();
   void updateWatcher();
   // Closes the socket and reports `detail` to the owner.
   void fail(const std::string& detail);
@@ -110,6 +123,15 @@ class RawSocketTransport : public Transport {
 
   Buffer input_;   // read or handed back, not yet delivered
   Buffer output_;  // queued, not yet written
+  // A spliced payload not yet written: splice_left_ bytes still in the pipe
+  // splice_fd_ (ours once the writeFromPipe() call returned), then
+  // output_after_, what was queued behind it.
+  int splice_fd_ = -1;
+  bool splice_fd_owned_ = false;
+  size_t splice_left_ = 0;
+  Buffer output_after_;
+  // A failure met inside writeFromPipe(), reported from the loop.
+  std::string pending_error_;
 
   bool started_ = false;
   bool read_paused_ = false;

@@ -295,6 +295,27 @@ void RemoteCommandSession::onStdout(Buffer& data) { sendOutput(StreamType::kStdo
 
 void RemoteCommandSession::onStderr(Buffer& data) { sendOutput(StreamType::kStderr, data); }
 
+size_t RemoteCommandSession::onStdoutPipe(int pipe_fd, size_t limit) {
+  return sendOutputFromPipe(StreamType::kStdout, pipe_fd, limit);
+}
+
+size_t RemoteCommandSession::onStderrPipe(int pipe_fd, size_t limit) {
+  return sendOutputFromPipe(StreamType::kStderr, pipe_fd, limit);
+}
+
+size_t RemoteCommandSession::sendOutputFromPipe(StreamType type, int pipe_fd, size_t limit) {
+  // A recording needs the bytes themselves; before the start or after the end
+  // the Buffer path drops them.
+  if (state_ != State::kRunning || process_ == nullptr || recorder_ != nullptr ||
+      !wire_.acceptsOutput(type)) {
+    return 0;
+  }
+  const size_t taken = wire_.sendOutputFromPipe(type, pipe_fd, limit);
+  metrics_.bytes_out.inc(taken);
+  bytes_out_ += taken;
+  return taken;
+}
+
 void RemoteCommandSession::sendOutput(StreamType type, Buffer& data) {
   if ((state_ != State::kRunning && state_ != State::kStarting) || !wire_.acceptsOutput(type)) {
     data.drain(data.length());

@@ -55,6 +55,17 @@ class RemoteCommandWire {
   virtual bool acceptsOutput(session::StreamType type) const = 0;
   // Sends process output (kStdout or kStderr); takes the bytes.
   virtual void sendOutput(session::StreamType type, Buffer& data) = 0;
+  // Zero-copy output (see session::ExecCallbacks::onStdoutPipe): sends up to
+  // `limit` bytes of what the pipe `pipe_fd` holds, moved by the kernel, and
+  // returns how many it took; 0 when the wire cannot (not a plain socket,
+  // output queued, a framing that rewrites the bytes). Bytes taken but not
+  // yet written hold the wire above its high watermark until they are.
+  virtual size_t sendOutputFromPipe(session::StreamType type, int pipe_fd, size_t limit) {
+    (void)type;
+    (void)pipe_fd;
+    (void)limit;
+    return 0;
+  }
   // The exec ended: end the output, write `payload` (errorStreamPayload()
   // for the version, possibly empty) on the error stream and close as after
   // an exit (clients read the status only after a normal close). With
@@ -153,11 +164,15 @@ class RemoteCommandSession : private session::ExecCallbacks {
   // session::ExecCallbacks
   void onStdout(Buffer& data) override;
   void onStderr(Buffer& data) override;
+  size_t onStdoutPipe(int pipe_fd, size_t limit) override;
+  size_t onStderrPipe(int pipe_fd, size_t limit) override;
   void onExit(const session::ExitStatus& status) override;
   void onStdinDrained() override;
 
   void startExec();
   void sendOutput(session::StreamType type, Buffer& data);
+  // What onStdoutPipe()/onStderrPipe() take for `type`.
+  size_t sendOutputFromPipe(session::StreamType type, int pipe_fd, size_t limit);
   void releaseProcess();
   // Remembers why the session ended (the first reason given wins).
   void setCloseReason(std::string_view reason);

@@ -176,6 +176,28 @@ bool SpdyConnection::sendData(uint32_t stream_id, Buffer& data, bool fin) {
   return true;
 }
 
+size_t SpdyConnection::sendDataFromPipe(uint32_t stream_id, int pipe_fd, size_t limit) {
+  auto it = streams_.find(stream_id);
+  if (state_ != State::kOpen || it == streams_.end() || it->second.local_fin || !control_.empty() ||
+      !data_.empty()) {
+    return 0;
+  }
+  size_t header_bytes = 0;
+  const PipeFrames taken = writeFramesFromPipe(
+      *transport_, pipe_fd, limit, config_.max_data_frame_bytes,
+      [&](size_t length, Buffer& header) {
+        spdy::Codec::encodeDataHeader(header, stream_id, static_cast<uint32_t>(length), false);
+        header_bytes = header.length();
+        return true;
+      });
+  if (taken.frames > 0) {
+    bytes_handed_ += taken.bytes + taken.frames * header_bytes;
+    touchIdle();
+    checkWatermarks();
+  }
+  return taken.bytes;
+}
+
 const char* SpdyConnection::peerName() const {
   return config_.role == spdy::Codec::Role::kServer ? "client" : "server";
 }
@@ -354,11 +376,14 @@ void SpdyConnection::checkWatermarks() {
     return;
   }
   const size_t queued = queuedOutputBytes();
-  if (!above_high_watermark_ && queued > config_.output_high_watermark) {
+  // A spliced payload the socket did not take whole is still in the owner's
+  // pipe, which must not be read until the socket took it.
+  const bool pipe_pending = transport_->pipeBytesPending() > 0;
+  if (!above_high_watermark_ && (queued > config_.output_high_watermark || pipe_pending)) {
     above_high_watermark_ = true;
     CRISP_CONN_LOG(kSpdy, trace, id_, "output above high watermark: {} bytes queued", queued);
     callbacks_.onOutputAboveHighWatermark();
-  } else if (above_high_watermark_ && queued <= config_.output_low_watermark) {
+  } else if (above_high_watermark_ && queued <= config_.output_low_watermark && !pipe_pending) {
     above_high_watermark_ = false;
     CRISP_CONN_LOG(kSpdy, trace, id_, "output below low watermark: {} bytes queued", queued);
     callbacks_.onOutputBelowLowWatermark();

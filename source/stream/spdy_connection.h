@@ -189,6 +189,18 @@ class SpdyConnection : private spdy::CodecCallbacks, private TransportCallbacks 
   // at most max_data_frame_bytes.
   bool sendDataAhead(uint32_t stream_id, std::string_view data, bool fin);
 
+  // Zero-copy DATA: frames of at most max_data_frame_bytes whose payload the
+  // transport splices from `pipe_fd` (Transport::writeFromPipe), up to `limit`
+  // bytes of what the pipe holds. `pipe_fd` must be a pipe that only the
+  // caller reads, so that what FIONREAD reports is there for the frame.
+  // Taken only while nothing is queued (here or in the transport) and the
+  // transport can splice; returns the bytes taken, 0 when declined (the
+  // caller then reads them and uses sendData(), which keeps the order). A
+  // payload the socket did not take whole stays in the pipe until the socket
+  // takes it: meanwhile the connection counts as above its high watermark, so
+  // the owner pauses its producer, which must not read the pipe while paused.
+  size_t sendDataFromPipe(uint32_t stream_id, int pipe_fd, size_t limit);
+
   // Client role: opens a stream (SYN_STREAM with `headers`, FIN when `fin`)
   // and returns its id, or 0 when the connection is not open or the ids ran
   // out. Data may be sent on it at once; onStreamReply() tells when the peer

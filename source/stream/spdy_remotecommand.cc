@@ -225,6 +225,10 @@ void SpdyRemoteCommand::sendOutput(StreamType type, Buffer& data) {
   connection_->sendData(streamId(type), data, false);
 }
 
+size_t SpdyRemoteCommand::sendOutputFromPipe(StreamType type, int pipe_fd, size_t limit) {
+  return connection_->sendDataFromPipe(streamId(type), pipe_fd, limit);
+}
+
 void SpdyRemoteCommand::endWithStatus(const std::string& payload, bool ahead_of_output) {
   creation_timer_->disable();
   // A client returns once stdout, stderr and the error stream all reached

@@ -122,6 +122,7 @@ class SpdyRemoteCommand : private SpdyConnectionCallbacks, private RemoteCommand
   void pauseReading(bool paused) override;
   bool acceptsOutput(StreamType type) const override;
   void sendOutput(StreamType type, Buffer& data) override;
+  size_t sendOutputFromPipe(StreamType type, int pipe_fd, size_t limit) override;
   void endWithStatus(const std::string& payload, bool ahead_of_output) override;
   void endWithoutStatus(const std::string& why, int wire_code) override;
 

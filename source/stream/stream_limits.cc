@@ -24,6 +24,11 @@ class PermitTransport : public Transport {
   void setCallbacks(TransportCallbacks& callbacks) override { inner_->setCallbacks(callbacks); }
   void start() override { inner_->start(); }
   void write(Buffer& data) override { inner_->write(data); }
+  bool writeFromPipe(Buffer& header, int pipe_fd, size_t length) override {
+    return inner_->writeFromPipe(header, pipe_fd, length);
+  }
+  bool canWriteFromPipe() const override { return inner_->canWriteFromPipe(); }
+  size_t pipeBytesPending() const override { return inner_->pipeBytesPending(); }
   size_t queuedBytes() const override { return inner_->queuedBytes(); }
   void pauseReading(bool paused) override { inner_->pauseReading(paused); }
   void failOnPeerCloseWhilePaused() override { inner_->failOnPeerCloseWhilePaused(); }

@@ -26,6 +26,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <memory>
 #include <string>
@@ -72,6 +73,33 @@ class Transport {
   virtual void write(Buffer& data) = 0;
   // Bytes queued and not yet handed to the layer below.
   virtual size_t queuedBytes() const = 0;
+  // Zero-copy output, for transports that are a plain socket. Queues `header`
+  // (drained) followed by `length` bytes that the caller promises are in the
+  // pipe `pipe_fd` and that nothing else reads: they go from the pipe to the
+  // socket with splice(2), never through user space. Accepted only while
+  // nothing is queued; returns false, taking nothing, otherwise and on
+  // transports that cannot splice (TLS, a WebSocket or HTTP/2 stream), and
+  // the caller then sends the bytes as usual.
+  //
+  // What the socket takes at once is written inside the call (no callback is
+  // invoked from it); the rest of the payload stays in the pipe and is written
+  // from the loop before anything queued later, through a descriptor of the
+  // pipe the transport keeps, so the caller may close its own. Until
+  // pipeBytesPending() is back to 0 the caller must keep every other reader
+  // away from the pipe, or the payload would not be the bytes it promised.
+  // A failure arrives as onTransportError(), from the loop.
+  virtual bool writeFromPipe(Buffer& header, int pipe_fd, size_t length) {
+    (void)header;
+    (void)pipe_fd;
+    (void)length;
+    return false;
+  }
+  // Whether writeFromPipe() can ever be accepted here (a plain socket), so
+  // that a caller asks the pipe for its length only then.
+  virtual bool canWriteFromPipe() const { return false; }
+  // Bytes of a writeFromPipe() payload still in the pipe (counted in
+  // queuedBytes() too).
+  virtual size_t pipeBytesPending() const { return 0; }
   // Bytes handed to the kernel that the peer has not acknowledged yet; 0
   // where the layer below cannot tell.
   virtual size_t unacknowledgedBytes() const { return 0; }
@@ -110,6 +138,40 @@ class Transport {
 };
 
 using TransportPtr = std::unique_ptr<Transport>;
+
+// Frames for Transport::writeFromPipe(): splices up to `limit` bytes of what
+// the pipe `pipe_fd` holds (FIONREAD; only the caller reads the pipe) in
+// frames of at most `max_payload` bytes, each behind the header that
+// `frame_header(length, header)` appends (returning false stops), while the
+// transport takes each frame whole: one it took in part is finished before
+// anything else goes out. Returns the payload bytes and frames taken; none
+// when the transport cannot splice or holds bytes, or the pipe is empty.
+struct PipeFrames {
+  size_t bytes = 0;
+  size_t frames = 0;
+};
+template <typename FrameHeader>
+PipeFrames writeFramesFromPipe(Transport& transport, int pipe_fd, size_t limit, size_t max_payload,
+                               FrameHeader&& frame_header) {
+  PipeFrames taken;
+  int available = 0;
+  if (!transport.canWriteFromPipe() || transport.queuedBytes() > 0 || max_payload == 0 ||
+      ::ioctl(pipe_fd, FIONREAD, &available) != 0 || available <= 0) {
+    return taken;
+  }
+  size_t left = std::min(static_cast<size_t>(available), limit);
+  while (left > 0 && transport.queuedBytes() == 0) {
+    const size_t length = std::min(left, max_payload);
+    Buffer header;
+    if (!frame_header(length, header) || !transport.writeFromPipe(header, pipe_fd, length)) {
+      break;
+    }
+    taken.bytes += length;
+    ++taken.frames;
+    left -= length;
+  }
+  return taken;
+}
 
 // What a TCP socket's kernel send queue holds that the peer has not
 // acknowledged (SIOCOUTQ); 0 for other sockets (a unix socket's peer keeps

@@ -165,6 +165,28 @@ bool WsConnection::send(MessageType type, Buffer& payload, bool ahead) {
   return true;
 }
 
+size_t WsConnection::sendMessageFromPipe(MessageType type, std::string_view prefix, int pipe_fd,
+                                         size_t limit, size_t max_payload) {
+  if (state_ != State::kOpen || !control_.empty() || !data_.empty() || !codec_->output().empty()) {
+    return 0;
+  }
+  const PipeFrames taken = writeFramesFromPipe(
+      *transport_, pipe_fd, limit, max_payload, [&](size_t length, Buffer& header) {
+        if (!codec_->sendMessageHeader(type, prefix.size() + length).ok()) {
+          return false;
+        }
+        header.move(codec_->output());
+        header.add(prefix);
+        return true;
+      });
+  if (taken.frames > 0) {
+    messages_sent_ += taken.frames;
+    touchIdle();
+    checkWatermarks();
+  }
+  return taken.bytes;
+}
+
 size_t WsConnection::queuedOutputBytes() const {
   const size_t in_transport =
       state_ != State::kClosed && transport_ != nullptr ? transport_->queuedBytes() : 0;
@@ -391,11 +413,14 @@ void WsConnection::checkWatermarks() {
     return;
   }
   const size_t queued = queuedOutputBytes();
-  if (!above_high_watermark_ && queued > config_.output_high_watermark) {
+  // A spliced payload the socket did not take whole is still in the owner's
+  // pipe, which must not be read until the socket took it.
+  const bool pipe_pending = transport_->pipeBytesPending() > 0;
+  if (!above_high_watermark_ && (queued > config_.output_high_watermark || pipe_pending)) {
     above_high_watermark_ = true;
     CRISP_CONN_LOG(kStream, trace, id_, "output above high watermark: {} bytes queued", queued);
     callbacks_.onOutputAboveHighWatermark();
-  } else if (above_high_watermark_ && queued <= config_.output_low_watermark) {
+  } else if (above_high_watermark_ && queued <= config_.output_low_watermark && !pipe_pending) {
     above_high_watermark_ = false;
     CRISP_CONN_LOG(kStream, trace, id_, "output below low watermark: {} bytes queued", queued);
     callbacks_.onOutputBelowLowWatermark();

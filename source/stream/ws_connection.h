@@ -166,6 +166,16 @@ class WsConnection : private TransportCallbacks, private websocket::CodecCallbac
   // queued, with the pongs (at a frame boundary). For a short message that
   // must not wait behind a slow reader's backlog, such as a final status.
   bool sendMessageAhead(websocket::MessageType type, Buffer& payload);
+  // Zero-copy messages: each one `prefix` (a channel byte) followed by up to
+  // max_payload bytes that the transport splices from `pipe_fd`
+  // (Transport::writeFromPipe), up to `limit` bytes of what the pipe holds.
+  // As SpdyConnection::sendDataFromPipe(): `pipe_fd` is a pipe only the
+  // caller reads; taken only while nothing is queued and the transport can
+  // splice; returns the payload bytes taken, 0 when declined; a payload the
+  // socket did not take whole holds the connection above its high watermark
+  // until it is written.
+  size_t sendMessageFromPipe(websocket::MessageType type, std::string_view prefix, int pipe_fd,
+                             size_t limit, size_t max_payload);
 
   // Starts the close handshake described above with `code` (one an endpoint
   // may send, websocket::isSendableCloseCode; anything else is sent as 1011)

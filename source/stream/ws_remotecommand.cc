@@ -249,6 +249,18 @@ void WsRemoteCommand::sendOutput(StreamType type, Buffer& data) {
   }
 }
 
+size_t WsRemoteCommand::sendOutputFromPipe(StreamType type, int pipe_fd, size_t limit) {
+  // Base64 channels rewrite the bytes; only binary ones carry them as they are.
+  if (protocol_.framing != websocket::ChannelFraming::kBinary) {
+    return 0;
+  }
+  const char channel = static_cast<char>(type == StreamType::kStdout ? websocket::kChannelStdout
+                                                                     : websocket::kChannelStderr);
+  return connection_->sendMessageFromPipe(MessageType::kBinary, std::string_view(&channel, 1),
+                                          pipe_fd, limit,
+                                          std::max<size_t>(config_.max_output_message_bytes, 1));
+}
+
 void WsRemoteCommand::sendChannel(uint8_t channel, Buffer& payload) {
   Buffer message;
   const MessageType type =

@@ -170,6 +170,7 @@ class WsRemoteCommand : private WsConnectionCallbacks, private RemoteCommandWire
   void pauseReading(bool paused) override;
   bool acceptsOutput(session::StreamType type) const override;
   void sendOutput(session::StreamType type, Buffer& data) override;
+  size_t sendOutputFromPipe(session::StreamType type, int pipe_fd, size_t limit) override;
   void endWithStatus(const std::string& payload, bool ahead_of_output) override;
   void endWithoutStatus(const std::string& why, int close_code) override;
 

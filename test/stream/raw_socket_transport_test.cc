@@ -10,6 +10,7 @@
 #include <vector>
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -271,6 +272,90 @@ TEST_F(RawSocketTransportTest, QueueGrowsWhileThePeerDoesNotReadAndDrainsWhenItD
   EXPECT_GT(loop_.run([&] { return rec_.drained; }), drained_before);
   EXPECT_EQ(queued(), 0u);
   EXPECT_EQ(loop_.run([&] { return transport_->bytesWritten(); }), kBytes);
+  expectClean();
+}
+
+// A pipe holding `bytes`, its write end closed: {read end, content}.
+std::pair<int, std::string> filledPipe(size_t bytes, uint32_t seed) {
+  int fds[2];
+  EXPECT_EQ(::pipe2(fds, O_NONBLOCK | O_CLOEXEC), 0);
+  EXPECT_GE(::fcntl(fds[1], F_SETPIPE_SZ, static_cast<int>(bytes)), static_cast<int>(bytes));
+  std::string content(bytes, '\0');
+  std::mt19937 rng(seed);
+  for (auto& c : content) {
+    c = static_cast<char>(rng());
+  }
+  EXPECT_EQ(::write(fds[1], content.data(), bytes), static_cast<ssize_t>(bytes));
+  ::close(fds[1]);
+  return {fds[0], content};
+}
+
+TEST_F(RawSocketTransportTest, SplicedPayloadTheSocketTookInPartIsFinishedBeforeLaterBytes) {
+  create();
+  start();
+  constexpr size_t kBytes = 1024 * 1024;
+  auto [pipe_fd, content] = filledPipe(kBytes, 7);
+  size_t pending = 0;
+  call([&, fd = pipe_fd](RawSocketTransport& t) {
+    Buffer header;
+    header.add("HEAD");
+    ASSERT_TRUE(t.writeFromPipe(header, fd, kBytes));
+    EXPECT_TRUE(header.empty());
+    // The peer reads nothing yet: the socket took part of it.
+    pending = t.pipeBytesPending();
+    // Only one payload at a time, and only into an empty queue.
+    Buffer more;
+    more.add("x");
+    EXPECT_FALSE(t.writeFromPipe(more, fd, 1));
+    EXPECT_EQ(more.length(), 1u);
+    Buffer after;
+    after.add("AFTER");
+    t.write(after);
+  });
+  // The transport keeps its own descriptor of the pipe.
+  ::close(pipe_fd);
+  EXPECT_GT(pending, 0u);
+  EXPECT_LT(pending, kBytes);
+  EXPECT_EQ(queued(), pending + 5);
+  auto got = test::readExactly(peer_, 4 + kBytes + 5);
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->substr(0, 4), "HEAD");
+  EXPECT_TRUE(got->substr(4, kBytes) == content) << "payload differs";
+  EXPECT_EQ(got->substr(4 + kBytes), "AFTER");
+  ASSERT_TRUE(waitFor([](const Recorder& r) { return r.queued_at_last_drain == 0; }));
+  EXPECT_EQ(loop_.run([&] { return transport_->pipeBytesPending(); }), 0u);
+  EXPECT_EQ(loop_.run([&] { return transport_->bytesWritten(); }), 4 + kBytes + 5);
+  expectClean();
+}
+
+TEST_F(RawSocketTransportTest, SplicingIsRefusedWithBytesQueuedAndAPipeEndingEarlyFails) {
+  create();
+  start();
+  auto [pipe_fd, content] = filledPipe(4096, 9);
+  call([&, fd = pipe_fd](RawSocketTransport& t) {
+    Buffer queued_bytes;
+    queued_bytes.add("q");
+    t.write(queued_bytes);
+    Buffer header;
+    header.add("H");
+    EXPECT_FALSE(t.writeFromPipe(header, fd, 10));
+    EXPECT_EQ(header.length(), 1u);
+  });
+  EXPECT_EQ(test::readExactly(peer_, 1), "q");
+  ASSERT_TRUE(waitFor([](const Recorder& r) { return r.transport->queuedBytes() == 0; }));
+  // A payload promised longer than the pipe: the frame cannot be finished, so
+  // the transport fails rather than let later bytes take its place.
+  call([&, fd = pipe_fd](RawSocketTransport& t) {
+    Buffer header;
+    header.add("H");
+    EXPECT_TRUE(t.writeFromPipe(header, fd, 8192));
+  });
+  ::close(pipe_fd);
+  ASSERT_TRUE(waitFor([](const Recorder& r) { return r.count("error") == 1; }));
+  EXPECT_EQ(loop_.run([&] { return rec_.error; }), "splice: the pipe ended inside a frame");
+  auto got = test::readExactly(peer_, 1 + 4096);
+  ASSERT_TRUE(got.has_value());
+  EXPECT_TRUE(got->substr(1) == content);
   expectClean();
 }
 

@@ -132,15 +132,18 @@ class PermitTransportTest : public ::testing::Test {
 
   test::LoopThread loop_;
   Sink sink_;
+  // Declared before the transport, which holds one of its permits and gives
+  // it back when TearDown() destroys it: a limiter local to a test body would
+  // be gone by then, and the release would write into a dead stack frame.
+  SessionLimiter limiter_{1};
   TransportPtr transport_;
   int client_ = -1;
   int server_fd_ = -1;
 };
 
 TEST_F(PermitTransportTest, ForwardsBothWaysAndFreesTheSlotOnClose) {
-  SessionLimiter limiter(1);
-  wrap(limiter.tryAcquire());
-  EXPECT_EQ(limiter.active(), 1u);
+  wrap(limiter_.tryAcquire());
+  EXPECT_EQ(limiter_.active(), 1u);
   std::string peer;
   loop_.runSync([&] {
     peer = transport_->peerAddress();
@@ -158,22 +161,41 @@ TEST_F(PermitTransportTest, ForwardsBothWaysAndFreesTheSlotOnClose) {
     std::this_thread::yield();
   }
   EXPECT_EQ(got, "to server");
-  EXPECT_FALSE(limiter.tryAcquire());
+  EXPECT_FALSE(limiter_.tryAcquire());
   // Closed but not yet freed (an owner's deferred delete): the slot is free.
   loop_.runSync([&] { transport_->close(); });
-  EXPECT_EQ(limiter.active(), 0u);
+  EXPECT_EQ(limiter_.active(), 0u);
   EXPECT_EQ(test::readUntilClose(client_), "");
   loop_.runSync([&] { transport_.reset(); });
-  EXPECT_EQ(limiter.active(), 0u);
+  EXPECT_EQ(limiter_.active(), 0u);
+}
+
+TEST_F(PermitTransportTest, ForwardsSplicingFromAPipe) {
+  wrap(limiter_.tryAcquire());
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  ASSERT_EQ(::write(fds[1], "payload", 7), 7);
+  bool accepted = false;
+  bool can = false;
+  loop_.runSync([&] {
+    can = transport_->canWriteFromPipe();
+    Buffer header;
+    header.add("H:");
+    accepted = transport_->writeFromPipe(header, fds[0], 7);
+  });
+  ::close(fds[0]);
+  ::close(fds[1]);
+  EXPECT_TRUE(can);
+  EXPECT_TRUE(accepted);
+  EXPECT_EQ(test::readExactly(client_, 9), "H:payload");
 }
 
 TEST_F(PermitTransportTest, DestroyingTheTransportFreesTheSlot) {
-  SessionLimiter limiter(1);
-  wrap(limiter.tryAcquire());
-  EXPECT_EQ(limiter.active(), 1u);
+  wrap(limiter_.tryAcquire());
+  EXPECT_EQ(limiter_.active(), 1u);
   loop_.runSync([&] { transport_.reset(); });
-  EXPECT_EQ(limiter.active(), 0u);
-  EXPECT_TRUE(limiter.tryAcquire());
+  EXPECT_EQ(limiter_.active(), 0u);
+  EXPECT_TRUE(limiter_.tryAcquire());
 }
 
 TEST(StreamLimitsTest, DefaultFrameLimitIsTheSpdyWireLimitAndTheWebSocketDefault) {

@@ -248,19 +248,29 @@ std::string serialOf(const std::string& cert_pem) {
   return out;
 }
 
-std::pair<int, int> loopbackPair() {
+std::pair<int, int> loopbackPair(int client_receive_buffer, int server_send_buffer) {
   const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   socklen_t len = sizeof(addr);
-  if (listener < 0 || ::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+  // The accepted socket inherits the listener's buffer sizes.
+  if (listener < 0 ||
+      (server_send_buffer > 0 && ::setsockopt(listener, SOL_SOCKET, SO_SNDBUF, &server_send_buffer,
+                                              sizeof(server_send_buffer)) != 0) ||
+      ::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
       ::listen(listener, 1) != 0 ||
       ::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
     std::perror("loopback listener");
     std::abort();
   }
   const int client = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (client_receive_buffer > 0 &&
+      ::setsockopt(client, SOL_SOCKET, SO_RCVBUF, &client_receive_buffer,
+                   sizeof(client_receive_buffer)) != 0) {
+    std::perror("SO_RCVBUF");
+    std::abort();
+  }
   if (::connect(client, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
     std::perror("connect");
     std::abort();

@@ -79,8 +79,13 @@ std::string encryptedKeyPem(const std::string& key_pem, const std::string& passp
 // A directory of the test's own, for certificate and key files.
 using ::crisp::testing::TempDir;
 
-// A connected loopback TCP pair {client, server}, both blocking.
-std::pair<int, int> loopbackPair();
+// A connected loopback TCP pair {client, server}, both blocking. A non-zero
+// `client_receive_buffer` / `server_send_buffer` is set (SO_RCVBUF /
+// SO_SNDBUF) before the handshake, so that the window and segment size are
+// agreed for it: a receive buffer shrunk after the handshake can end below
+// the sender's segment size, and the sender then waits for its zero-window
+// probes (seconds, doubling) before each segment.
+std::pair<int, int> loopbackPair(int client_receive_buffer = 0, int server_send_buffer = 0);
 
 struct TlsClientOptions {
   // Verify the server against this CA; empty: no verification.

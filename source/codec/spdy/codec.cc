@@ -409,6 +409,14 @@ void Codec::encodeData(Buffer& out, uint32_t stream_id, Buffer& data, bool fin) 
   } while (!data.empty());
 }
 
+void Codec::encodeDataHeader(Buffer& out, uint32_t stream_id, uint32_t length, bool fin) {
+  uint8_t header[kFrameHeaderSize];
+  putUint32(header, stream_id & kStreamIdMask);
+  putUint32(header + 4,
+            (static_cast<uint32_t>(fin ? kFlagFin : 0) << 24) | (length & kMaxFrameLength));
+  out.add(header, sizeof(header));
+}
+
 void Codec::encodeRstStream(Buffer& out, uint32_t stream_id, RstStatus status) {
   uint8_t frame[kFrameHeaderSize + 8];
   uint8_t* p = putControlHeader(frame, FrameType::kRstStream, 0, 8);

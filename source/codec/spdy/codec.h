@@ -146,6 +146,10 @@ class Codec {
   // data beyond the 16 MiB - 1 wire limit goes out in several frames, `fin` on
   // the last). The payload is moved, not copied.
   static void encodeData(Buffer& out, uint32_t stream_id, Buffer& data, bool fin);
+  // Only the 8-byte header of a DATA frame whose `length` payload bytes the
+  // caller sends right behind it by other means (splice(2) from a pipe).
+  // `length` must be at most 16 MiB - 1.
+  static void encodeDataHeader(Buffer& out, uint32_t stream_id, uint32_t length, bool fin);
   static void encodeRstStream(Buffer& out, uint32_t stream_id, RstStatus status);
   static void encodeSettings(Buffer& out, uint8_t flags, const std::vector<SettingsEntry>& entries);
   static void encodePing(Buffer& out, uint32_t id);

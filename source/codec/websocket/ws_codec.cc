@@ -163,7 +163,9 @@ class Codec::Impl {
   // is moved behind it; a client's payload is masked on its way into the
   // output, eight bytes at a time. wslay's own queue is always empty between
   // calls (flush() sends everything), so the order of frames is kept.
-  absl::Status sendFramed(MessageType type, Buffer& payload) {
+  // Checks that a data frame may be sent and writes its header (unmasked, as
+  // a server's) into `header`.
+  absl::Status startFrame(MessageType type, uint64_t len, uint8_t* header, size_t& header_len) {
     // The same refusal wslay_event_queue_msg() gives once a close is queued
     // (ours, or the reply to the peer's).
     if (!wslay_event_get_write_enabled(ctx_) || wslay_event_get_close_sent(ctx_) ||
@@ -173,9 +175,7 @@ class Codec::Impl {
     if (absl::Status status = flush(); !status.ok()) {
       return status;
     }
-    const uint64_t len = payload.length();
-    uint8_t header[kMaxFrameHeader];
-    size_t header_len = 2;
+    header_len = 2;
     header[0] = static_cast<uint8_t>(0x80 | static_cast<uint8_t>(type));
     if (len < 126) {
       header[1] = static_cast<uint8_t>(len);
@@ -191,6 +191,31 @@ class Codec::Impl {
       }
       header_len = 10;
     }
+    return absl::OkStatus();
+  }
+
+  // A server's frame header alone; the caller sends the payload behind it.
+  absl::Status sendHeaderOnly(MessageType type, uint64_t len) {
+    if (options_.role != Role::kServer) {
+      return absl::FailedPreconditionError("ws.internal_error: a client's frames are masked");
+    }
+    uint8_t header[kMaxFrameHeader];
+    size_t header_len = 0;
+    if (absl::Status status = startFrame(type, len, header, header_len); !status.ok()) {
+      return status;
+    }
+    output_.add(header, header_len);
+    return absl::OkStatus();
+  }
+
+  absl::Status sendFramed(MessageType type, Buffer& payload) {
+    uint8_t header[kMaxFrameHeader];
+    size_t header_len = 0;
+    if (absl::Status status = startFrame(type, payload.length(), header, header_len);
+        !status.ok()) {
+      return status;
+    }
+    const uint64_t len = payload.length();
     if (options_.role == Role::kServer) {
       output_.add(header, header_len);
       output_.move(payload);
@@ -739,6 +764,13 @@ absl::Status Codec::sendMessage(MessageType type, Buffer& payload) {
     return impl_->error();
   }
   return impl_->sendFramed(type, payload);
+}
+
+absl::Status Codec::sendMessageHeader(MessageType type, uint64_t length) {
+  if (!impl_->error().ok()) {
+    return impl_->error();
+  }
+  return impl_->sendHeaderOnly(type, length);
 }
 
 absl::Status Codec::sendPing(std::string_view payload) { return impl_->sendPing(payload); }

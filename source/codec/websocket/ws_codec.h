@@ -140,6 +140,11 @@ class Codec {
   // or received; the connection's error after a failure.
   absl::Status sendMessage(MessageType type, std::string_view payload);
   absl::Status sendMessage(MessageType type, Buffer& payload);
+  // Server role: appends only the header of one unfragmented data message of
+  // `length` payload bytes, which the caller sends right behind it by other
+  // means (splice(2) from a pipe) before anything else is sent. Same results
+  // as sendMessage; FailedPrecondition for a client, whose frames are masked.
+  absl::Status sendMessageHeader(MessageType type, uint64_t length);
   // Appends a ping (payload at most kMaxControlPayload bytes, else
   // InvalidArgument). Same closed/failed results as sendMessage.
   absl::Status sendPing(std::string_view payload);

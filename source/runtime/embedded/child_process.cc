@@ -160,6 +160,25 @@ bool ChildProcess::readOutput(Endpoint& ep, size_t limit) {
   if (!ep.fd.valid() || ep.read_eof) {
     return true;
   }
+  if (!tty_) {
+    std::weak_ptr<bool> alive = alive_;
+    const size_t taken = callbacks_.onChildOutputPipe(ep.is_stderr, ep.fd.get(), limit);
+    if (alive.expired()) {
+      return false;
+    }
+    if (taken > 0) {
+      if (taken >= static_cast<size_t>(kReadChunk) && !ep.enlarged) {
+        // A bulk writer, as below.
+        ep.enlarged = true;
+        (void)::fcntl(ep.fd.get(), F_SETPIPE_SZ, kBulkPipeBytes);
+      }
+      if (reaped_ && !draining_ && !paused_ && !finished_) {
+        idle_timer_.enable(kExitDrainIdle);
+      }
+      updateInterest(ep);
+      return true;
+    }
+  }
   Buffer data;
   bool eof = false;
   while (data.length() < limit) {

@@ -42,6 +42,19 @@ class ChildProcess {
     // Output of the child; with a pty everything arrives as stdout
     // (is_stderr false). The callee drains `data`.
     virtual void onChildOutput(bool is_stderr, Buffer& data) = 0;
+    // Without a pty, offered before each read of stdout or stderr: the
+    // callee may move up to `limit` bytes out of that pipe `pipe_fd` itself
+    // and returns how many it took; 0 declines and the bytes are read and
+    // delivered with onChildOutput(). Bytes it took but has not moved yet
+    // stay in the pipe: it pauses output before returning, and nothing is
+    // read from either pipe while paused (see
+    // session::ExecCallbacks::onStdoutPipe()).
+    virtual size_t onChildOutputPipe(bool is_stderr, int pipe_fd, size_t limit) {
+      (void)is_stderr;
+      (void)pipe_fd;
+      (void)limit;
+      return 0;
+    }
     // `bytes` left the stdin queue: written to the child, or dropped because the
     // child no longer reads its stdin.
     virtual void onChildStdinConsumed(size_t bytes) = 0;

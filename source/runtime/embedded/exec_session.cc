@@ -42,6 +42,15 @@ void ExecSession::onChildOutput(bool is_stderr, Buffer& data) {
   }
 }
 
+size_t ExecSession::onChildOutputPipe(bool is_stderr, int pipe_fd, size_t limit) {
+  // Unwanted output is read and dropped by onChildOutput(). Without a pty
+  // (the only case offered) each stream has its own pipe.
+  if (is_stderr) {
+    return spec_.stderr ? callbacks_.onStderrPipe(pipe_fd, limit) : 0;
+  }
+  return spec_.stdout ? callbacks_.onStdoutPipe(pipe_fd, limit) : 0;
+}
+
 void ExecSession::onChildStdinConsumed(size_t) {
   if (above_high_watermark_ && child_.stdinQueuedBytes() < kStdinHighWatermark / 2) {
     above_high_watermark_ = false;

@@ -37,6 +37,7 @@ class ExecSession : public session::ExecProcess, public ChildProcess::Callbacks 
 
   // ChildProcess::Callbacks
   void onChildOutput(bool is_stderr, Buffer& data) override;
+  size_t onChildOutputPipe(bool is_stderr, int pipe_fd, size_t limit) override;
   void onChildStdinConsumed(size_t bytes) override;
   void onChildFinished(int exit_code, const std::optional<std::string>& exec_failure) override;
 

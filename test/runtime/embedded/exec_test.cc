@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -182,6 +183,130 @@ TEST_F(EmbeddedExecTest, EightMebibytesThroughCatWithPausedOutput) {
   EXPECT_GT(pauses, 0);
   EXPECT_GT(cb.drained, 0);
   EXPECT_EQ(p->stdinQueuedBytes(), 0u);
+}
+
+// A callee of the zero-copy offers (stdout and stderr) that takes what it is
+// offered in place: every other offer it reads (as splice(2) would move) all
+// of it at once; otherwise it promises up to 10,000 bytes, pauses output, and
+// moves them 1 ms later before resuming, as an adapter whose socket took part
+// of a frame.
+class PipeTakingCallbacks : public RecordingCallbacks {
+ public:
+  explicit PipeTakingCallbacks(event::Dispatcher& dispatcher)
+      : finish_(dispatcher, [this] { finishHeld(); }) {}
+
+  size_t onStdoutPipe(int pipe_fd, size_t limit) override {
+    ++offers;
+    return take(pipe_fd, limit, out);
+  }
+  size_t onStderrPipe(int pipe_fd, size_t limit) override {
+    ++stderr_offers;
+    return take(pipe_fd, limit, err);
+  }
+
+  session::ExecProcess* process = nullptr;
+  int offers = 0;
+  int stderr_offers = 0;
+
+ private:
+  size_t take(int pipe_fd, size_t limit, std::string& into) {
+    output_after_exit = output_after_exit || exit.has_value();
+    EXPECT_EQ(held_, 0u) << "offered while bytes it promised are still in a pipe";
+    int available = 0;
+    if (::ioctl(pipe_fd, FIONREAD, &available) != 0 || available <= 0) {
+      return 0;
+    }
+    const size_t want = std::min<size_t>(static_cast<size_t>(available), limit);
+    if (++takes_ % 2 == 0) {
+      EXPECT_EQ(readExactly(pipe_fd, want, into), want);
+      return want;
+    }
+    held_ = std::min<size_t>(want, 10000);
+    held_fd_ = ::dup(pipe_fd);
+    held_into_ = &into;
+    process->pauseOutput(true);
+    finish_.enable(milliseconds(1));
+    return held_;
+  }
+
+  static size_t readExactly(int fd, size_t n, std::string& into) {
+    std::string chunk(n, '\0');
+    size_t got = 0;
+    while (got < n) {
+      const ssize_t r = ::read(fd, chunk.data() + got, n - got);
+      if (r <= 0) {
+        break;
+      }
+      got += static_cast<size_t>(r);
+    }
+    into.append(chunk, 0, got);
+    return got;
+  }
+
+  void finishHeld() {
+    EXPECT_EQ(readExactly(held_fd_, held_, *held_into_), held_);
+    ::close(held_fd_);
+    held_ = 0;
+    process->pauseOutput(false);
+  }
+
+  event::Timer finish_;
+  int takes_ = 0;
+  size_t held_ = 0;
+  int held_fd_ = -1;
+  std::string* held_into_ = nullptr;
+};
+
+// Each stream in turn carries the bulk, the other two short lines.
+TEST_F(EmbeddedExecTest, OutputOfferedInPlaceIsWholeAndInOrderAndTheStatusComesLast) {
+  std::string expected;
+  for (int i = 1; i <= 200000; ++i) {
+    expected += std::to_string(i) + "\n";
+  }
+  for (const bool bulk_on_stderr : {false, true}) {
+    const std::string bulk = bulk_on_stderr ? " >&2" : "";
+    const std::string other = bulk_on_stderr ? "" : " >&2";
+    PipeTakingCallbacks cb(dispatcher_);
+    auto p = start(spec({"sh", "-c",
+                         "seq 1 100000" + bulk + "; echo middle" + other + "; seq 100001 200000" +
+                             bulk + "; echo end" + other},
+                        false, true, true),
+                   cb);
+    ASSERT_NE(p, nullptr);
+    cb.process = p.get();
+    ASSERT_TRUE(waitExit(cb, milliseconds(20000)));
+    const std::string& bulk_bytes = bulk_on_stderr ? cb.err : cb.out;
+    EXPECT_EQ(bulk_bytes.size(), expected.size()) << "stderr " << bulk_on_stderr;
+    EXPECT_TRUE(bulk_bytes == expected) << "differs; stderr " << bulk_on_stderr;
+    EXPECT_EQ(bulk_on_stderr ? cb.out : cb.err, "middle\nend\n");
+    EXPECT_GT(bulk_on_stderr ? cb.stderr_offers : cb.offers, 2);
+    EXPECT_FALSE(cb.output_after_exit);
+    EXPECT_EQ(cb.exit->kind, session::ExitStatus::Kind::kSuccess);
+  }
+}
+
+TEST_F(EmbeddedExecTest, NoOfferWithATtyOrForAnUnrequestedStream) {
+  for (const bool tty : {true, false}) {
+    PipeTakingCallbacks cb(dispatcher_);
+    auto p = start(spec({"sh", "-c", "seq 1 1000; seq 1 1000 >&2"}, false, tty, !tty, tty), cb);
+    ASSERT_NE(p, nullptr);
+    cb.process = p.get();
+    ASSERT_TRUE(waitExit(cb));
+    EXPECT_EQ(cb.offers, 0) << "tty " << tty;
+    if (tty) {
+      EXPECT_EQ(cb.stderr_offers, 0);
+    } else {
+      EXPECT_GT(cb.stderr_offers, 0) << "stderr alone is offered";
+    }
+  }
+  PipeTakingCallbacks cb(dispatcher_);
+  auto p = start(spec({"sh", "-c", "seq 1 1000; seq 1 1000 >&2"}, false, true, false), cb);
+  ASSERT_NE(p, nullptr);
+  cb.process = p.get();
+  ASSERT_TRUE(waitExit(cb));
+  EXPECT_GT(cb.offers, 0);
+  EXPECT_EQ(cb.stderr_offers, 0);
+  EXPECT_EQ(cb.err, "");
 }
 
 TEST_F(EmbeddedExecTest, PausedOutputBlocksTheProcessInsteadOfBuffering) {
