@@ -160,7 +160,10 @@ bool ChildProcess::readOutput(Endpoint& ep, size_t limit) {
   if (!ep.fd.valid() || ep.read_eof) {
     return true;
   }
-  if (!tty_) {
+  // Not in the final drain after the exit: that one takes up to its limit
+  // into memory before the pipes are closed, where a splice would move only
+  // what the client's socket takes at once and leave the rest behind.
+  if (!tty_ && !draining_) {
     std::weak_ptr<bool> alive = alive_;
     const size_t taken = callbacks_.onChildOutputPipe(ep.is_stderr, ep.fd.get(), limit);
     if (alive.expired()) {
