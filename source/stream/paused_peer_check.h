@@ -17,6 +17,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <string>
 #include <utility>
 
 #include "source/common/dispatcher.h"
@@ -28,13 +29,16 @@ class PausedPeerCheck {
   // How often an active check looks.
   static constexpr std::chrono::milliseconds kInterval{500};
 
-  PausedPeerCheck(event::Dispatcher& dispatcher, std::function<void()> gone)
-      : gone_(std::move(gone)),
+  // `gone(detail)` runs once the peer of socket `fd` is found gone; `fd`
+  // must stay open while the check is active.
+  PausedPeerCheck(event::Dispatcher& dispatcher, int fd,
+                  std::function<void(const std::string& detail)> gone)
+      : fd_(fd),
+        gone_(std::move(gone)),
         timer_(std::make_unique<event::Timer>(dispatcher, [this] { check(); })) {}
 
-  // Starts (with the socket to look at) or stops looking.
-  void setActive(bool active, int fd) {
-    fd_ = fd;
+  // Starts or stops looking.
+  void setActive(bool active) {
     if (!active) {
       timer_->disable();
     } else if (!timer_->enabled()) {
@@ -42,27 +46,20 @@ class PausedPeerCheck {
     }
   }
 
-  // Whether the peer of socket `fd` closed its side or reset the connection.
-  static bool peerClosed(int fd) {
-    pollfd p{fd, POLLRDHUP, 0};
-    return ::poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
-  }
-
  private:
   void check() {
-    if (fd_ < 0) {
-      return;
-    }
-    if (peerClosed(fd_)) {
-      gone_();  // may destroy or close the transport: nothing of `this` after
+    pollfd p{fd_, POLLRDHUP, 0};
+    if (::poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0) {
+      // May destroy or close the transport: nothing of `this` after.
+      gone_("the peer closed the connection while its input was held back");
       return;
     }
     timer_->enable(kInterval);
   }
 
-  std::function<void()> gone_;
+  const int fd_;
+  std::function<void(const std::string&)> gone_;
   event::TimerPtr timer_;
-  int fd_ = -1;
 };
 
 }  // namespace crisp::stream

@@ -42,7 +42,7 @@ RawSocketTransport::RawSocketTransport(event::Dispatcher& dispatcher, int fd,
                                                 [this](short events) { onSocketEvent(events); });
   scheduled_ = std::make_unique<event::Timer>(dispatcher, [this] { onScheduled(); });
   peer_check_ = std::make_unique<PausedPeerCheck>(
-      dispatcher, [this] { fail("the peer closed the connection while its input was held back"); });
+      dispatcher, fd_, [this](const std::string& detail) { fail(detail); });
 }
 
 RawSocketTransport::~RawSocketTransport() { close(); }
@@ -190,7 +190,7 @@ void RawSocketTransport::close() {
   }
   watcher_.reset();
   scheduled_->disable();
-  peer_check_->setActive(false, -1);
+  peer_check_->setActive(false);
   ::close(fd_);
   fd_ = -1;
   input_.drain(input_.length());
@@ -262,7 +262,7 @@ void RawSocketTransport::updateWatcher() {
     events |= event::FdWatcher::kWrite;
   }
   watcher_->setEnabled(events);
-  peer_check_->setActive(started_ && read_paused_ && fail_on_peer_close_ && !peer_eof_, fd_);
+  peer_check_->setActive(started_ && read_paused_ && fail_on_peer_close_ && !peer_eof_);
 }
 
 void RawSocketTransport::processInput(bool read_socket) {

@@ -177,7 +177,7 @@ TlsTransport::TlsTransport(event::Dispatcher& dispatcher, int fd, std::string pe
   scheduled_ = std::make_unique<event::Timer>(dispatcher, [this] { onScheduled(); });
   handshake_timer_ = std::make_unique<event::Timer>(dispatcher, [this] { onHandshakeTimeout(); });
   peer_check_ = std::make_unique<PausedPeerCheck>(
-      dispatcher, [this] { fail("the peer closed the connection while its input was held back"); });
+      dispatcher, fd_, [this](const std::string& detail) { fail(detail); });
 }
 
 TlsTransport::~TlsTransport() { close(); }
@@ -272,7 +272,7 @@ void TlsTransport::close() {
   watcher_.reset();
   scheduled_->disable();
   handshake_timer_->disable();
-  peer_check_->setActive(false, -1);
+  peer_check_->setActive(false);
   // No close_notify: close() ends both directions at once.
   if (ssl_ != nullptr) {
     SSL_free(ssl_);
@@ -380,8 +380,8 @@ void TlsTransport::updateWatcher() {
     }
   }
   watcher_->setEnabled(events);
-  peer_check_->setActive(
-      started_ && handshake_done_ && read_paused_ && fail_on_peer_close_ && !peer_eof_, fd_);
+  peer_check_->setActive(started_ && handshake_done_ && read_paused_ && fail_on_peer_close_ &&
+                         !peer_eof_);
 }
 
 bool TlsTransport::handshake() {
