@@ -115,6 +115,16 @@ class ExecProcess {
   // Half-close: the process sees EOF on stdin once the queued bytes are written.
   // Output keeps flowing.
   virtual void closeStdin() = 0;
+  // Zero-copy stdin: the pipe the process reads its stdin from, which the
+  // adapter may then write into itself (splice(2) from its client's socket)
+  // in place of writeStdin(); -1 (the default) where stdin is not a pipe
+  // that only the process reads (a terminal, a remote runtime), is closed,
+  // or while bytes queued by writeStdin() still wait for it, so that the
+  // order holds (the backend may try to flush them inside the call). Asked
+  // before each such write. Bytes written there are not counted in
+  // stdinQueuedBytes(): the pipe's reader holds the writer back. The pipe
+  // stays open until closeStdin() (after the queued bytes) or the end.
+  virtual int stdinPipe() { return -1; }
   // Applies a terminal size (TTY sessions only; ignored otherwise).
   virtual void resize(TerminalSize size) = 0;
   // Backpressure from the client: while paused, the backend stops reading the

@@ -13,6 +13,8 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "source/runtime/embedded/pipe_write.h"
+
 namespace crisp::stream {
 namespace {
 
@@ -27,7 +29,11 @@ RawSocketTransport::RawSocketTransport(event::Dispatcher& dispatcher, int fd,
                                        std::string peer_address, Buffer&& initial_input,
                                        Buffer&& initial_output,
                                        const RawSocketTransportOptions& options)
-    : fd_(fd), peer_address_(std::move(peer_address)), options_(options) {
+    : fd_(fd),
+      peer_address_(std::move(peer_address)),
+      options_(options),
+      sigpipe_ignored_(runtime::sigpipeIgnored()),
+      dispatcher_(dispatcher) {
   const int flags = fcntl(fd_, F_GETFL, 0);
   if (flags >= 0 && (flags & O_NONBLOCK) == 0) {
     fcntl(fd_, F_SETFL, flags | O_NONBLOCK);
@@ -130,6 +136,47 @@ bool RawSocketTransport::writeFromPipe(Buffer& header, int pipe_fd, size_t lengt
   return true;
 }
 
+bool RawSocketTransport::readIntoPipe(int pipe_fd, size_t length) {
+  if (closed() || !started_ || peer_eof_ || length == 0 || pipe_in_left_ > 0 ||
+      !input_.empty()) {
+    return false;
+  }
+  const int own = ::fcntl(pipe_fd, F_DUPFD_CLOEXEC, 0);
+  if (own < 0) {
+    return false;
+  }
+  pipe_in_fd_ = own;
+  pipe_in_left_ = length;
+  pipe_in_blocked_ = false;
+  if (!read_paused_) {
+    schedule();
+  }
+  return true;
+}
+
+void RawSocketTransport::cancelReadIntoPipe() {
+  if (pipe_in_left_ == 0) {
+    return;
+  }
+  endPipeInput();
+  if (!closed()) {
+    updateWatcher();
+    if (!read_paused_) {
+      schedule();
+    }
+  }
+}
+
+void RawSocketTransport::endPipeInput() {
+  pipe_in_watcher_.reset();
+  if (pipe_in_fd_ >= 0) {
+    ::close(pipe_in_fd_);
+  }
+  pipe_in_fd_ = -1;
+  pipe_in_left_ = 0;
+  pipe_in_blocked_ = false;
+}
+
 size_t RawSocketTransport::queuedBytes() const {
   return output_.length() + splice_left_ + output_after_.length();
 }
@@ -196,6 +243,7 @@ void RawSocketTransport::close() {
   input_.drain(input_.length());
   output_.drain(output_.length());
   endSplice();
+  endPipeInput();
   output_after_.drain(output_after_.length());
 }
 
@@ -228,7 +276,8 @@ void RawSocketTransport::onScheduled() {
       return;
     }
   }
-  processInput(false);
+  // A transfer into a pipe starts from here: the socket may hold its bytes.
+  processInput(pipe_in_left_ > 0 && !pipe_in_blocked_);
   if (!closed()) {
     updateWatcher();
   }
@@ -250,19 +299,38 @@ void RawSocketTransport::onSocketEvent(short events) {
   }
 }
 
+void RawSocketTransport::onPipeWritable() {
+  pipe_in_blocked_ = false;
+  processInput(true);
+  if (!closed()) {
+    updateWatcher();
+  }
+}
+
 void RawSocketTransport::updateWatcher() {
   if (closed()) {
     return;
   }
   short events = 0;
-  if (started_ && !read_paused_ && !peer_eof_) {
+  const bool reading = started_ && !read_paused_ && !peer_eof_;
+  if (reading && !pipe_in_blocked_) {
     events |= event::FdWatcher::kRead;
   }
   if (started_ && write_blocked_ && queuedBytes() > 0) {
     events |= event::FdWatcher::kWrite;
   }
   watcher_->setEnabled(events);
-  peer_check_->setActive(started_ && read_paused_ && fail_on_peer_close_ && !peer_eof_);
+  if (pipe_in_blocked_) {
+    if (pipe_in_watcher_ == nullptr) {
+      // The callback only calls a method: the watcher may be destroyed inside.
+      pipe_in_watcher_ = std::make_unique<event::FdWatcher>(dispatcher_, pipe_in_fd_,
+                                                            [this](short) { onPipeWritable(); });
+    }
+    pipe_in_watcher_->setEnabled(reading ? event::FdWatcher::kWrite : 0);
+  }
+  // A full pipe holds the peer back as a pause does.
+  peer_check_->setActive(started_ && (read_paused_ || pipe_in_blocked_) && fail_on_peer_close_ &&
+                         !peer_eof_);
 }
 
 void RawSocketTransport::processInput(bool read_socket) {
@@ -290,7 +358,31 @@ void RawSocketTransport::processInput(bool read_socket) {
     if (!socket_may_have_more || budget == 0) {
       return;
     }
-    const size_t want = std::min(options_.read_chunk_bytes, budget);
+    if (pipe_in_left_ > 0) {
+      if (pipe_in_blocked_) {
+        return;
+      }
+      const long moved = spliceIn(std::min(pipe_in_left_, budget));
+      if (moved > 0) {
+        budget -= std::min(budget, static_cast<size_t>(moved));
+        callbacks_->onTransportPipeInput(static_cast<size_t>(moved), std::string());
+        continue;
+      }
+      if (moved == 0) {
+        peer_eof_ = true;
+        endPipeInput();
+        continue;
+      }
+      if (moved == -3) {
+        continue;  // the rest is read as usual
+      }
+      return;  // would block, or failed and closed
+    }
+    size_t want = std::min(options_.read_chunk_bytes, budget);
+    if (read_limit_once_ > 0) {
+      want = std::min(want, read_limit_once_);
+      read_limit_once_ = 0;
+    }
     const long n = readChunk(want);
     if (n > 0) {
       budget -= std::min(budget, static_cast<size_t>(n));
@@ -342,6 +434,43 @@ long RawSocketTransport::readChunk(size_t max) {
   evbuffer_commit_space(input_.raw(), vec, filled);
   bytes_read_ += static_cast<uint64_t>(n);
   return static_cast<long>(n);
+}
+
+long RawSocketTransport::spliceIn(size_t max) {
+  const ssize_t moved = runtime::spliceWithoutSigpipe(fd_, pipe_in_fd_, max,
+                                                      SPLICE_F_NONBLOCK | SPLICE_F_MOVE,
+                                                      sigpipe_ignored_);
+  const int err = errno;
+  if (moved > 0) {
+    bytes_read_ += static_cast<uint64_t>(moved);
+    pipe_in_left_ -= static_cast<size_t>(moved);
+    if (pipe_in_left_ == 0) {
+      endPipeInput();
+    }
+    return static_cast<long>(moved);
+  }
+  if (moved == 0) {
+    return 0;
+  }
+  if (err == EAGAIN || err == EWOULDBLOCK) {
+    // Either side may be the one that cannot go on: bytes waiting in the
+    // socket mean the pipe is full.
+    int waiting = 0;
+    if (::ioctl(fd_, FIONREAD, &waiting) == 0 && waiting > 0) {
+      pipe_in_blocked_ = true;
+      updateWatcher();
+    }
+    return -1;
+  }
+  if (err == EPIPE) {
+    // The pipe's reader is gone; the connection is fine.
+    endPipeInput();
+    updateWatcher();
+    callbacks_->onTransportPipeInput(0, "splice: " + errnoText(err));
+    return -3;
+  }
+  fail("read: " + errnoText(err));
+  return -2;
 }
 
 long RawSocketTransport::writeStep(size_t max, std::string& error) {

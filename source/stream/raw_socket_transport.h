@@ -26,6 +26,13 @@
 //   spliced from the pipe, as far as the socket takes it inside the call; a
 //   payload the socket did not take whole is finished from the loop (through
 //   a dup of the pipe) before the bytes written after it.
+// - readIntoPipe(): the payload is spliced from the socket into the pipe
+//   (through a dup of it) from the loop, within the read budget; a progress
+//   callback may ask for the next read's limit before that read. When the
+//   socket holds bytes and the pipe takes none, the pipe is watched for
+//   writability instead of the socket for input, and (with
+//   failOnPeerCloseWhilePaused()) the peer's close is looked for as while
+//   paused.
 // - shutdownWrite(): shutdown(SHUT_WR) once the queue is empty.
 // - A failed read or write (reset, broken pipe) closes the socket and reports
 //   onTransportError("read: Connection reset by peer", ...). While reading is
@@ -73,6 +80,11 @@ class RawSocketTransport : public Transport {
   bool writeFromPipe(Buffer& header, int pipe_fd, size_t length) override;
   bool canWriteFromPipe() const override { return true; }
   size_t pipeBytesPending() const override { return splice_left_; }
+  bool readIntoPipe(int pipe_fd, size_t length) override;
+  void limitNextRead(size_t bytes) override { read_limit_once_ = bytes; }
+  bool canReadIntoPipe() const override { return true; }
+  size_t pipeInputPending() const override { return pipe_in_left_; }
+  void cancelReadIntoPipe() override;
   size_t queuedBytes() const override;
   size_t unacknowledgedBytes() const override;
   void pauseReading(bool paused) override;
@@ -91,6 +103,8 @@ class RawSocketTransport : public Transport {
 
  private:
   void onSocketEvent(short events);
+  // The pipe of a readIntoPipe() transfer takes bytes again.
+  void onPipeWritable();
   void onScheduled();
   // Runs the loop-side work soon (next loop iteration).
   void schedule();
@@ -100,6 +114,12 @@ class RawSocketTransport : public Transport {
   // Reads one chunk into input_. >0 bytes, 0 EOF, -1 would block, -2 failed
   // (the transport is closed and the owner told).
   long readChunk(size_t max);
+  // One splice(2) of at most `max` bytes of a readIntoPipe() transfer. >0
+  // bytes moved, 0 EOF, -1 would block (the socket is empty, or the pipe is
+  // full and now watched), -2 failed (closed and reported), -3 the pipe
+  // failed (the transfer ended and the owner was told).
+  long spliceIn(size_t max);
+  void endPipeInput();
   // Writes from the queue within the write budget, then shuts the write side
   // down if asked and the queue is empty.
   void flush();
@@ -130,6 +150,16 @@ class RawSocketTransport : public Transport {
   bool splice_fd_owned_ = false;
   size_t splice_left_ = 0;
   Buffer output_after_;
+  // A readIntoPipe() transfer: pipe_in_left_ bytes still to move into our
+  // descriptor pipe_in_fd_.
+  int pipe_in_fd_ = -1;
+  size_t pipe_in_left_ = 0;
+  bool pipe_in_blocked_ = false;  // the pipe is full; waiting for writability
+  event::FdWatcherPtr pipe_in_watcher_;
+  // The most bytes the next read may take (limitNextRead()); 0 for no limit.
+  size_t read_limit_once_ = 0;
+  bool sigpipe_ignored_ = false;
+  event::Dispatcher& dispatcher_;
   // A failure met inside writeFromPipe(), reported from the loop.
   std::string pending_error_;
 

@@ -211,6 +211,19 @@ void RemoteCommandSession::deliverStdin(Buffer& data) {
   }
 }
 
+int RemoteCommandSession::stdinPipe() {
+  if (state_ != State::kRunning || process_ == nullptr || recorder_ != nullptr || stdin_eof_ ||
+      !early_stdin_.empty()) {
+    return -1;
+  }
+  return process_->stdinPipe();
+}
+
+void RemoteCommandSession::noteStdinPiped(size_t bytes) {
+  metrics_.bytes_in.inc(bytes);
+  bytes_in_ += bytes;
+}
+
 void RemoteCommandSession::closeStdin() {
   if (stdin_eof_) {
     return;

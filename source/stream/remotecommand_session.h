@@ -108,6 +108,13 @@ class RemoteCommandSession : private session::ExecCallbacks {
 
   // From the client.
   void deliverStdin(Buffer& data);
+  // Zero-copy stdin: the pipe the client's stdin may be spliced into, in
+  // place of deliverStdin() (see ExecProcess::stdinPipe), or -1: before the
+  // start, after the end or stdin's EOF, with stdin that arrived early still
+  // queued, or while recording (which needs the bytes themselves).
+  int stdinPipe();
+  // `bytes` of stdin went into the pipe of stdinPipe().
+  void noteStdinPiped(size_t bytes);
   void closeStdin();
   // `what` names the carrier in the log ("stream", "channel").
   void deliverResize(Buffer& data, std::string_view what);

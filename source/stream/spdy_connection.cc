@@ -6,6 +6,16 @@
 #include "source/stream/stream_limits.h"
 
 namespace crisp::stream {
+namespace {
+
+// The header every SPDY frame starts with.
+constexpr size_t kFrameHeaderBytes = 8;
+// DATA payloads shorter than this are copied even where they could be
+// spliced: splicing one costs a read of its header alone and at least one
+// splice(2), more calls than the copy saves.
+constexpr uint32_t kMinSplicedPayloadBytes = 16 * 1024;
+
+}  // namespace
 
 const char* closeReasonName(SpdyCloseReason reason) {
   switch (reason) {
@@ -225,6 +235,9 @@ bool SpdyConnection::resetStream(uint32_t stream_id, spdy::RstStatus status) {
     return false;
   }
   streams_.erase(it);
+  if (codec_.streamedDataStream() == stream_id) {
+    cancelInputSplice();
+  }
   Buffer frame;
   spdy::Codec::encodeRstStream(frame, stream_id, status);
   queueControl(frame);
@@ -280,6 +293,7 @@ void SpdyConnection::onTransportData(Buffer& data) {
   }
   input_.move(data);
   decodeInput();
+  maybeSpliceInput();
   updateReadPause();
 }
 
@@ -319,6 +333,80 @@ void SpdyConnection::onTransportDrained() {
 
 void SpdyConnection::onTransportError(const std::string& detail) {
   abort(SpdyCloseReason::kSocketError, detail);
+}
+
+void SpdyConnection::onTransportPipeInput(size_t bytes, const std::string& pipe_error) {
+  if (state_ == State::kClosed) {
+    return;
+  }
+  const uint32_t stream_id = codec_.streamedDataStream();
+  if (bytes > 0) {
+    bytes_read_ += bytes;
+    bytes_spliced_in_ += bytes;
+    if (state_ == State::kOpen) {
+      touchIdle();
+      if (streams_.count(stream_id) != 0) {
+        callbacks_.onStreamDataPiped(stream_id, bytes);
+      }
+    }
+    // Ends the payload (and delivers its FIN) once the last byte is in.
+    codec_.skipDataPayload(bytes);
+  }
+  if (!pipe_error.empty()) {
+    splicing_input_ = false;
+    // The pipe stays broken; asking its owner again would only fail again.
+    pipe_failed_stream_ = stream_id;
+    // The reader of the pipe is gone; the rest of the payload is decoded and
+    // goes to onStreamData(), whose owner knows what to do with it.
+    CRISP_CONN_LOG(kSpdy, debug, id_, "splicing stream {} input ended: {}", stream_id,
+                   pipe_error);
+  }
+  maybeSpliceInput();
+}
+
+int SpdyConnection::inputPipeFor(uint32_t stream_id) {
+  if (state_ != State::kOpen || read_paused_ || backlog_paused_ ||
+      !transport_->canReadIntoPipe()) {
+    return -1;
+  }
+  const auto it = streams_.find(stream_id);
+  if (it == streams_.end() || it->second.remote_fin || stream_id == pipe_failed_stream_) {
+    return -1;
+  }
+  return callbacks_.onStreamDataPipe(stream_id);
+}
+
+bool SpdyConnection::onDataStreamed(uint32_t stream_id, uint32_t length) {
+  splicing_input_ = length >= kMinSplicedPayloadBytes && inputPipeFor(stream_id) >= 0;
+  return splicing_input_;
+}
+
+void SpdyConnection::maybeSpliceInput() {
+  if (state_ != State::kOpen || !input_.empty() || transport_ == nullptr ||
+      transport_->pipeInputPending() > 0) {
+    return;
+  }
+  const size_t remaining = codec_.streamedDataRemaining();
+  if (remaining == 0) {
+    // Between frames, after a payload that went into a pipe: the next
+    // frame's header is read alone, so that a payload behind it is spliced
+    // whole rather than begun with bytes read ahead (which would have to be
+    // copied in first).
+    if (splicing_input_) {
+      transport_->limitNextRead(kFrameHeaderBytes);
+    }
+    return;
+  }
+  const int pipe_fd = inputPipeFor(codec_.streamedDataStream());
+  if (pipe_fd >= 0) {
+    transport_->readIntoPipe(pipe_fd, remaining);
+  }
+}
+
+void SpdyConnection::cancelInputSplice() {
+  if (transport_ != nullptr && transport_->pipeInputPending() > 0) {
+    transport_->cancelReadIntoPipe();
+  }
 }
 
 void SpdyConnection::decodeInput() {
@@ -422,6 +510,9 @@ void SpdyConnection::beginClose(spdy::GoAwayStatus status) {
     return;
   }
   state_ = State::kClosing;
+  // The rest of a payload in flight is read and dropped with the peer's
+  // other frames: the owner takes nothing more.
+  cancelInputSplice();
   // Behind the DATA already queued, so that nothing the owner sent is lost or
   // overtaken by the reset of its stream.
   Buffer frame;

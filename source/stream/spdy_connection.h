@@ -136,6 +136,24 @@ class SpdyConnectionCallbacks {
   virtual bool onStreamOpen(uint32_t stream_id, const spdy::HeaderList& headers) = 0;
   // Payload of an accepted stream; the callee drains what it keeps.
   virtual void onStreamData(uint32_t stream_id, Buffer& data) = 0;
+  // Zero-copy input: a pipe that the payload of the client's DATA on this
+  // stream may be spliced into from the socket (Transport::readIntoPipe), in
+  // place of onStreamData(), or -1 (the default). Asked when a DATA frame's
+  // header arrives ahead of its payload and again before each splice; a
+  // callee returns a pipe only while every byte it was given before has gone
+  // into it, so that the order holds (it may flush its queue inside), and
+  // must not close the pipe while a splice may run without resetting the
+  // stream or closing the connection first. The pipe's reader is the
+  // backpressure: while it is full, the socket is not read.
+  virtual int onStreamDataPipe(uint32_t stream_id) {
+    (void)stream_id;
+    return -1;
+  }
+  // `bytes` of the stream's payload went into the pipe of onStreamDataPipe().
+  virtual void onStreamDataPiped(uint32_t stream_id, size_t bytes) {
+    (void)stream_id;
+    (void)bytes;
+  }
   // The client half-closed the stream (FIN); it may still receive.
   virtual void onStreamRemoteFin(uint32_t stream_id) = 0;
   // The client reset the stream; it is gone from the table.
@@ -229,6 +247,8 @@ class SpdyConnection : private spdy::CodecCallbacks, private TransportCallbacks 
   // Counters for tests and logs: bytes received from the transport, and bytes
   // handed to it that have left its queue.
   uint64_t bytesRead() const { return bytes_read_; }
+  // Of bytesRead(), DATA payload bytes spliced into an owner's pipe.
+  uint64_t bytesSplicedIn() const { return bytes_spliced_in_; }
   uint64_t bytesWritten() const;
   uint64_t pingsReceived() const { return pings_received_; }
 
@@ -252,6 +272,7 @@ class SpdyConnection : private spdy::CodecCallbacks, private TransportCallbacks 
   void onSynReply(uint32_t stream_id, uint8_t flags, spdy::HeaderList&& headers) override;
   void onHeaders(uint32_t stream_id, uint8_t flags, spdy::HeaderList&& headers) override;
   void onData(uint32_t stream_id, Buffer& data, bool fin) override;
+  bool onDataStreamed(uint32_t stream_id, uint32_t length) override;
   void onRstStream(uint32_t stream_id, spdy::RstStatus status) override;
   void onSettings(uint8_t flags, const std::vector<spdy::SettingsEntry>& entries) override;
   void onPing(uint32_t id) override;
@@ -263,8 +284,19 @@ class SpdyConnection : private spdy::CodecCallbacks, private TransportCallbacks 
   void onTransportEof() override;
   void onTransportDrained() override;
   void onTransportError(const std::string& detail) override;
+  void onTransportPipeInput(size_t bytes, const std::string& pipe_error) override;
 
   void attachTransport();
+  // The pipe the rest of a DATA payload on `stream_id` may be spliced into,
+  // or -1.
+  int inputPipeFor(uint32_t stream_id);
+  // Splices the rest of the DATA payload the codec is in, when its stream's
+  // owner offers a pipe and nothing read is left undecoded; between frames,
+  // after a spliced payload, has the next header read alone.
+  void maybeSpliceInput();
+  // Stops a splice into an owner's pipe; the rest of the payload is read and
+  // decoded as usual.
+  void cancelInputSplice();
   void decodeInput();
   // Hands queued frames to the transport, control frames first, while its
   // queue is under transport_queue_bytes.
@@ -324,9 +356,15 @@ class SpdyConnection : private spdy::CodecCallbacks, private TransportCallbacks 
   // The peer's bytes stopped making sense while closing: they are no longer
   // decoded, only counted.
   bool closing_input_failed_ = false;
+  // The last DATA payload asked about (onDataStreamed()) is spliced into a
+  // pipe: the next frame's header is read alone.
+  bool splicing_input_ = false;
+  // The stream whose pipe failed (its reader is gone): copied from then on.
+  uint32_t pipe_failed_stream_ = 0;
   bool above_high_watermark_ = false;
 
   uint64_t bytes_read_ = 0;
+  uint64_t bytes_spliced_in_ = 0;
   // Bytes handed to the transport; bytes_written_ is fixed when it closes.
   uint64_t bytes_handed_ = 0;
   uint64_t bytes_written_ = 0;

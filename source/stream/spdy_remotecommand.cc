@@ -157,6 +157,16 @@ void SpdyRemoteCommand::onStreamData(uint32_t stream_id, Buffer& data) {
   }
 }
 
+int SpdyRemoteCommand::onStreamDataPipe(uint32_t stream_id) {
+  return typeOf(stream_id) == StreamType::kStdin ? core_->stdinPipe() : -1;
+}
+
+void SpdyRemoteCommand::onStreamDataPiped(uint32_t stream_id, size_t bytes) {
+  if (typeOf(stream_id) == StreamType::kStdin) {
+    core_->noteStdinPiped(bytes);
+  }
+}
+
 void SpdyRemoteCommand::onStreamRemoteFin(uint32_t stream_id) {
   if (typeOf(stream_id) == StreamType::kStdin) {
     core_->closeStdin();

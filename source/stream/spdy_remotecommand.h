@@ -16,7 +16,9 @@
 //    an internal error.
 // 3. Pump: stdin DATA -> ExecProcess::writeStdin (reading the socket pauses
 //    while the process's stdin queue is above kStdinHighWatermark and resumes
-//    on onStdinDrained); stdin FIN -> closeStdin (output keeps flowing); resize
+//    on onStdinDrained), or, where the backend offers the command's stdin
+//    pipe (ExecProcess::stdinPipe), spliced from the socket into that pipe;
+//    stdin FIN -> closeStdin (output keeps flowing); resize
 //    DATA -> ResizeDecoder -> resize(); process output -> DATA frames
 //    (pauseOutput(true) while the socket queue is above its high watermark).
 // 4. End: on onExit, FIN stdout and stderr after their last bytes, write the
@@ -110,6 +112,8 @@ class SpdyRemoteCommand : private SpdyConnectionCallbacks, private RemoteCommand
   // SpdyConnectionCallbacks
   bool onStreamOpen(uint32_t stream_id, const spdy::HeaderList& headers) override;
   void onStreamData(uint32_t stream_id, Buffer& data) override;
+  int onStreamDataPipe(uint32_t stream_id) override;
+  void onStreamDataPiped(uint32_t stream_id, size_t bytes) override;
   void onStreamRemoteFin(uint32_t stream_id) override;
   void onStreamReset(uint32_t stream_id, spdy::RstStatus status) override;
   void onOutputAboveHighWatermark() override;

@@ -29,6 +29,13 @@ class PermitTransport : public Transport {
   }
   bool canWriteFromPipe() const override { return inner_->canWriteFromPipe(); }
   size_t pipeBytesPending() const override { return inner_->pipeBytesPending(); }
+  bool readIntoPipe(int pipe_fd, size_t length) override {
+    return inner_->readIntoPipe(pipe_fd, length);
+  }
+  void limitNextRead(size_t bytes) override { inner_->limitNextRead(bytes); }
+  bool canReadIntoPipe() const override { return inner_->canReadIntoPipe(); }
+  size_t pipeInputPending() const override { return inner_->pipeInputPending(); }
+  void cancelReadIntoPipe() override { inner_->cancelReadIntoPipe(); }
   size_t queuedBytes() const override { return inner_->queuedBytes(); }
   void pauseReading(bool paused) override { inner_->pauseReading(paused); }
   void failOnPeerCloseWhilePaused() override { inner_->failOnPeerCloseWhilePaused(); }

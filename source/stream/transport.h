@@ -51,6 +51,14 @@ class TransportCallbacks {
   // The transport failed (reset, TLS alert, I/O error) and is closed: nothing
   // more can be sent or received. `detail` says what happened, for logs.
   virtual void onTransportError(const std::string& detail) = 0;
+  // Progress of a Transport::readIntoPipe() transfer: `bytes` more of it are
+  // in the pipe. A non-empty `pipe_error` means the pipe failed (its reader is
+  // gone): the transfer is over, and the bytes it did not move are delivered
+  // with onTransportData() as usual.
+  virtual void onTransportPipeInput(size_t bytes, const std::string& pipe_error) {
+    (void)bytes;
+    (void)pipe_error;
+  }
 };
 
 class Transport {
@@ -100,6 +108,37 @@ class Transport {
   // Bytes of a writeFromPipe() payload still in the pipe (counted in
   // queuedBytes() too).
   virtual size_t pipeBytesPending() const { return 0; }
+  // Zero-copy input, the mirror of writeFromPipe(): the next `length` bytes
+  // from the peer go from the socket into the pipe `pipe_fd` with splice(2),
+  // never through user space, before anything later is read. Accepted only
+  // while no input is held (unreadInput()) and no other transfer runs;
+  // returns false otherwise and on transports that cannot splice (TLS, a
+  // WebSocket or HTTP/2 stream), and the caller then reads the bytes as
+  // usual.
+  //
+  // The bytes move from the loop, never inside the call, and each step is
+  // reported with onTransportPipeInput(); the transport keeps a descriptor of
+  // the pipe of its own until the transfer ends, so the caller may close its
+  // own. While the pipe is full the socket is not read: the pipe's reader
+  // holds the peer back, as a paused owner does. pauseReading() pauses the
+  // transfer too. A peer's EOF or error ends it as usual.
+  virtual bool readIntoPipe(int pipe_fd, size_t length) {
+    (void)pipe_fd;
+    (void)length;
+    return false;
+  }
+  // The next read from the layer below takes at most `bytes`: for a caller
+  // of readIntoPipe() that wants the next frame's header alone, so that the
+  // payload behind it can be spliced whole. A no-op where nothing can be
+  // spliced.
+  virtual void limitNextRead(size_t bytes) { (void)bytes; }
+  // Whether readIntoPipe() can ever be accepted here (a plain socket).
+  virtual bool canReadIntoPipe() const { return false; }
+  // Bytes of a readIntoPipe() transfer not yet in the pipe.
+  virtual size_t pipeInputPending() const { return 0; }
+  // Ends a readIntoPipe() transfer early, without a callback: the bytes it
+  // did not move are read and delivered with onTransportData() as usual.
+  virtual void cancelReadIntoPipe() {}
   // Bytes handed to the kernel that the peer has not acknowledged yet; 0
   // where the layer below cannot tell.
   virtual size_t unacknowledgedBytes() const { return 0; }

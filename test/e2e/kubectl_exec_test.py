@@ -278,6 +278,17 @@ class KubectlExecTest(unittest.TestCase):
         self.assertEqual(hashlib.sha256(proc.stdout).hexdigest(),
                          hashlib.sha256(data).hexdigest())
 
+    def test_large_stdin_reaches_a_slow_reader_whole(self):
+        # Over plain TCP stdin is spliced from the socket into the command's
+        # pipe; while the command reads nothing the client is held back, and
+        # then every byte arrives in order.
+        data = os.urandom(48 << 20)
+        r = self.cluster.kubectl(SPDY_KUBECTL, "exec", "-i", "demo", "--", "sh", "-c",
+                                 "sleep 1; head -c 1000000 >/dev/null; sleep 1; sha256sum",
+                                 stdin_data=data, timeout=KUBECTL_TIMEOUT)
+        self.assertEqual(r.returncode, 0, str(r))
+        self.assertEqual(r.stdout.split()[0], hashlib.sha256(data[1000000:]).hexdigest())
+
     def test_large_stdout_is_never_truncated(self):
         # streaming case B05: all output before the status, every time.
         for _ in range(5):

@@ -9,6 +9,7 @@ here with the openssl command line. The served certificate is read back with
 Usage: kubectl_tls_test.py --crisp PATH --devapiserver PATH --cricall PATH [unittest args]
 """
 
+import hashlib
 import json
 import os
 import re
@@ -173,8 +174,9 @@ class TlsCluster:
         proc.wait_for_file(ready_file, START_TIMEOUT)
         return kubeconfig
 
-    def kubectl(self, kubeconfig, version, *args):
-        return harness.run_kubectl(version, list(args), kubeconfig, KUBECTL_TIMEOUT)
+    def kubectl(self, kubeconfig, version, *args, stdin_data=None):
+        return harness.run_kubectl(version, list(args), kubeconfig, KUBECTL_TIMEOUT,
+                                   stdin_data=stdin_data)
 
     def cricall(self, *args):
         return subprocess.run([ARGS.cricall, "--socket", self.cri_socket] + list(args),
@@ -220,6 +222,16 @@ class KubectlTlsTest(unittest.TestCase):
         r = self.cluster.kubectl(self.kubeconfig, SPDY_KUBECTL, "exec", "-i", "demo", "--",
                                  "sh", "-c", "cat; exit 3")
         self.assertEqual(r.returncode, 3, str(r))
+
+    def test_large_stdin_through_tls_arrives_whole_even_for_a_slow_reader(self):
+        # Over TLS stdin is decrypted in user space and copied into the
+        # command's pipe; a command that reads nothing for a while must still
+        # get every byte in order.
+        data = os.urandom(24 << 20)
+        r = self.cluster.kubectl(self.kubeconfig, SPDY_KUBECTL, "exec", "-i", "demo", "--",
+                                 "sh", "-c", "sleep 1; sha256sum", stdin_data=data)
+        self.assertEqual(r.returncode, 0, str(r))
+        self.assertEqual(r.stdout.split()[0], hashlib.sha256(data).hexdigest())
 
     def test_newest_kubectl_through_tls(self):
         if NEWEST_KUBECTL not in harness.installed_kubectl_versions():

@@ -1,6 +1,7 @@
 #include "source/stream/raw_socket_transport.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -14,6 +15,7 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -58,6 +60,17 @@ class Recorder : public TransportCallbacks {
     events.push_back("error");
     error = detail;
   }
+  void onTransportPipeInput(size_t bytes, const std::string& pipe_error) override {
+    check();
+    piped += bytes;
+    if (!pipe_error.empty()) {
+      events.push_back("pipe error");
+      error = pipe_error;
+    }
+    if (on_piped) {
+      on_piped(*this);
+    }
+  }
 
   void check() {
     if (in_call) {
@@ -71,11 +84,13 @@ class Recorder : public TransportCallbacks {
 
   Transport* transport = nullptr;
   std::function<void(Recorder&)> on_data;
+  std::function<void(Recorder&)> on_piped;
   std::vector<std::string> events;
   std::string received;
   size_t max_chunk = 0;
   size_t drained = 0;
   size_t queued_at_last_drain = 0;
+  size_t piped = 0;
   std::string error;
   bool in_call = false;
   bool closed_by_test = false;
@@ -614,6 +629,239 @@ TEST_F(RawSocketTransportTest, UnreadWhilePausedWaitsForResume) {
   EXPECT_FALSE(waitFor([](const Recorder& r) { return !r.events.empty(); }, kQuiet));
   call([](RawSocketTransport& t) { t.pauseReading(false); });
   ASSERT_TRUE(waitFor([](const Recorder& r) { return r.received == "backnew"; }));
+  expectClean();
+}
+
+// Random bytes, the same for the same seed.
+std::string randomBytes(size_t bytes, uint32_t seed) {
+  std::string content(bytes, '\0');
+  std::mt19937 rng(seed);
+  for (auto& c : content) {
+    c = static_cast<char>(rng());
+  }
+  return content;
+}
+
+// A non-blocking pipe: {read end, write end}.
+std::pair<int, int> emptyPipe() {
+  int fds[2];
+  EXPECT_EQ(::pipe2(fds, O_NONBLOCK | O_CLOEXEC), 0);
+  return {fds[0], fds[1]};
+}
+
+// Reads the pipe until EOF (every write end closed) or `timeout`.
+std::string drainPipe(int fd, milliseconds timeout = std::chrono::seconds(10)) {
+  std::string out;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  char buf[65536];
+  while (std::chrono::steady_clock::now() < deadline) {
+    pollfd p{fd, POLLIN, 0};
+    ::poll(&p, 1, 50);
+    const ssize_t n = ::read(fd, buf, sizeof(buf));
+    if (n == 0) {
+      break;
+    }
+    if (n > 0) {
+      out.append(buf, static_cast<size_t>(n));
+    }
+  }
+  return out;
+}
+
+class PipeInputTest : public RawSocketTransportTest {
+ protected:
+  // Serves a loopback TCP connection, whose peer end is peer_.
+  void SetUp() override {
+    auto [client, server] = tcpPair();
+    peer_ = client;
+    server_fd_ = server;
+  }
+
+  bool readIntoPipe(int pipe_fd, size_t length) {
+    bool accepted = false;
+    call([&](RawSocketTransport& t) { accepted = t.readIntoPipe(pipe_fd, length); });
+    return accepted;
+  }
+  size_t piped() {
+    return loop_.run([&] { return rec_.piped; });
+  }
+  // Waits until bytes went into the pipe and then none for a while: the
+  // pipe is full. Returns how many it took.
+  size_t waitUntilThePipeIsFull() {
+    EXPECT_TRUE(waitFor([](const Recorder& r) { return r.piped > 0; }));
+    size_t last = 0;
+    for (int i = 0; i < 100; ++i) {
+      std::this_thread::sleep_for(kQuiet);
+      const size_t now = piped();
+      if (now == last) {
+        break;
+      }
+      last = now;
+    }
+    return last;
+  }
+};
+
+TEST_F(PipeInputTest, PayloadGoesIntoThePipeInPiecesThenAReadAsLimitedFromTheCallback) {
+  create();
+  start();
+  constexpr size_t kPayload = 300000;
+  const std::string payload = randomBytes(kPayload, 11);
+  auto [pipe_r, pipe_w] = emptyPipe();
+  // Once the payload is in, the next read takes a frame header's 8 bytes.
+  loop_.run([&] {
+    rec_.on_piped = [&](Recorder& r) {
+      if (r.piped == kPayload) {
+        r.transport->limitNextRead(8);
+      }
+    };
+    return 0;
+  });
+  ASSERT_TRUE(readIntoPipe(pipe_w, kPayload));
+  // One transfer at a time.
+  EXPECT_FALSE(readIntoPipe(pipe_w, 10));
+  // The transport keeps its own descriptor until the payload is in: the
+  // reader sees EOF right after it, so none is left behind.
+  ::close(pipe_w);
+  std::string from_pipe;
+  std::thread reader([&, fd = pipe_r] { from_pipe = drainPipe(fd); });
+  // The payload arrives in pieces that do not fall on any boundary, with the
+  // next frame's header and more right behind its end in the same write.
+  const std::string wire = payload + "HEADER!!" + "rest";
+  for (size_t at = 0; at < wire.size();) {
+    const size_t n = std::min<size_t>(wire.size() - at, 70001);
+    ASSERT_TRUE(test::sendAll(peer_, wire.substr(at, n)));
+    at += n;
+    std::this_thread::sleep_for(milliseconds(5));
+  }
+  reader.join();
+  ::close(pipe_r);
+  EXPECT_EQ(from_pipe.size(), kPayload);
+  EXPECT_TRUE(from_pipe == payload) << "the pipe's bytes differ";
+  ASSERT_TRUE(waitFor([](const Recorder& r) { return r.received.size() == 12; }));
+  EXPECT_EQ(piped(), kPayload);
+  EXPECT_EQ(received(), "HEADER!!rest");
+  EXPECT_EQ(events(), (std::vector<std::string>{"data 8", "data 4"}));
+  EXPECT_EQ(loop_.run([&] { return transport_->pipeInputPending(); }), 0u);
+  EXPECT_EQ(loop_.run([&] { return transport_->bytesRead(); }), wire.size());
+  expectClean();
+}
+
+TEST_F(PipeInputTest, AFullPipeStopsReadingTheSocketWithoutSpinningUntilItIsRead) {
+  create();
+  start();
+  auto [pipe_r, pipe_w] = emptyPipe();
+  constexpr size_t kPayload = 8 * 1024 * 1024;
+  const std::string payload = randomBytes(kPayload, 12);
+  ASSERT_TRUE(readIntoPipe(pipe_w, kPayload));
+  ::close(pipe_w);
+  std::thread sender([&] { EXPECT_TRUE(test::sendAll(peer_, payload + "after")); });
+  // Nobody reads the pipe: what the transport takes is what the pipe holds
+  // (its 16 slots may each hold a large piece of a socket buffer); the rest
+  // waits in the kernel's socket buffers and then in the sender.
+  const size_t taken = waitUntilThePipeIsFull();
+  EXPECT_LT(taken, kPayload / 4);
+  rusage before{};
+  ::getrusage(RUSAGE_SELF, &before);
+  std::this_thread::sleep_for(milliseconds(500));
+  rusage after{};
+  ::getrusage(RUSAGE_SELF, &after);
+  const auto cpu_us = [](const rusage& u) {
+    return (u.ru_utime.tv_sec + u.ru_stime.tv_sec) * 1000000L + u.ru_utime.tv_usec +
+           u.ru_stime.tv_usec;
+  };
+  EXPECT_LT(cpu_us(after) - cpu_us(before), 200000) << "the loop spins on the full pipe";
+  EXPECT_EQ(piped(), taken);
+  EXPECT_TRUE(loop_.run([&] { return rec_.events.empty(); }));
+  // Reading the pipe lets the rest through, in order, then the bytes after.
+  const std::string from_pipe = drainPipe(pipe_r, std::chrono::seconds(30));
+  ::close(pipe_r);
+  sender.join();
+  EXPECT_EQ(from_pipe.size(), kPayload);
+  EXPECT_TRUE(from_pipe == payload) << "the pipe's bytes differ";
+  ASSERT_TRUE(waitFor([](const Recorder& r) { return r.received == "after"; }));
+  expectClean();
+}
+
+TEST_F(PipeInputTest, APeerResetWhileThePipeIsFullIsReported) {
+  create();
+  start();
+  call([](RawSocketTransport& t) { t.failOnPeerCloseWhilePaused(); });
+  auto [pipe_r, pipe_w] = emptyPipe();
+  constexpr size_t kPayload = 8 * 1024 * 1024;
+  ASSERT_TRUE(readIntoPipe(pipe_w, kPayload));
+  ::close(pipe_w);
+  // Sent from a thread until the test stops it: the socket buffers fill up.
+  std::atomic<bool> stop{false};
+  std::thread sender([&] {
+    const std::string chunk = randomBytes(65536, 13);
+    while (!stop) {
+      pollfd p{peer_, POLLOUT, 0};
+      if (::poll(&p, 1, 20) == 1 &&
+          ::send(peer_, chunk.data(), chunk.size(), MSG_NOSIGNAL | MSG_DONTWAIT) < 0 &&
+          errno != EAGAIN) {
+        break;
+      }
+    }
+  });
+  const size_t taken = waitUntilThePipeIsFull();
+  EXPECT_LT(taken, kPayload / 4);
+  stop = true;
+  sender.join();
+  linger hard{1, 0};
+  ASSERT_EQ(::setsockopt(peer_, SOL_SOCKET, SO_LINGER, &hard, sizeof(hard)), 0);
+  ::close(peer_);  // RST
+  peer_ = -1;
+  ASSERT_TRUE(waitFor([](const Recorder& r) { return r.count("error") == 1; }));
+  EXPECT_TRUE(loop_.run([&] { return transport_->closed(); }));
+  // The transport's descriptor of the pipe went with it.
+  EXPECT_EQ(drainPipe(pipe_r).size(), taken);
+  ::close(pipe_r);
+  expectClean();
+}
+
+TEST_F(PipeInputTest, APipeWhoseReaderIsGoneHandsTheRestBackAsDataWithoutSigpipe) {
+  create();
+  start();
+  constexpr size_t kPayload = 100000;
+  const std::string payload = randomBytes(kPayload, 14);
+  auto [pipe_r, pipe_w] = emptyPipe();
+  ::close(pipe_r);
+  ASSERT_TRUE(readIntoPipe(pipe_w, kPayload));
+  ::close(pipe_w);
+  ASSERT_TRUE(test::sendAll(peer_, payload + "after"));
+  ASSERT_TRUE(waitFor([&](const Recorder& r) { return r.received.size() == kPayload + 5; }));
+  EXPECT_EQ(loop_.run([&] { return rec_.count("pipe error"); }), 1u);
+  EXPECT_EQ(loop_.run([&] { return rec_.error; }), "splice: Broken pipe");
+  EXPECT_TRUE(received() == payload + "after");
+  EXPECT_EQ(piped(), 0u);
+  EXPECT_FALSE(loop_.run([&] { return transport_->closed(); }));
+  write("still fine");
+  EXPECT_EQ(test::readExactly(peer_, 10), "still fine");
+  expectClean();
+}
+
+TEST_F(PipeInputTest, ThePeersCloseInsideAPayloadIsAnEofAndACancelReturnsToData) {
+  create();
+  start();
+  auto [pipe_r, pipe_w] = emptyPipe();
+  ASSERT_TRUE(readIntoPipe(pipe_w, 10000));
+  ASSERT_TRUE(test::sendAll(peer_, std::string(1000, 'a')));
+  ASSERT_TRUE(waitFor([](const Recorder& r) { return r.piped == 1000; }));
+  // Cancelled, the rest of the bytes come as data.
+  call([](RawSocketTransport& t) { t.cancelReadIntoPipe(); });
+  ASSERT_TRUE(test::sendAll(peer_, "bcd"));
+  ASSERT_TRUE(waitFor([](const Recorder& r) { return r.received == "bcd"; }));
+  ASSERT_TRUE(readIntoPipe(pipe_w, 10000));
+  ::close(pipe_w);
+  ASSERT_TRUE(test::sendAll(peer_, std::string(500, 'e')));
+  ASSERT_TRUE(waitFor([](const Recorder& r) { return r.piped == 1500; }));
+  ASSERT_EQ(::shutdown(peer_, SHUT_WR), 0);
+  ASSERT_TRUE(waitFor([](const Recorder& r) { return r.count("eof") == 1; }));
+  EXPECT_EQ(loop_.run([&] { return transport_->pipeInputPending(); }), 0u);
+  // Both transfers let go of the pipe: its reader sees the end.
+  EXPECT_EQ(drainPipe(pipe_r), std::string(1000, 'a') + std::string(500, 'e'));
+  ::close(pipe_r);
   expectClean();
 }
 

@@ -58,6 +58,8 @@ class SocketTestClient {
   bool eof() const { return eof_; }
   // Non-empty when the socket or the server's framing failed.
   const std::string& error() const { return error_; }
+  // The socket, for socket options; -1 once closed.
+  int fd() const { return fd_; }
 
  protected:
   // Writes what is queued, unless corked (then true at once).

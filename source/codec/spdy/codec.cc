@@ -129,6 +129,9 @@ class Codec::Impl {
         decoder_(limits.max_header_block_bytes, limits.max_header_entries) {}
 
   absl::Status dispatch(Buffer& input);
+  void skipDataPayload(size_t bytes);
+  uint32_t streamedDataStream() const { return streamed_remaining_ > 0 ? streamed_stream_ : 0; }
+  size_t streamedDataRemaining() const { return streamed_remaining_; }
   void encodeHeaderFrame(Buffer& out, FrameType type, uint8_t flags, const uint8_t* fields,
                          size_t fields_len, const HeaderList& headers);
 
@@ -137,6 +140,9 @@ class Codec::Impl {
 
   Step dispatchOne(Buffer& input, absl::Status& status);
   Step dispatchData(Buffer& input, const uint8_t* header, absl::Status& status);
+  // Hands data_ (a piece of a streamed payload) to onData(), with the FIN
+  // when it is the last piece.
+  void deliverStreamed();
   Step dispatchControl(Buffer& input, const uint8_t* header, absl::Status& status);
   absl::Status deliverControl(Buffer& input, uint16_t type, uint8_t flags, const uint8_t* payload,
                               uint32_t length);
@@ -148,6 +154,10 @@ class Codec::Impl {
   absl::Status error_;
   // Bytes of an unknown control frame still to be dropped.
   uint32_t skip_remaining_ = 0;
+  // A DATA payload delivered in pieces: its stream, bytes still to come, FIN.
+  uint32_t streamed_stream_ = 0;
+  uint32_t streamed_remaining_ = 0;
+  bool streamed_fin_ = false;
   // Receives each DATA payload; one evbuffer reused for the whole session.
   Buffer data_;
   std::vector<SettingsEntry> settings_;
@@ -158,6 +168,16 @@ absl::Status Codec::Impl::dispatch(Buffer& input) {
     return error_;
   }
   for (;;) {
+    if (streamed_remaining_ > 0) {
+      if (input.empty()) {
+        return absl::OkStatus();
+      }
+      const size_t n = std::min<size_t>(streamed_remaining_, input.length());
+      streamed_remaining_ -= static_cast<uint32_t>(n);
+      data_.move(input, n);
+      deliverStreamed();
+      continue;
+    }
     if (skip_remaining_ > 0) {
       const size_t n = std::min<size_t>(skip_remaining_, input.length());
       input.drain(n);
@@ -205,7 +225,14 @@ Codec::Impl::Step Codec::Impl::dispatchData(Buffer& input, const uint8_t* header
     return Step::kDone;
   }
   if (input.length() < kFrameHeaderSize + length) {
-    return Step::kNeedMore;
+    if (length == 0 || !callbacks_.onDataStreamed(stream_id, length)) {
+      return Step::kNeedMore;
+    }
+    input.drain(kFrameHeaderSize);
+    streamed_stream_ = stream_id;
+    streamed_remaining_ = length;
+    streamed_fin_ = (flags & kFlagFin) != 0;
+    return Step::kDone;
   }
   input.drain(kFrameHeaderSize);
   // evbuffer hands over whole chain segments; only a segment split at the
@@ -216,6 +243,26 @@ Codec::Impl::Step Codec::Impl::dispatchData(Buffer& input, const uint8_t* header
     data_.drain(data_.length());
   }
   return Step::kDone;
+}
+
+void Codec::Impl::deliverStreamed() {
+  const bool last = streamed_remaining_ == 0;
+  if (!data_.empty() || (last && streamed_fin_)) {
+    callbacks_.onData(streamed_stream_, data_, last && streamed_fin_);
+    if (!data_.empty()) {
+      data_.drain(data_.length());
+    }
+  }
+}
+
+void Codec::Impl::skipDataPayload(size_t bytes) {
+  if (bytes == 0 || streamed_remaining_ == 0) {
+    return;
+  }
+  streamed_remaining_ -= static_cast<uint32_t>(std::min<size_t>(bytes, streamed_remaining_));
+  if (streamed_remaining_ == 0) {
+    deliverStreamed();
+  }
 }
 
 Codec::Impl::Step Codec::Impl::dispatchControl(Buffer& input, const uint8_t* header,
@@ -368,6 +415,12 @@ Codec::Codec(Role role, CodecCallbacks& callbacks, Limits limits)
 Codec::~Codec() = default;
 
 absl::Status Codec::dispatch(Buffer& input) { return impl_->dispatch(input); }
+
+uint32_t Codec::streamedDataStream() const { return impl_->streamedDataStream(); }
+
+size_t Codec::streamedDataRemaining() const { return impl_->streamedDataRemaining(); }
+
+void Codec::skipDataPayload(size_t bytes) { impl_->skipDataPayload(bytes); }
 
 void Codec::encodeSynStream(Buffer& out, uint32_t stream_id, uint32_t associated_id,
                             uint8_t priority, uint8_t flags, const HeaderList& headers) {

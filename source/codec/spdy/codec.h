@@ -93,6 +93,16 @@ class CodecCallbacks {
   // `data` holds the payload; the callee drains what it keeps. `fin` is set on
   // the last frame of the stream (possibly with an empty payload).
   virtual void onData(uint32_t stream_id, Buffer& data, bool fin) = 0;
+  // Asked when a DATA frame's header has arrived and its `length` payload
+  // bytes have not all: true has this payload delivered in pieces as it
+  // arrives (onData() per piece, `fin` only with the last, possibly empty
+  // one), and lets the caller move the rest of it past the codec itself
+  // (Codec::skipDataPayload()). false (the default) waits for the frame whole.
+  virtual bool onDataStreamed(uint32_t stream_id, uint32_t length) {
+    (void)stream_id;
+    (void)length;
+    return false;
+  }
   virtual void onRstStream(uint32_t stream_id, RstStatus status) = 0;
   virtual void onSettings(uint8_t flags, const std::vector<SettingsEntry>& entries) = 0;
   virtual void onPing(uint32_t id) = 0;
@@ -118,10 +128,21 @@ class Codec {
   // "spdy.unsupported_version: control frame version 2". After an error the
   // codec must not be fed again.
   absl::Status dispatch(Buffer& input);
+  // A DATA payload delivered in pieces (CodecCallbacks::onDataStreamed()):
+  // its stream and the bytes of it not yet delivered or skipped; 0 between
+  // frames.
+  uint32_t streamedDataStream() const;
+  size_t streamedDataRemaining() const;
+  // The caller took `bytes` of the streamed payload off the wire itself (at
+  // most streamedDataRemaining()); they are not delivered. When that ends
+  // the payload, its FIN, if set, arrives as an empty onData(), inside this
+  // call; the next bytes given to dispatch() start a new frame.
+  void skipDataPayload(size_t bytes);
   //
   // Details of the contract above:
-  // - DATA frames are delivered whole (the codec waits for the full payload);
-  //   their payload is moved, not copied, into the Buffer given to onData.
+  // - DATA frames are delivered whole (the codec waits for the full payload)
+  //   unless the callbacks ask for it in pieces (onDataStreamed()); their
+  //   payload is moved, not copied, into the Buffer given to onData.
   // - Control frames of unknown type (e.g. SPDY/3 CREDENTIAL) are dropped
   //   without buffering them.
   // - Error reasons: spdy.unsupported_version, spdy.frame_too_large (beyond a

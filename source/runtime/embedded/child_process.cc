@@ -15,6 +15,8 @@ namespace {
 
 constexpr int kReadChunk = 64 * 1024;
 constexpr int kBulkPipeBytes = 1024 * 1024;
+// The size of a pipe that stdin is spliced into (see stdinPipe()).
+constexpr int kSplicePipeBytes = 64 * 1024;
 // The last read after the drain timed out takes at most this much.
 constexpr size_t kFinalDrainLimit = 1024 * 1024;
 
@@ -271,6 +273,37 @@ void ChildProcess::writeStdin(Buffer& data) {
   updateInterest(stdinEndpoint());
 }
 
+int ChildProcess::stdinPipe() {
+  if (tty_ || !stdinOpen()) {
+    return -1;
+  }
+  Endpoint& ep = stdinEndpoint();
+  if (ep.enlarged) {
+    // A pipe is counted in slots, not bytes, and splice(2) from a socket
+    // fills each slot with up to a whole socket buffer fragment (32 KiB and
+    // more on loopback): a pipe enlarged for copied writes would hold many
+    // times its size, all of it taken from the client while the process
+    // does not read. The default 16 slots keep that near the stdin queue's
+    // watermark. Until the pipe has drained enough to shrink, the caller
+    // copies.
+    if (::fcntl(ep.fd.get(), F_SETPIPE_SZ, kSplicePipeBytes) < 0) {
+      return -1;
+    }
+    ep.enlarged = false;
+  }
+  if (!stdin_queue_.empty()) {
+    std::weak_ptr<bool> alive = alive_;
+    if (!flushStdin() || alive.expired()) {
+      return -1;
+    }
+  }
+  if (!stdin_queue_.empty() || !stdinOpen()) {
+    return -1;
+  }
+  stdin_spliced_ = true;
+  return ep.fd.get();
+}
+
 void ChildProcess::closeStdin() {
   if (!stdinOpen()) {
     return;
@@ -331,9 +364,10 @@ bool ChildProcess::flushStdin() {
       continue;
     }
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      if (!ep.enlarged && !tty_) {
+      if (!ep.enlarged && !tty_ && !stdin_spliced_) {
         // The child reads slower than stdin comes: give the pipe room for
-        // more, as readOutput() does for bulk output, and try again.
+        // more, as readOutput() does for bulk output, and try again. (Not
+        // once stdin is spliced into it too; see stdinPipe().)
         ep.enlarged = true;
         if (::fcntl(ep.fd.get(), F_SETPIPE_SZ, kBulkPipeBytes) > 0) {
           continue;

@@ -82,6 +82,10 @@ class ChildProcess {
   size_t stdinQueuedBytes() const { return stdin_queue_.length(); }
   // True while writeStdin() accepts bytes.
   bool stdinOpen() const;
+  // Without a pty, while stdin is open: the stdin pipe, for a caller that
+  // writes into it itself, once the queue was written to it (tried here,
+  // without waiting); -1 while bytes are still queued, and with a pty.
+  int stdinPipe();
   // After the queued bytes: closes the stdin pipe, or with a pty writes the
   // terminal's EOF character (VEOF, normally ^D) - twice when the last byte
   // written was not a newline, since in canonical mode the first one only ends
@@ -147,6 +151,8 @@ class ChildProcess {
   Buffer stdin_queue_;
   bool stdin_closing_ = false;
   int last_stdin_byte_ = -1;
+  // stdinPipe() handed the pipe out: it keeps its default size.
+  bool stdin_spliced_ = false;
   bool paused_ = false;
   bool reaped_ = false;
   bool drain_expired_ = false;

@@ -32,6 +32,7 @@ class ExecSession : public session::ExecProcess, public ChildProcess::Callbacks 
   void writeStdin(Buffer& data) override;
   size_t stdinQueuedBytes() const override { return child_.stdinQueuedBytes(); }
   void closeStdin() override { child_.closeStdin(); }
+  int stdinPipe() override { return spec_.stdin ? child_.stdinPipe() : -1; }
   void resize(session::TerminalSize size) override { child_.resize(size); }
   void pauseOutput(bool paused) override { child_.pauseOutput(paused); }
 

@@ -1,5 +1,7 @@
 #include "source/runtime/embedded/pipe_write.h"
 
+#include <fcntl.h>
+
 #include <cerrno>
 #include <csignal>
 #include <ctime>
@@ -7,22 +9,21 @@
 #include <pthread.h>
 
 namespace crisp::runtime {
+namespace {
 
-bool sigpipeIgnored() {
-  struct sigaction current {};
-  return ::sigaction(SIGPIPE, nullptr, &current) == 0 && current.sa_handler == SIG_IGN;
-}
-
-int writeWithoutSigpipe(Buffer& data, int fd, bool sigpipe_ignored) {
+// Runs `write` with SIGPIPE blocked for this thread, taking back a SIGPIPE it
+// raised, unless the process ignores the signal anyway.
+template <typename Write>
+auto withoutSigpipe(bool sigpipe_ignored, Write&& write) {
   if (sigpipe_ignored) {
-    return data.writeTo(fd);
+    return write();
   }
   sigset_t pipe_set;
   sigset_t previous;
   ::sigemptyset(&pipe_set);
   ::sigaddset(&pipe_set, SIGPIPE);
   ::pthread_sigmask(SIG_BLOCK, &pipe_set, &previous);
-  const int n = data.writeTo(fd);
+  const auto n = write();
   const int error = errno;
   if (n < 0 && error == EPIPE) {
     const timespec zero{0, 0};
@@ -31,6 +32,28 @@ int writeWithoutSigpipe(Buffer& data, int fd, bool sigpipe_ignored) {
   ::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
   errno = error;
   return n;
+}
+
+}  // namespace
+
+bool sigpipeIgnored() {
+  struct sigaction current {};
+  return ::sigaction(SIGPIPE, nullptr, &current) == 0 && current.sa_handler == SIG_IGN;
+}
+
+int writeWithoutSigpipe(Buffer& data, int fd, bool sigpipe_ignored) {
+  return withoutSigpipe(sigpipe_ignored, [&] { return data.writeTo(fd); });
+}
+
+ssize_t spliceWithoutSigpipe(int in_fd, int pipe_fd, size_t length, unsigned flags,
+                             bool sigpipe_ignored) {
+  return withoutSigpipe(sigpipe_ignored, [&] {
+    ssize_t n;
+    do {
+      n = ::splice(in_fd, nullptr, pipe_fd, nullptr, length, flags);
+    } while (n < 0 && errno == EINTR);
+    return n;
+  });
 }
 
 }  // namespace crisp::runtime

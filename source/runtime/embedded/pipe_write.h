@@ -1,10 +1,14 @@
 #pragma once
 
-// Writing to a pipe or FIFO whose reader may be gone. write(2) then raises
-// SIGPIPE, which would kill crisp unless the signal is ignored. crisp's main
-// ignores it for the whole process; elsewhere (tests, embedders) the write
-// blocks the signal around itself and takes back a SIGPIPE it raised for this
-// thread, so the caller sees EPIPE either way.
+// Writing to a pipe or FIFO whose reader may be gone. write(2) and splice(2)
+// then raise SIGPIPE, which would kill crisp unless the signal is ignored.
+// crisp's main ignores it for the whole process; elsewhere (tests, embedders)
+// the write blocks the signal around itself and takes back a SIGPIPE it raised
+// for this thread, so the caller sees EPIPE either way.
+
+#include <sys/types.h>
+
+#include <cstddef>
 
 #include "source/common/buffer.h"
 
@@ -17,5 +21,10 @@ bool sigpipeIgnored();
 // data.writeTo(fd) that cannot raise SIGPIPE (see above). Returns what
 // writeTo() returns, with errno as the write left it.
 int writeWithoutSigpipe(Buffer& data, int fd, bool sigpipe_ignored);
+
+// splice(2) of up to `length` bytes from `in_fd` into the pipe `pipe_fd`
+// that cannot raise SIGPIPE. Returns what splice() returns, with its errno.
+ssize_t spliceWithoutSigpipe(int in_fd, int pipe_fd, size_t length, unsigned flags,
+                             bool sigpipe_ignored);
 
 }  // namespace crisp::runtime
