@@ -222,6 +222,61 @@ TEST(SpdyCodecTest, PartialFrameWaitsWithoutCallback) {
   EXPECT_TRUE(input.empty());
 }
 
+// Callbacks that ask for the payloads of one stream in pieces.
+class StreamingCallbacks : public RecordingCallbacks {
+ public:
+  explicit StreamingCallbacks(uint32_t stream_id) : stream_id_(stream_id) {}
+  bool onDataStreamed(uint32_t stream_id, uint32_t length) override {
+    events.push_back("STREAMED " + std::to_string(stream_id) + " len=" + std::to_string(length));
+    return stream_id == stream_id_;
+  }
+
+ private:
+  const uint32_t stream_id_;
+};
+
+TEST(SpdyCodecTest, StreamedPayloadComesInPiecesAndTheCallerMayTakePartOfItItself) {
+  StreamingCallbacks callbacks(3);
+  Codec codec(Codec::Role::kServer, callbacks);
+  const std::string first = test::dataFrame(3, kFlagFin, "abcdefghij");
+  const std::string other = test::dataFrame(5, 0, "xyz");
+  Buffer input;
+  // The header and two payload bytes: streamed; the two bytes come at once.
+  input.add(first.substr(0, 10));
+  ASSERT_TRUE(codec.dispatch(input).ok());
+  EXPECT_TRUE(input.empty());
+  EXPECT_EQ(codec.streamedDataStream(), 3u);
+  EXPECT_EQ(codec.streamedDataRemaining(), 8u);
+  // Three more bytes through dispatch(), three taken by the caller, then the
+  // last two with the next frame behind them.
+  input.add(first.substr(10, 3));
+  ASSERT_TRUE(codec.dispatch(input).ok());
+  codec.skipDataPayload(3);
+  EXPECT_EQ(codec.streamedDataRemaining(), 2u);
+  input.add(first.substr(16) + other.substr(0, 9));
+  ASSERT_TRUE(codec.dispatch(input).ok());
+  EXPECT_EQ(codec.streamedDataRemaining(), 0u);
+  EXPECT_EQ(codec.streamedDataStream(), 0u);
+  // A partial frame on another stream waits whole.
+  input.add(other.substr(9));
+  ASSERT_TRUE(codec.dispatch(input).ok());
+  // A payload the caller takes to its end: the FIN comes with an empty piece.
+  input.add(first.substr(0, 8));
+  ASSERT_TRUE(codec.dispatch(input).ok());
+  codec.skipDataPayload(10);
+  EXPECT_EQ(codec.streamedDataRemaining(), 0u);
+  EXPECT_EQ(callbacks.events, (Events{
+                                  "STREAMED 3 len=10",
+                                  R"(DATA 3 fin=0 len=2 "ab")",
+                                  R"(DATA 3 fin=0 len=3 "cde")",
+                                  R"(DATA 3 fin=1 len=2 "ij")",
+                                  "STREAMED 5 len=3",
+                                  R"(DATA 5 fin=0 len=3 "xyz")",
+                                  "STREAMED 3 len=10",
+                                  R"(DATA 3 fin=1 len=0 "")",
+                              }));
+}
+
 TEST(SpdyCodecTest, PartialHeaderFrameWaitsWithoutCallback) {
   TestDeflater deflater;
   const std::string frame =
