@@ -123,7 +123,11 @@ class ExecProcess {
   // order holds (the backend may try to flush them inside the call). Asked
   // before each such write. Bytes written there are not counted in
   // stdinQueuedBytes(): the pipe's reader holds the writer back. The pipe
-  // stays open until closeStdin() (after the queued bytes) or the end.
+  // stays open until closeStdin() (after the queued bytes) or the end. From
+  // the first call on the backend keeps the pipe at its default size:
+  // splice(2) from a socket fills a pipe slot by slot, each with up to a
+  // whole socket buffer fragment, so a larger pipe would take many times its
+  // size from the client while the process does not read.
   virtual int stdinPipe() { return -1; }
   // Applies a terminal size (TTY sessions only; ignored otherwise).
   virtual void resize(TerminalSize size) = 0;

@@ -403,6 +403,11 @@ void RemoteCommandSession::startExec() {
   if (output_paused_) {
     process_->pauseOutput(true);
   }
+  if (process_ != nullptr && spec_.stdin && recorder_ == nullptr && wire_.canSpliceStdin()) {
+    // Asked once now, the process keeps its stdin pipe fit for splicing even
+    // while the early stdin below is copied into it.
+    (void)process_->stdinPipe();
+  }
   if (process_ != nullptr && !early_stdin_.empty()) {
     process_->writeStdin(early_stdin_);
   }

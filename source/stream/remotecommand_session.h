@@ -55,6 +55,10 @@ class RemoteCommandWire {
   virtual bool acceptsOutput(session::StreamType type) const = 0;
   // Sends process output (kStdout or kStderr); takes the bytes.
   virtual void sendOutput(session::StreamType type, Buffer& data) = 0;
+  // Whether the client's stdin can reach the process through
+  // ExecProcess::stdinPipe() (SPDY over a plain socket), so that the process
+  // keeps that pipe fit for it from the start.
+  virtual bool canSpliceStdin() const { return false; }
   // Zero-copy output (see session::ExecCallbacks::onStdoutPipe): sends up to
   // `limit` bytes of what the pipe `pipe_fd` holds, moved by the kernel, and
   // returns how many it took; 0 when the wire cannot (not a plain socket,

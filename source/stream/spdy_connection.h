@@ -219,6 +219,11 @@ class SpdyConnection : private spdy::CodecCallbacks, private TransportCallbacks 
   // the owner pauses its producer, which must not read the pipe while paused.
   size_t sendDataFromPipe(uint32_t stream_id, int pipe_fd, size_t limit);
 
+  // Whether DATA payloads can be spliced into an owner's pipe here (see
+  // SpdyConnectionCallbacks::onStreamDataPipe): the transport is a plain
+  // socket.
+  bool canSpliceInput() const { return transport_ != nullptr && transport_->canReadIntoPipe(); }
+
   // Client role: opens a stream (SYN_STREAM with `headers`, FIN when `fin`)
   // and returns its id, or 0 when the connection is not open or the ids ran
   // out. Data may be sent on it at once; onStreamReply() tells when the peer

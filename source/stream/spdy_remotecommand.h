@@ -127,6 +127,7 @@ class SpdyRemoteCommand : private SpdyConnectionCallbacks, private RemoteCommand
   bool acceptsOutput(StreamType type) const override;
   void sendOutput(StreamType type, Buffer& data) override;
   size_t sendOutputFromPipe(StreamType type, int pipe_fd, size_t limit) override;
+  bool canSpliceStdin() const override { return connection_->canSpliceInput(); }
   void endWithStatus(const std::string& payload, bool ahead_of_output) override;
   void endWithoutStatus(const std::string& why, int wire_code) override;
 

@@ -322,8 +322,9 @@ TEST_F(ExecStdinSpliceTest, SpdyStdinIsSplicedIntoTheCommandWholeAndInOrder) {
 // holds, then stops reading the client, neither buffering nor spinning; when
 // the command reads, everything arrives.
 TEST_F(ExecStdinSpliceTest, ACommandThatDoesNotReadHoldsTheClientBack) {
-  const Ids ids = startWithStdin({"sh", "-c", "sleep 2; exec cat"});
+  // Made before the command starts its wait.
   const std::string stdin = randomBytes(16 * 1024 * 1024, 23);
+  const Ids ids = startWithStdin({"sh", "-c", "sleep 3; exec cat"});
   const std::string wire = wireFor(ids.in, stdin, {65536}, true);
   client_->setSendTimeout(std::chrono::seconds(30));
   std::thread sender([&] { EXPECT_TRUE(client_->raw(wire)) << client_->error(); });

@@ -278,6 +278,7 @@ int ChildProcess::stdinPipe() {
     return -1;
   }
   Endpoint& ep = stdinEndpoint();
+  stdin_spliced_ = true;
   if (ep.enlarged) {
     // A pipe is counted in slots, not bytes, and splice(2) from a socket
     // fills each slot with up to a whole socket buffer fragment (32 KiB and
@@ -297,11 +298,7 @@ int ChildProcess::stdinPipe() {
       return -1;
     }
   }
-  if (!stdin_queue_.empty() || !stdinOpen()) {
-    return -1;
-  }
-  stdin_spliced_ = true;
-  return ep.fd.get();
+  return stdin_queue_.empty() && stdinOpen() ? ep.fd.get() : -1;
 }
 
 void ChildProcess::closeStdin() {

@@ -84,7 +84,9 @@ class ChildProcess {
   bool stdinOpen() const;
   // Without a pty, while stdin is open: the stdin pipe, for a caller that
   // writes into it itself, once the queue was written to it (tried here,
-  // without waiting); -1 while bytes are still queued, and with a pty.
+  // without waiting); -1 while bytes are still queued, and with a pty. From
+  // the first call on, the pipe is not enlarged (and shrunk back when it
+  // was; see session::ExecProcess::stdinPipe()).
   int stdinPipe();
   // After the queued bytes: closes the stdin pipe, or with a pty writes the
   // terminal's EOF character (VEOF, normally ^D) - twice when the last byte
@@ -151,7 +153,7 @@ class ChildProcess {
   Buffer stdin_queue_;
   bool stdin_closing_ = false;
   int last_stdin_byte_ = -1;
-  // stdinPipe() handed the pipe out: it keeps its default size.
+  // stdinPipe() was asked for: the pipe keeps its default size.
   bool stdin_spliced_ = false;
   bool paused_ = false;
   bool reaped_ = false;
