@@ -251,6 +251,17 @@ class ExecStdinSpliceTest : public ExecSpliceTest {
     return ids;
   }
 
+  // Waits for the status and checks that `cat` gave back `stdin` whole.
+  void expectStdinEchoed(const Ids& ids, const std::string& stdin) {
+    ASSERT_TRUE(client_->waitFor([&] { return client_->stream(ids.error).fin; },
+                                 std::chrono::seconds(60)))
+        << client_->error();
+    const std::string& out = client_->stream(ids.out).data;
+    EXPECT_EQ(out.size(), stdin.size());
+    EXPECT_TRUE(out == stdin) << "stdout differs from stdin";
+    EXPECT_TRUE(client_->stream(ids.out).fin);
+  }
+
   uint64_t splicedIn() {
     return loop_.run([&] { return session_->connection().bytesSplicedIn(); });
   }
@@ -300,13 +311,7 @@ TEST_F(ExecStdinSpliceTest, SpdyStdinIsSplicedIntoTheCommandWholeAndInOrder) {
     ASSERT_TRUE(client_->raw(std::string_view(wire).substr(at, n))) << client_->error();
     at += n;
   }
-  ASSERT_TRUE(
-      client_->waitFor([&] { return client_->stream(ids.error).fin; }, std::chrono::seconds(60)))
-      << client_->error();
-  const std::string& out = client_->stream(ids.out).data;
-  EXPECT_EQ(out.size(), stdin.size());
-  EXPECT_TRUE(out == stdin) << "stdout differs from stdin";
-  EXPECT_TRUE(client_->stream(ids.out).fin);
+  expectStdinEchoed(ids, stdin);
   EXPECT_NE(client_->stream(ids.error).data.find("Success"), std::string::npos)
       << client_->stream(ids.error).data;
   // The PINGs between the frames were read and answered.
@@ -346,12 +351,7 @@ TEST_F(ExecStdinSpliceTest, ACommandThatDoesNotReadHoldsTheClientBack) {
   EXPECT_EQ(read_after, read_before);
   EXPECT_LT(cpu_us(after) - cpu_us(before), 250000) << "crisp spins while the pipe is full";
   sender.join();
-  ASSERT_TRUE(
-      client_->waitFor([&] { return client_->stream(ids.error).fin; }, std::chrono::seconds(60)))
-      << client_->error();
-  const std::string& out = client_->stream(ids.out).data;
-  EXPECT_EQ(out.size(), stdin.size());
-  EXPECT_TRUE(out == stdin) << "stdout differs from stdin";
+  expectStdinEchoed(ids, stdin);
 }
 
 // The command stops reading and exits inside a large frame: the rest of the

@@ -290,16 +290,22 @@ TEST_F(RawSocketTransportTest, QueueGrowsWhileThePeerDoesNotReadAndDrainsWhenItD
   expectClean();
 }
 
-// A pipe holding `bytes`, its write end closed: {read end, content}.
-std::pair<int, std::string> filledPipe(size_t bytes, uint32_t seed) {
-  int fds[2];
-  EXPECT_EQ(::pipe2(fds, O_NONBLOCK | O_CLOEXEC), 0);
-  EXPECT_GE(::fcntl(fds[1], F_SETPIPE_SZ, static_cast<int>(bytes)), static_cast<int>(bytes));
+// Random bytes, the same for the same seed.
+std::string randomBytes(size_t bytes, uint32_t seed) {
   std::string content(bytes, '\0');
   std::mt19937 rng(seed);
   for (auto& c : content) {
     c = static_cast<char>(rng());
   }
+  return content;
+}
+
+// A pipe holding `bytes`, its write end closed: {read end, content}.
+std::pair<int, std::string> filledPipe(size_t bytes, uint32_t seed) {
+  int fds[2];
+  EXPECT_EQ(::pipe2(fds, O_NONBLOCK | O_CLOEXEC), 0);
+  EXPECT_GE(::fcntl(fds[1], F_SETPIPE_SZ, static_cast<int>(bytes)), static_cast<int>(bytes));
+  const std::string content = randomBytes(bytes, seed);
   EXPECT_EQ(::write(fds[1], content.data(), bytes), static_cast<ssize_t>(bytes));
   ::close(fds[1]);
   return {fds[0], content};
@@ -630,16 +636,6 @@ TEST_F(RawSocketTransportTest, UnreadWhilePausedWaitsForResume) {
   call([](RawSocketTransport& t) { t.pauseReading(false); });
   ASSERT_TRUE(waitFor([](const Recorder& r) { return r.received == "backnew"; }));
   expectClean();
-}
-
-// Random bytes, the same for the same seed.
-std::string randomBytes(size_t bytes, uint32_t seed) {
-  std::string content(bytes, '\0');
-  std::mt19937 rng(seed);
-  for (auto& c : content) {
-    c = static_cast<char>(rng());
-  }
-  return content;
 }
 
 // A non-blocking pipe: {read end, write end}.
