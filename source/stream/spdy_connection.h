@@ -200,6 +200,9 @@ class SpdyConnection : private spdy::CodecCallbacks, private TransportCallbacks 
   // takes it: meanwhile the connection counts as above its high watermark, so
   // the owner pauses its producer, which must not read the pipe while paused.
   size_t sendDataFromPipe(uint32_t stream_id, int pipe_fd, size_t limit);
+  // Whether sendDataFromPipe() would take bytes now (for a stream that may
+  // still carry DATA): the transport can splice and nothing is queued.
+  bool canSendFromPipe() const;
 
   // Client role: opens a stream (SYN_STREAM with `headers`, FIN when `fin`)
   // and returns its id, or 0 when the connection is not open or the ids ran
