@@ -36,8 +36,11 @@ constexpr int kMaxIovecs = 16;
 // The pipe the socket's bytes are spliced through when the client can take
 // them from a pipe. The default 64 KiB (16 slots, one per page or socket
 // buffer fragment) is less than one 128 KiB frame; 256 KiB lets one splice
-// fill two.
+// fill two. Only a connection that moves bulk (a splice of kBulkSpliceBytes
+// or more) gets one: the pipe pages of a user are limited
+// (fs.pipe-user-pages-soft), and an interactive connection needs few.
 constexpr int kSplicePipeBytes = 256 * 1024;
+constexpr ssize_t kBulkSpliceBytes = 16 * 1024;
 
 // strerror() text in lower case ("connection refused"), the way Go-based
 // runtimes print errno values, so texts read alike whichever runtime made them.
@@ -314,6 +317,9 @@ class SocketPortConnection : public session::PortConnection {
       if (n > 0) {
         if (via_pipe) {
           pipe_bytes_ = static_cast<size_t>(n);
+          if (n >= kBulkSpliceBytes && !pipe_enlarged_) {
+            enlargePipe();
+          }
           if (!deliverPipe()) {
             return;
           }
@@ -361,13 +367,18 @@ class SocketPortConnection : public session::PortConnection {
     }
     pipe_read_.reset(fds[0]);
     pipe_write_.reset(fds[1]);
-    // Refused past the user's pipe page allowance: the pipe stays as it is.
-    int size = ::fcntl(fds[1], F_SETPIPE_SZ, kSplicePipeBytes);
-    if (size <= 0) {
-      size = ::fcntl(fds[1], F_GETPIPE_SZ);
-    }
+    const int size = ::fcntl(fds[1], F_GETPIPE_SZ);
     pipe_capacity_ = size > 0 ? size : kReadChunkBytes;
     return true;
+  }
+
+  void enlargePipe() {
+    pipe_enlarged_ = true;
+    // Refused past the user's pipe page allowance: the pipe stays as it is.
+    const int size = ::fcntl(pipe_write_.get(), F_SETPIPE_SZ, kSplicePipeBytes);
+    if (size > 0) {
+      pipe_capacity_ = size;
+    }
   }
 
   // Offers the pipe's bytes to the callee; what it declines is read out and
@@ -551,6 +562,7 @@ class SocketPortConnection : public session::PortConnection {
   int pipe_capacity_ = 0;
   size_t pipe_bytes_ = 0;
   bool pipe_failed_ = false;
+  bool pipe_enlarged_ = false;
 };
 
 }  // namespace
