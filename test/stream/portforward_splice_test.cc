@@ -12,7 +12,6 @@
 #include <thread>
 #include <vector>
 
-#include <dirent.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -25,6 +24,7 @@
 #include "source/stream/ws_portforward.h"
 
 #include "test/runtime/embedded/port_servers.h"
+#include "test/runtime/embedded/test_util.h"
 #include "test/stream/port_probe.h"
 #include "test/stream/spdy_test_client.h"
 #include "test/stream/tls_test_util.h"
@@ -33,6 +33,7 @@
 namespace crisp::stream {
 namespace {
 
+using runtime::testing::openFdCount;
 using runtime::testing::patternByte;
 using runtime::testing::TestPortServer;
 using std::chrono::milliseconds;
@@ -44,17 +45,6 @@ using testing::WsTestClient;
 using Mode = TestPortServer::Mode;
 
 constexpr uint64_t kBytes = 48 << 20;
-
-int openFdCount() {
-  int n = 0;
-  if (DIR* d = ::opendir("/proc/self/fd")) {
-    while (::readdir(d) != nullptr) {
-      ++n;
-    }
-    ::closedir(d);
-  }
-  return n;
-}
 
 // The index of the first byte of `got` that is not the source pattern
 // (starting at pattern offset 0), or got.size().
