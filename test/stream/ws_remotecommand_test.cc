@@ -691,6 +691,9 @@ TEST_F(WsRemoteCommandTest, LargeStdinArrivesWholeWithBackpressure) {
   constexpr size_t kChunk = 32 * 1024;
   runtime_.script.slow_stdin = true;
   runtime_.script.slow_stdin_bytes = 32 * 1024;  // about 8 MB/s: ticks take ~4 ms
+  // However slowly this client gets to send (a sanitizer, a loaded machine),
+  // the queue fills up to the mark before the command starts reading.
+  runtime_.script.slow_stdin_start_at = session::ExecProcess::kStdinHighWatermark + 1;
   runtime_.script.exit_on_stdin_eof = ExitStatus::success();
   start(execSpec({"sh", "-c", "cat > /tmp/in.bin"}, false, true, true, true));
   std::mt19937 rng(2024);
