@@ -33,6 +33,7 @@ TSAN_TARGETS=(
   //test/stream:stream_limits_test
   //test/stream:spdy_remotecommand_test
   //test/stream:ws_remotecommand_test
+  //test/stream:portforward_splice_test
   //test/cri:grpc_server_test
   //test/cri:grpc_client_test
   //test/cri:passthrough_test
