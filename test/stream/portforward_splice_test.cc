@@ -124,11 +124,8 @@ class ResetAfterServer {
 class PortForwardSpliceTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    runtime::EmbeddedContainerConfig c;
-    c.id = "demo";
-    embedded_ = std::make_unique<runtime::EmbeddedRuntime>(
-        std::vector<runtime::EmbeddedContainerConfig>{c});
-    ASSERT_TRUE(embedded_->start().ok());
+    embedded_ = testing::startDemoRuntime();
+    ASSERT_NE(embedded_, nullptr);
     probe_ = std::make_unique<PortProbeRuntime>(*embedded_);
   }
 
@@ -139,7 +136,9 @@ class PortForwardSpliceTest : public ::testing::Test {
       return 0;
     });
     loop_.stop();
-    embedded_->stop();
+    if (embedded_ != nullptr) {
+      embedded_->stop();
+    }
   }
 
   // A loopback TCP connection {client, server} whose server side takes
