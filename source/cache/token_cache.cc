@@ -135,10 +135,12 @@ TokenWords encodeToken(const uint8_t* bytes) {
           tokenWord(high, low, kTokenLength - 8)};
 }
 
-// A token's characters and their hash, computed once: the hash picks the shard
-// and the slot inside it.
+// A token's characters: the key of a shard's index.
+using TokenChars = std::array<char, kTokenLength>;
+
+// A token's characters and their hash, computed once for picking the shard.
 struct TokenKey {
-  std::array<char, kTokenLength> chars;
+  TokenChars chars;
   size_t hash;
 
   explicit TokenKey(const TokenWords& words) : hash(tokenHash(words)) {
@@ -153,18 +155,22 @@ std::string tokenText(const TokenWords& words) {
   return out;
 }
 
-struct TokenKeyHash {
-  size_t operator()(const TokenKey& key) const { return key.hash; }
+// The index stores no hash beside the characters, to keep its slots small
+// (see Shard); the few hashes per pair are cheap to compute again.
+struct TokenCharsHash {
+  size_t operator()(const TokenChars& chars) const {
+    return tokenHash(TokenWords::load(chars.data()));
+  }
 };
 
 // Constant time: the time a lookup takes says nothing about how many leading
 // characters of a guess were right. Three overlapping 8-byte words cover the
 // 22 characters; no branch depends on their content.
-struct TokenKeyEq {
-  bool operator()(const TokenKey& a, const TokenKey& b) const {
+struct TokenCharsEq {
+  bool operator()(const TokenChars& a, const TokenChars& b) const {
     static_assert(kTokenLength > 16 && kTokenLength <= 24, "three words cover a token");
-    const char* x = a.chars.data();
-    const char* y = b.chars.data();
+    const char* x = a.data();
+    const char* y = b.data();
     const uint64_t diff = (loadWord(x) ^ loadWord(y)) | (loadWord(x + 8) ^ loadWord(y + 8)) |
                           (loadWord(x + kTokenLength - 8) ^ loadWord(y + kTokenLength - 8));
     return diff == 0;
@@ -204,21 +210,29 @@ std::optional<TokenKey> parseToken(std::string_view token) {
   return TokenKey(TokenWords::load(token.data()));
 }
 
-// Built in its map slot and moved out of it once: a request is a handful of
-// strings and vectors, so each extra move is a visible part of a pair's cost.
-struct Entry {
-  Entry(session::StreamRequest&& request, MonotonicTime expire, uint64_t seq)
-      : request(std::move(request)), expire(expire), seq(seq) {}
-
+// A live token's request, in the shard's record array. Records are reused
+// last-freed-first, so the one an insert fills is usually still in the
+// processor's cache even when a million tokens are live.
+struct Record {
   session::StreamRequest request;
-  MonotonicTime expire;
-  uint64_t seq;
+  MonotonicTime expire{};
+  TokenChars key{};  // what the index holds for it, to erase on expiry
 };
 
+// A record's entry in Shard::record_seqs while it is not in use.
+constexpr uint64_t kFreeSeq = ~uint64_t{0};
+
+// An item of the expiry queue. It names its record by position and sequence
+// number, so that telling a live entry from a taken one reads one word of
+// Shard::record_seqs, not the index nor the record: with many live tokens
+// each of those is a cache miss, and the queue is checked item by item when
+// it is compacted.
 struct QueueItem {
-  TokenKey key;
-  uint64_t seq;  // tells the entry this item was queued for from a later one under the same key
-  // The entry's expiry, copied: an unexpired front needs no map lookup.
+  uint32_t position;
+  // Tells the entry this item was queued for from a later one in the same
+  // record.
+  uint64_t seq;
+  // The entry's expiry, copied: an unexpired front needs no record read.
   MonotonicTime expire;
 };
 
@@ -249,7 +263,18 @@ class ABSL_LOCKABLE ShardMutex {
 
 struct alignas(64) Shard {
   mutable ShardMutex mutex;
-  absl::flat_hash_map<TokenKey, Entry, TokenKeyHash, TokenKeyEq> entries ABSL_GUARDED_BY(mutex);
+  // Token -> position in `records`. The requests live outside the hash table
+  // so that its slots are small (28 bytes, against 160 with the request in
+  // them): with many live tokens, an insert lands on a slot nobody touched
+  // lately, and each cache line of it is a miss.
+  absl::flat_hash_map<TokenChars, uint32_t, TokenCharsHash, TokenCharsEq> index
+      ABSL_GUARDED_BY(mutex);
+  std::vector<Record> records ABSL_GUARDED_BY(mutex);
+  // The sequence number of the entry in each record (unique in the shard), or
+  // kFreeSeq; kept apart from the records, 8 bytes each, to stay in cache.
+  std::vector<uint64_t> record_seqs ABSL_GUARDED_BY(mutex);
+  // Positions in `records` not in use, the last freed at the back.
+  std::vector<uint32_t> free_records ABSL_GUARDED_BY(mutex);
   // Insertion order; with one TTL at a time this is also expiry order.
   std::deque<QueueItem> queue ABSL_GUARDED_BY(mutex);
   uint64_t next_seq ABSL_GUARDED_BY(mutex) = 0;
@@ -340,12 +365,23 @@ class TokenCache::Impl {
       {
         std::lock_guard<ShardMutex> lock(shard.mutex);
         dropped = dropExpiredLocked(shard, now);
-        // try_emplace leaves `request` alone when the key is taken.
-        const uint64_t seq = shard.next_seq;
-        const bool fresh = shard.entries.try_emplace(key, std::move(request), expire, seq).second;
-        if (fresh) {
-          ++shard.next_seq;
-          shard.queue.push_back(QueueItem{key, seq, expire});
+        // `request` is moved only once the token is known to be new: a
+        // repeated one leaves it for the next attempt.
+        if (shard.free_records.empty()) {
+          shard.records.emplace_back();
+          shard.record_seqs.push_back(kFreeSeq);
+          shard.free_records.push_back(static_cast<uint32_t>(shard.records.size() - 1));
+        }
+        const uint32_t position = shard.free_records.back();
+        if (shard.index.try_emplace(key.chars, position).second) {
+          shard.free_records.pop_back();
+          const uint64_t seq = shard.next_seq++;
+          Record& record = shard.records[position];
+          record.request = std::move(request);
+          record.expire = expire;
+          shard.record_seqs[position] = seq;
+          record.key = key.chars;
+          shard.queue.push_back(QueueItem{position, seq, expire});
           compactLocked(shard);
           ++shard.issued;
           stored = true;
@@ -373,23 +409,27 @@ class TokenCache::Impl {
     {
       std::lock_guard<ShardMutex> lock(shard.mutex);
       dropped = dropExpiredLocked(shard, now);
-      auto it = shard.entries.find(*key);
-      if (it != shard.entries.end()) {
-        const Entry& entry = it->second;
+      auto it = shard.index.find(key->chars);
+      if (it != shard.index.end()) {
+        Record& record = shard.records[it->second];
         // Taken right after it was issued, the entry is usually the queue
         // front: pop it now rather than look it up again later.
-        if (!shard.queue.empty() && shard.queue.front().seq == entry.seq) {
+        if (!shard.queue.empty() && shard.queue.front().seq == shard.record_seqs[it->second]) {
           shard.queue.pop_front();
         }
         // Removed whatever its expiry: a late presentation burns the token
         // too.
-        if (now > entry.expire) {
+        if (now > record.expire) {
           ++shard.expired;
+          freeRecordLocked(shard, it->second);
         } else {
           ++shard.taken;
-          taken.emplace(std::move(it->second.request));
+          taken.emplace(std::move(record.request));
+          // Moved from, the request holds no memory left to release.
+          shard.record_seqs[it->second] = kFreeSeq;
+          shard.free_records.push_back(it->second);
         }
-        shard.entries.erase(it);
+        shard.index.erase(it);
         ++dropped;
       }
     }
@@ -407,7 +447,7 @@ class TokenCache::Impl {
     sizes.reserve(shard_count_);
     for (uint32_t i = 0; i < shard_count_; ++i) {
       std::lock_guard<ShardMutex> lock(shards_[i].mutex);
-      sizes.push_back(shards_[i].entries.size());
+      sizes.push_back(shards_[i].index.size());
     }
     return sizes;
   }
@@ -446,7 +486,7 @@ class TokenCache::Impl {
       now.issued += shards_[i].issued;
       now.taken += shards_[i].taken;
       now.expired += shards_[i].expired;
-      now.live += static_cast<int64_t>(shards_[i].entries.size());
+      now.live += static_cast<int64_t>(shards_[i].index.size());
     }
     std::lock_guard<std::mutex> lock(publish_mutex_);
     issued_.inc(now.issued - published_.issued);
@@ -470,9 +510,10 @@ class TokenCache::Impl {
       if (now <= front.expire) {
         break;
       }
-      auto it = shard.entries.find(front.key);
-      if (it != shard.entries.end() && it->second.seq == front.seq) {
-        shard.entries.erase(it);
+      Record& record = shard.records[front.position];
+      if (shard.record_seqs[front.position] == front.seq) {
+        shard.index.erase(record.key);
+        freeRecordLocked(shard, front.position);
         ++shard.expired;
         ++dropped;
       }
@@ -487,17 +528,26 @@ class TokenCache::Impl {
   // the queue once they outnumber the live entries: each rebuild removes at
   // least half of the items, so its cost is spread over the inserts before it.
   static void compactLocked(Shard& shard) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mutex) {
-    if (shard.queue.size() <= 2 * shard.entries.size() + kQueueCompactionSlack) {
+    if (shard.queue.size() <= 2 * shard.index.size() + kQueueCompactionSlack) {
       return;
     }
     std::deque<QueueItem> kept;
     for (const QueueItem& item : shard.queue) {
-      auto it = shard.entries.find(item.key);
-      if (it != shard.entries.end() && it->second.seq == item.seq) {
+      if (shard.record_seqs[item.position] == item.seq) {
         kept.push_back(item);
       }
     }
     shard.queue.swap(kept);
+  }
+
+  // Returns a record whose request was not taken to the free list, releasing
+  // the request's memory now rather than when the record is next used.
+  static void freeRecordLocked(Shard& shard, uint32_t position)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mutex) {
+    Record& record = shard.records[position];
+    record.request = session::StreamRequest{};
+    shard.record_seqs[position] = kFreeSeq;
+    shard.free_records.push_back(position);
   }
 
   void sweepAll(MonotonicTime now) {

@@ -11,6 +11,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
 
 #include "source/admin/metrics.h"
 
@@ -274,6 +275,69 @@ TEST_F(TokenCacheTest, TakenTokensWaitingInTheQueueAreNotCountedAsExpiredOrFreed
   EXPECT_TRUE(cache.insert(execRequest("d")).ok());
   EXPECT_EQ(cache.insert(execRequest("e")).status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_EQ(containerOf(*cache.consume(*c)), "c");
+}
+
+TEST_F(TokenCacheTest, ATakenTokensPlaceGoesToTheNextOneAndTheOldTokenStaysBurnt) {
+  TokenCache cache = makeCache(milliseconds(1000), 1, 10);
+  absl::StatusOr<std::string> a = cache.insert(execRequest("a"));
+  ASSERT_TRUE(a.ok());
+  ASSERT_EQ(containerOf(*cache.consume(*a)), "a");
+  // b is stored where a was.
+  absl::StatusOr<std::string> b = cache.insert(execRequest("b"));
+  ASSERT_TRUE(b.ok());
+  EXPECT_FALSE(cache.consume(*a).has_value());
+  EXPECT_EQ(containerOf(*cache.consume(*b)), "b");
+  EXPECT_FALSE(cache.consume(*b).has_value());
+  EXPECT_EQ(cache.size(), 0u);
+}
+
+TEST_F(TokenCacheTest, AStaleQueueItemDoesNotExpireTheEntryThatReusedItsPlace) {
+  // One shard. `front` keeps a's queue item from being popped when a is
+  // taken; b then takes a's place with a later expiry. When a's old item
+  // comes due, b must stay.
+  TokenCache cache = makeCache(milliseconds(1000), 1, 10);
+  absl::StatusOr<std::string> front = cache.insert(execRequest("front"));
+  absl::StatusOr<std::string> a = cache.insert(execRequest("a"));
+  ASSERT_TRUE(front.ok() && a.ok());
+  ASSERT_EQ(containerOf(*cache.consume(*a)), "a");
+  time_.advance(milliseconds(500));
+  absl::StatusOr<std::string> b = cache.insert(execRequest("b"));
+  ASSERT_TRUE(b.ok());
+  time_.advance(milliseconds(501));  // front and a's item are due; b is not
+  absl::StatusOr<std::string> c = cache.insert(execRequest("c"));
+  ASSERT_TRUE(c.ok());
+  EXPECT_TRUE(hasSample("crisp_tokens_expired_total 1"));
+  EXPECT_EQ(cache.size(), 2u);
+  EXPECT_EQ(containerOf(*cache.consume(*b)), "b");
+  EXPECT_EQ(containerOf(*cache.consume(*c)), "c");
+  EXPECT_FALSE(cache.consume(*front).has_value());
+}
+
+TEST_F(TokenCacheTest, ExpiredEntriesLeaveTheirPlacesToNewOnes) {
+  // Many rounds of tokens that all expire unused: each round's inserts drop
+  // the last round's, and every live token still finds its own request.
+  TokenCache cache = makeCache(milliseconds(1000), 2, 64);
+  std::vector<std::string> previous;
+  for (int round = 0; round < 50; ++round) {
+    std::vector<std::string> tokens;
+    for (int i = 0; i < 40; ++i) {
+      absl::StatusOr<std::string> token =
+          cache.insert(execRequest(absl::StrCat(round, "/", i)));
+      ASSERT_TRUE(token.ok()) << token.status();
+      tokens.push_back(*token);
+    }
+    for (const std::string& old : previous) {
+      ASSERT_FALSE(cache.consume(old).has_value());
+    }
+    ASSERT_EQ(cache.size(), 40u);
+    time_.advance(milliseconds(1001));
+    previous = tokens;
+  }
+  time_.advance(-milliseconds(1001));
+  for (int i = 0; i < 40; ++i) {
+    EXPECT_EQ(containerOf(*cache.consume(previous[i])), absl::StrCat(49, "/", i));
+  }
+  EXPECT_TRUE(hasSample("crisp_tokens_expired_total 1960"));
 }
 
 TEST_F(TokenCacheTest, ExpiredEntriesAreDroppedLazilyByLaterInserts) {
