@@ -156,17 +156,23 @@ std::string tokenText(const TokenWords& words) {
 }
 
 // The index stores no hash beside the characters, to keep its slots small
-// (see Shard); the few hashes per pair are cheap to compute again.
+// (see Shard): it is computed again when the table grows or an expired entry
+// is erased. Insert and lookup pass the TokenKey, whose hash is known.
 struct TokenCharsHash {
+  using is_transparent = void;
   size_t operator()(const TokenChars& chars) const {
     return tokenHash(TokenWords::load(chars.data()));
   }
+  size_t operator()(const TokenKey& key) const { return key.hash; }
 };
 
 // Constant time: the time a lookup takes says nothing about how many leading
 // characters of a guess were right. Three overlapping 8-byte words cover the
 // 22 characters; no branch depends on their content.
 struct TokenCharsEq {
+  using is_transparent = void;
+  bool operator()(const TokenChars& a, const TokenKey& b) const { return (*this)(a, b.chars); }
+  bool operator()(const TokenKey& a, const TokenChars& b) const { return (*this)(a.chars, b); }
   bool operator()(const TokenChars& a, const TokenChars& b) const {
     static_assert(kTokenLength > 16 && kTokenLength <= 24, "three words cover a token");
     const char* x = a.data();
@@ -214,7 +220,9 @@ std::optional<TokenKey> parseToken(std::string_view token) {
 // last-freed-first, so the one an insert fills is usually still in the
 // processor's cache even when a million tokens are live.
 struct Record {
-  session::StreamRequest request;
+  // Engaged while the record is in use: built in place on insert, moved out
+  // and destroyed on take, so a request is moved twice in all.
+  std::optional<session::StreamRequest> request;
   MonotonicTime expire{};
   TokenChars key{};  // what the index holds for it, to erase on expiry
 };
@@ -373,11 +381,16 @@ class TokenCache::Impl {
           shard.free_records.push_back(static_cast<uint32_t>(shard.records.size() - 1));
         }
         const uint32_t position = shard.free_records.back();
-        if (shard.index.try_emplace(key.chars, position).second) {
+        bool fresh = false;
+        shard.index.lazy_emplace(key, [&](const auto& construct) {
+          fresh = true;
+          construct(key.chars, position);
+        });
+        if (fresh) {
           shard.free_records.pop_back();
           const uint64_t seq = shard.next_seq++;
           Record& record = shard.records[position];
-          record.request = std::move(request);
+          record.request.emplace(std::move(request));
           record.expire = expire;
           shard.record_seqs[position] = seq;
           record.key = key.chars;
@@ -409,7 +422,7 @@ class TokenCache::Impl {
     {
       std::lock_guard<ShardMutex> lock(shard.mutex);
       dropped = dropExpiredLocked(shard, now);
-      auto it = shard.index.find(key->chars);
+      auto it = shard.index.find(*key);
       if (it != shard.index.end()) {
         Record& record = shard.records[it->second];
         // Taken right after it was issued, the entry is usually the queue
@@ -421,14 +434,11 @@ class TokenCache::Impl {
         // too.
         if (now > record.expire) {
           ++shard.expired;
-          freeRecordLocked(shard, it->second);
         } else {
           ++shard.taken;
-          taken.emplace(std::move(record.request));
-          // Moved from, the request holds no memory left to release.
-          shard.record_seqs[it->second] = kFreeSeq;
-          shard.free_records.push_back(it->second);
+          taken.emplace(std::move(*record.request));
         }
+        freeRecordLocked(shard, it->second);
         shard.index.erase(it);
         ++dropped;
       }
@@ -540,12 +550,13 @@ class TokenCache::Impl {
     shard.queue.swap(kept);
   }
 
-  // Returns a record whose request was not taken to the free list, releasing
-  // the request's memory now rather than when the record is next used.
+  // Destroys the record's request (taken or not: an expired one's memory is
+  // released now rather than when the record is next used) and puts the
+  // record on the free list.
   static void freeRecordLocked(Shard& shard, uint32_t position)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mutex) {
     Record& record = shard.records[position];
-    record.request = session::StreamRequest{};
+    record.request.reset();
     shard.record_seqs[position] = kFreeSeq;
     shard.free_records.push_back(position);
   }
