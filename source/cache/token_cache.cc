@@ -3,7 +3,6 @@
 #include <array>
 #include <atomic>
 #include <cstring>
-#include <deque>
 #include <mutex>
 
 #include <pthread.h>
@@ -38,10 +37,6 @@ static_assert((kTokenBytes * 8 + 5) / 6 == kTokenLength, "22 base64 characters h
 // The same bound as kubelet's request cache: a random source that keeps
 // returning tokens already in use is broken, not unlucky.
 constexpr int kMaxTokenAttempts = 10;
-
-// A shard's expiry queue is rebuilt once it holds this many more items than
-// live entries (items of taken tokens stay until they expire).
-constexpr size_t kQueueCompactionSlack = 64;
 
 constexpr char kFullMessage[] = "maximum number of in-flight requests exceeded";
 
@@ -223,25 +218,17 @@ struct Record {
   // Engaged while the record is in use: built in place on insert, moved out
   // and destroyed on take, so a request is moved twice in all.
   std::optional<session::StreamRequest> request;
-  MonotonicTime expire{};
   TokenChars key{};  // what the index holds for it, to erase on expiry
 };
 
-// A record's entry in Shard::record_seqs while it is not in use.
-constexpr uint64_t kFreeSeq = ~uint64_t{0};
+constexpr uint32_t kNoRecord = ~uint32_t{0};
 
-// An item of the expiry queue. It names its record by position and sequence
-// number, so that telling a live entry from a taken one reads one word of
-// Shard::record_seqs, not the index nor the record: with many live tokens
-// each of those is a cache miss, and the queue is checked item by item when
-// it is compacted.
-struct QueueItem {
-  uint32_t position;
-  // Tells the entry this item was queued for from a later one in the same
-  // record.
-  uint64_t seq;
-  // The entry's expiry, copied: an unexpired front needs no record read.
-  MonotonicTime expire;
+// A record's place in its shard's expiry list, kept apart from the records
+// (16 bytes each) so that the list's ends stay in cache.
+struct Link {
+  MonotonicTime expire{};
+  uint32_t prev = kNoRecord;  // inserted just before this one
+  uint32_t next = kNoRecord;  // inserted just after
 };
 
 // A shard's lock is held for a hash-table operation, a few tens of
@@ -278,14 +265,15 @@ struct alignas(64) Shard {
   absl::flat_hash_map<TokenChars, uint32_t, TokenCharsHash, TokenCharsEq> index
       ABSL_GUARDED_BY(mutex);
   std::vector<Record> records ABSL_GUARDED_BY(mutex);
-  // The sequence number of the entry in each record (unique in the shard), or
-  // kFreeSeq; kept apart from the records, 8 bytes each, to stay in cache.
-  std::vector<uint64_t> record_seqs ABSL_GUARDED_BY(mutex);
+  // The records in use, doubly linked in insertion order (with one TTL at a
+  // time also expiry order), oldest at `head`. A taken token leaves the list
+  // at once, wherever it is: nothing of it waits for its expiry, and the
+  // links touched are those of the tokens issued just before and after it.
+  std::vector<Link> links ABSL_GUARDED_BY(mutex);
+  uint32_t head ABSL_GUARDED_BY(mutex) = kNoRecord;
+  uint32_t tail ABSL_GUARDED_BY(mutex) = kNoRecord;
   // Positions in `records` not in use, the last freed at the back.
   std::vector<uint32_t> free_records ABSL_GUARDED_BY(mutex);
-  // Insertion order; with one TTL at a time this is also expiry order.
-  std::deque<QueueItem> queue ABSL_GUARDED_BY(mutex);
-  uint64_t next_seq ABSL_GUARDED_BY(mutex) = 0;
   // What the metrics count, kept here under the shard's lock instead of in
   // counters every thread updates: issue and take then touch no cache line
   // outside the shard but the in-flight count. The collector adds them up.
@@ -377,7 +365,7 @@ class TokenCache::Impl {
         // repeated one leaves it for the next attempt.
         if (shard.free_records.empty()) {
           shard.records.emplace_back();
-          shard.record_seqs.push_back(kFreeSeq);
+          shard.links.emplace_back();
           shard.free_records.push_back(static_cast<uint32_t>(shard.records.size() - 1));
         }
         const uint32_t position = shard.free_records.back();
@@ -388,14 +376,11 @@ class TokenCache::Impl {
         });
         if (fresh) {
           shard.free_records.pop_back();
-          const uint64_t seq = shard.next_seq++;
           Record& record = shard.records[position];
           record.request.emplace(std::move(request));
-          record.expire = expire;
-          shard.record_seqs[position] = seq;
           record.key = key.chars;
-          shard.queue.push_back(QueueItem{position, seq, expire});
-          compactLocked(shard);
+          shard.links[position].expire = expire;
+          linkLocked(shard, position);
           ++shard.issued;
           stored = true;
         }
@@ -424,21 +409,18 @@ class TokenCache::Impl {
       dropped = dropExpiredLocked(shard, now);
       auto it = shard.index.find(*key);
       if (it != shard.index.end()) {
-        Record& record = shard.records[it->second];
-        // Taken right after it was issued, the entry is usually the queue
-        // front: pop it now rather than look it up again later.
-        if (!shard.queue.empty() && shard.queue.front().seq == shard.record_seqs[it->second]) {
-          shard.queue.pop_front();
-        }
+        const uint32_t position = it->second;
+        Record& record = shard.records[position];
+        unlinkLocked(shard, position);
         // Removed whatever its expiry: a late presentation burns the token
         // too.
-        if (now > record.expire) {
+        if (now > shard.links[position].expire) {
           ++shard.expired;
         } else {
           ++shard.taken;
           taken.emplace(std::move(*record.request));
         }
-        freeRecordLocked(shard, it->second);
+        freeRecordLocked(shard, position);
         shard.index.erase(it);
         ++dropped;
       }
@@ -506,48 +488,51 @@ class TokenCache::Impl {
     published_ = now;
   }
 
-  // Pops the queue front while it has expired, removing its entry if that was
-  // not taken yet. Returns how many expired entries it removed. Stops at the
-  // first unexpired item without looking it up: after a TTL cut, younger
+  // Removes the oldest entries while they have expired. Returns how many it
+  // removed. Stops at the first unexpired one: after a TTL cut, younger
   // entries behind it may already be expired, and consume() still refuses
-  // those; they are dropped when the front gets to them. Items of taken
-  // tokens that are not yet expired wait too, bounded by compactLocked().
+  // those; they are dropped when the head gets to them.
   static size_t dropExpiredLocked(Shard& shard, MonotonicTime now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mutex) {
     size_t dropped = 0;
-    while (!shard.queue.empty()) {
-      const QueueItem& front = shard.queue.front();
-      if (now <= front.expire) {
-        break;
-      }
-      Record& record = shard.records[front.position];
-      if (shard.record_seqs[front.position] == front.seq) {
-        shard.index.erase(record.key);
-        freeRecordLocked(shard, front.position);
-        ++shard.expired;
-        ++dropped;
-      }
-      shard.queue.pop_front();
+    while (shard.head != kNoRecord && now > shard.links[shard.head].expire) {
+      const uint32_t position = shard.head;
+      shard.index.erase(shard.records[position].key);
+      unlinkLocked(shard, position);
+      freeRecordLocked(shard, position);
+      ++shard.expired;
+      ++dropped;
     }
     return dropped;
   }
 
-  // Items of taken tokens wait in the queue until they expire, unless
-  // consume() found them at the front; when tokens are taken out of order
-  // they could pile up for a whole TTL. Rebuild
-  // the queue once they outnumber the live entries: each rebuild removes at
-  // least half of the items, so its cost is spread over the inserts before it.
-  static void compactLocked(Shard& shard) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mutex) {
-    if (shard.queue.size() <= 2 * shard.index.size() + kQueueCompactionSlack) {
-      return;
+  // Appends the record at `position` to the expiry list.
+  static void linkLocked(Shard& shard, uint32_t position)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mutex) {
+    Link& link = shard.links[position];
+    link.prev = shard.tail;
+    link.next = kNoRecord;
+    if (shard.tail != kNoRecord) {
+      shard.links[shard.tail].next = position;
+    } else {
+      shard.head = position;
     }
-    std::deque<QueueItem> kept;
-    for (const QueueItem& item : shard.queue) {
-      if (shard.record_seqs[item.position] == item.seq) {
-        kept.push_back(item);
-      }
+    shard.tail = position;
+  }
+
+  static void unlinkLocked(Shard& shard, uint32_t position)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mutex) {
+    const Link& link = shard.links[position];
+    if (link.prev != kNoRecord) {
+      shard.links[link.prev].next = link.next;
+    } else {
+      shard.head = link.next;
     }
-    shard.queue.swap(kept);
+    if (link.next != kNoRecord) {
+      shard.links[link.next].prev = link.prev;
+    } else {
+      shard.tail = link.prev;
+    }
   }
 
   // Destroys the record's request (taken or not: an expired one's memory is
@@ -557,7 +542,6 @@ class TokenCache::Impl {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mutex) {
     Record& record = shard.records[position];
     record.request.reset();
-    shard.record_seqs[position] = kFreeSeq;
     shard.free_records.push_back(position);
   }
 

@@ -291,10 +291,9 @@ TEST_F(TokenCacheTest, ATakenTokensPlaceGoesToTheNextOneAndTheOldTokenStaysBurnt
   EXPECT_EQ(cache.size(), 0u);
 }
 
-TEST_F(TokenCacheTest, AStaleQueueItemDoesNotExpireTheEntryThatReusedItsPlace) {
-  // One shard. `front` keeps a's queue item from being popped when a is
-  // taken; b then takes a's place with a later expiry. When a's old item
-  // comes due, b must stay.
+TEST_F(TokenCacheTest, AnEntryInATakenTokensPlaceKeepsItsOwnExpiry) {
+  // One shard. a is taken behind `front`, which stays; b then takes a's
+  // place with a later expiry. When a's time comes, b must stay.
   TokenCache cache = makeCache(milliseconds(1000), 1, 10);
   absl::StatusOr<std::string> front = cache.insert(execRequest("front"));
   absl::StatusOr<std::string> a = cache.insert(execRequest("a"));
@@ -319,6 +318,9 @@ TEST_F(TokenCacheTest, ExpiredEntriesLeaveTheirPlacesToNewOnes) {
   TokenCache cache = makeCache(milliseconds(1000), 2, 64);
   std::vector<std::string> previous;
   for (int round = 0; round < 50; ++round) {
+    if (round > 0) {
+      time_.advance(milliseconds(1001));
+    }
     std::vector<std::string> tokens;
     for (int i = 0; i < 40; ++i) {
       absl::StatusOr<std::string> token =
@@ -330,14 +332,34 @@ TEST_F(TokenCacheTest, ExpiredEntriesLeaveTheirPlacesToNewOnes) {
       ASSERT_FALSE(cache.consume(old).has_value());
     }
     ASSERT_EQ(cache.size(), 40u);
-    time_.advance(milliseconds(1001));
     previous = tokens;
   }
-  time_.advance(-milliseconds(1001));
   for (int i = 0; i < 40; ++i) {
     EXPECT_EQ(containerOf(*cache.consume(previous[i])), absl::StrCat(49, "/", i));
   }
   EXPECT_TRUE(hasSample("crisp_tokens_expired_total 1960"));
+}
+
+TEST_F(TokenCacheTest, TokensTakenAtTheHeadMiddleAndTailLeaveTheOthersToExpire) {
+  TokenCache cache = makeCache(milliseconds(1000), 1, 10);
+  std::vector<std::string> tokens;
+  for (const char* id : {"a", "b", "c", "d", "e"}) {
+    absl::StatusOr<std::string> token = cache.insert(execRequest(id));
+    ASSERT_TRUE(token.ok());
+    tokens.push_back(*token);
+  }
+  EXPECT_EQ(containerOf(*cache.consume(tokens[2])), "c");
+  EXPECT_EQ(containerOf(*cache.consume(tokens[0])), "a");
+  EXPECT_EQ(containerOf(*cache.consume(tokens[4])), "e");
+  time_.advance(milliseconds(1001));
+  absl::StatusOr<std::string> f = cache.insert(execRequest("f"));
+  ASSERT_TRUE(f.ok());
+  EXPECT_EQ(cache.size(), 1u);
+  EXPECT_TRUE(hasSample("crisp_tokens_expired_total 2"));
+  EXPECT_TRUE(hasSample("crisp_tokens_taken_total 3"));
+  EXPECT_FALSE(cache.consume(tokens[1]).has_value());
+  EXPECT_FALSE(cache.consume(tokens[3]).has_value());
+  EXPECT_EQ(containerOf(*cache.consume(*f)), "f");
 }
 
 TEST_F(TokenCacheTest, ExpiredEntriesAreDroppedLazilyByLaterInserts) {
