@@ -1,11 +1,11 @@
 #include "source/cache/token_cache.h"
 
+#include <pthread.h>
+
 #include <array>
 #include <atomic>
 #include <cstring>
 #include <mutex>
-
-#include <pthread.h>
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
@@ -231,11 +231,11 @@ struct Link {
   uint32_t next = kNoRecord;  // inserted just after
 };
 
-// A shard's lock is held for a hash-table operation, a few tens of
-// nanoseconds. std::mutex puts a thread that finds it taken to sleep at once,
-// and waking it again costs tens of microseconds on a virtual machine, during
-// which only the holder runs: two threads issuing and taking then ran one at a
-// time. glibc's adaptive mutex spins a little before it sleeps.
+// A shard's lock is held for a hash-table operation, tens of nanoseconds.
+// std::mutex puts a thread that finds it taken to sleep at once, and until
+// that thread is woken again (a system call, and on a virtual machine the
+// wake-up of an idle vCPU) only the holder runs: two threads issuing and
+// taking ran one at a time. glibc's adaptive mutex spins a little first.
 class ABSL_LOCKABLE ShardMutex {
  public:
   ShardMutex() {

@@ -554,6 +554,47 @@ TEST_F(TokenCacheTest, TwoThreadsIssuingAtOnceGetExactlyMaxInFlightTokens) {
   }
 }
 
+TEST_F(TokenCacheTest, TwoThreadsPresentingOneTokenGetItOnceBetweenThem) {
+  // One shard, so the record a take frees is the one a racing insert reuses:
+  // the new token must get its own request, and the old one none.
+  TokenCache cache = makeCache(milliseconds(60000), 1, 4);
+  for (int round = 0; round < 300; ++round) {
+    absl::StatusOr<std::string> token = cache.insert(execRequest("old"));
+    ASSERT_TRUE(token.ok());
+    std::atomic<int> winners{0};
+    std::atomic<int> started{0};
+    absl::StatusOr<std::string> fresh;
+    auto present = [&] {
+      started.fetch_add(1);
+      while (started.load() < 3) {
+        std::this_thread::yield();
+      }
+      std::optional<session::StreamRequest> got = cache.consume(*token);
+      if (got.has_value()) {
+        EXPECT_EQ(containerOf(*got), "old");
+        winners.fetch_add(1);
+      }
+    };
+    std::thread first(present);
+    std::thread second(present);
+    std::thread inserter([&] {
+      started.fetch_add(1);
+      while (started.load() < 3) {
+        std::this_thread::yield();
+      }
+      fresh = cache.insert(execRequest("new"));
+    });
+    first.join();
+    second.join();
+    inserter.join();
+    ASSERT_EQ(winners.load(), 1) << "round " << round;
+    ASSERT_TRUE(fresh.ok());
+    EXPECT_FALSE(cache.consume(*token).has_value());
+    ASSERT_EQ(containerOf(*cache.consume(*fresh)), "new");
+    ASSERT_EQ(cache.size(), 0u);
+  }
+}
+
 TEST_F(TokenCacheTest, ConcurrentInsertAndConsumeTakeEachTokenExactlyOnce) {
   constexpr int kProducers = 3;
   constexpr int kConsumers = 3;
