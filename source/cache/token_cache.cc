@@ -129,11 +129,10 @@ TokenWords encodeToken(const uint8_t* bytes) {
           tokenWord(high, low, kTokenLength - 8)};
 }
 
-// A token's characters, as a record keeps them.
+// A token's characters: the key of a shard's index.
 using TokenChars = std::array<char, kTokenLength>;
 
-// A token's characters and their hash, computed once: the hash picks the
-// shard and the bucket of the shard's index.
+// A token's characters and their hash, computed once for picking the shard.
 struct TokenKey {
   TokenChars chars;
   size_t hash;
@@ -150,8 +149,6 @@ std::string tokenText(const TokenWords& words) {
   return out;
 }
 
-// The hash of a stored token, for the index's rare needs (growing, and
-// erasing an expired entry): lookups use TokenKey::hash.
 size_t tokenCharsHash(const TokenChars& chars) {
   return tokenHash(TokenWords::load(chars.data()));
 }
