@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/hash/hash.h"
 #include "absl/status/status.h"
 
@@ -149,14 +150,24 @@ std::string tokenText(const TokenWords& words) {
   return out;
 }
 
-size_t tokenCharsHash(const TokenChars& chars) {
-  return tokenHash(TokenWords::load(chars.data()));
-}
+// The index stores no hash beside the characters, to keep its slots small
+// (see Shard): it is computed again when the table grows or an expired entry
+// is erased. Insert and lookup pass the TokenKey, whose hash is known.
+struct TokenCharsHash {
+  using is_transparent = void;
+  size_t operator()(const TokenChars& chars) const {
+    return tokenHash(TokenWords::load(chars.data()));
+  }
+  size_t operator()(const TokenKey& key) const { return key.hash; }
+};
 
 // Constant time: the time a lookup takes says nothing about how many leading
 // characters of a guess were right. Three overlapping 8-byte words cover the
 // 22 characters; no branch depends on their content.
 struct TokenCharsEq {
+  using is_transparent = void;
+  bool operator()(const TokenChars& a, const TokenKey& b) const { return (*this)(a, b.chars); }
+  bool operator()(const TokenKey& a, const TokenChars& b) const { return (*this)(a.chars, b); }
   bool operator()(const TokenChars& a, const TokenChars& b) const {
     static_assert(kTokenLength > 16 && kTokenLength <= 24, "three words cover a token");
     const char* x = a.data();
@@ -220,142 +231,6 @@ struct Link {
   uint32_t next = kNoRecord;  // inserted just after
 };
 
-// A shard's index: token -> position of its record. Open addressing over
-// 64-byte buckets of seven slots; a slot holds 32 bits of the token's hash
-// and the record's position, and the token itself is compared, in constant
-// time, with the record's copy. Looking a token up reads one cache line of
-// the index unless its bucket has filled up at some time: with a million
-// live tokens a new token's bucket is a cache miss, and a table whose tags
-// and slots lie apart (abseil's) costs two. Not thread-safe: the shard's
-// lock guards it.
-class TokenIndex {
- public:
-  // Position of the record whose token is `key`, or kNoRecord.
-  uint32_t find(const TokenKey& key, const std::vector<Record>& records) const {
-    if (buckets_.empty()) {
-      return kNoRecord;
-    }
-    const uint32_t tag = tagOf(key.hash);
-    size_t b = key.hash & mask_;
-    for (size_t probes = 0; probes <= mask_; ++probes) {
-      const Bucket& bucket = buckets_[b];
-      for (int i = 0; i < kSlots; ++i) {
-        if (bucket.tags[i] == tag && TokenCharsEq{}(records[bucket.positions[i]].key, key.chars)) {
-          return bucket.positions[i];
-        }
-      }
-      if (!bucket.overflowed) {
-        return kNoRecord;
-      }
-      b = (b + 1) & mask_;
-    }
-    return kNoRecord;
-  }
-
-  // Adds `key` -> `position`, where records[position] holds no live token;
-  // false, adding nothing, when `key` is already in.
-  bool insert(const TokenKey& key, uint32_t position, const std::vector<Record>& records) {
-    if (find(key, records) != kNoRecord) {
-      return false;
-    }
-    if ((size_ + 1) * 2 > buckets_.size() * kSlots ||
-        overflowed_ * kMaxOverflowedShare > buckets_.size()) {
-      rebuild(records);
-    }
-    place(tagOf(key.hash), key.hash, position);
-    ++size_;
-    return true;
-  }
-
-  // Removes the token whose hash is `hash` and whose record is at `position`.
-  void erase(size_t hash, uint32_t position) {
-    const uint32_t tag = tagOf(hash);
-    size_t b = hash & mask_;
-    for (size_t probes = 0; probes <= mask_; ++probes) {
-      Bucket& bucket = buckets_[b];
-      for (int i = 0; i < kSlots; ++i) {
-        if (bucket.tags[i] == tag && bucket.positions[i] == position) {
-          bucket.tags[i] = 0;
-          --size_;
-          return;
-        }
-      }
-      b = (b + 1) & mask_;
-    }
-  }
-
-  size_t size() const { return size_; }
-
- private:
-  static constexpr int kSlots = 7;
-  // Rebuilt at the same size once more than one bucket in this many has
-  // overflowed: lookups of absent tokens (every insert makes one) walk on
-  // past overflowed buckets, and erasing never clears the mark. At most half
-  // the slots are in use, so a fresh table has about 3% of its buckets
-  // overflowed; at three quarters it would be about 16%, and rebuild again
-  // at once.
-  static constexpr size_t kMaxOverflowedShare = 8;
-
-  struct alignas(64) Bucket {
-    uint32_t tags[kSlots] = {};  // 0: the slot is empty
-    uint32_t positions[kSlots] = {};
-    // Was full when a token whose home it is went on to the next bucket.
-    uint32_t overflowed = 0;
-  };
-  static_assert(sizeof(Bucket) == 64, "a bucket is one cache line");
-
-  // Never 0, so that 0 marks an empty slot. The bucket comes from the low
-  // bits of the hash, the shard from the high half; these are the bits
-  // between.
-  static uint32_t tagOf(size_t hash) { return static_cast<uint32_t>(hash >> 20) | 1; }
-
-  void place(uint32_t tag, size_t hash, uint32_t position) {
-    size_t b = hash & mask_;
-    while (true) {
-      Bucket& bucket = buckets_[b];
-      for (int i = 0; i < kSlots; ++i) {
-        if (bucket.tags[i] == 0) {
-          bucket.tags[i] = tag;
-          bucket.positions[i] = position;
-          return;
-        }
-      }
-      if (!bucket.overflowed) {
-        bucket.overflowed = 1;
-        ++overflowed_;
-      }
-      b = (b + 1) & mask_;
-    }
-  }
-
-  // Twice the buckets (or more) when over half the slots would be in use,
-  // else as many, with no overflow marks. Every live token's hash is
-  // computed again from its record.
-  void rebuild(const std::vector<Record>& records) {
-    size_t count = buckets_.empty() ? 2 : buckets_.size();
-    while ((size_ + 1) * 2 > count * kSlots) {
-      count *= 2;
-    }
-    std::vector<Bucket> old(count);
-    old.swap(buckets_);
-    mask_ = count - 1;
-    overflowed_ = 0;
-    for (const Bucket& bucket : old) {
-      for (int i = 0; i < kSlots; ++i) {
-        if (bucket.tags[i] != 0) {
-          const uint32_t position = bucket.positions[i];
-          place(bucket.tags[i], tokenCharsHash(records[position].key), position);
-        }
-      }
-    }
-  }
-
-  std::vector<Bucket> buckets_;  // a power of two of them, or none yet
-  size_t mask_ = 0;
-  size_t size_ = 0;
-  size_t overflowed_ = 0;  // buckets marked overflowed
-};
-
 // A shard's lock is held for a hash-table operation, tens of nanoseconds.
 // std::mutex puts a thread that finds it taken to sleep at once, and until
 // that thread is woken again (a system call, and on a virtual machine the
@@ -383,10 +258,12 @@ class ABSL_LOCKABLE ShardMutex {
 
 struct alignas(64) Shard {
   mutable ShardMutex mutex;
-  // Token -> position in `records`. The requests live outside the index so
-  // that its slots are small (8 bytes): with many live tokens, an insert
-  // lands on a bucket nobody touched lately, and each line is a miss.
-  TokenIndex index ABSL_GUARDED_BY(mutex);
+  // Token -> position in `records`. The requests live outside the hash table
+  // so that its slots are small (28 bytes, against 160 with the request in
+  // them): with many live tokens, an insert lands on a slot nobody touched
+  // lately, and each cache line of it is a miss.
+  absl::flat_hash_map<TokenChars, uint32_t, TokenCharsHash, TokenCharsEq> index
+      ABSL_GUARDED_BY(mutex);
   std::vector<Record> records ABSL_GUARDED_BY(mutex);
   // The records in use, doubly linked in insertion order (with one TTL at a
   // time also expiry order), oldest at `head`. A taken token leaves the list
@@ -492,7 +369,12 @@ class TokenCache::Impl {
           shard.free_records.push_back(static_cast<uint32_t>(shard.records.size() - 1));
         }
         const uint32_t position = shard.free_records.back();
-        if (shard.index.insert(key, position, shard.records)) {
+        bool fresh = false;
+        shard.index.lazy_emplace(key, [&](const auto& construct) {
+          fresh = true;
+          construct(key.chars, position);
+        });
+        if (fresh) {
           shard.free_records.pop_back();
           Record& record = shard.records[position];
           record.request.emplace(std::move(request));
@@ -525,8 +407,9 @@ class TokenCache::Impl {
     {
       std::lock_guard<ShardMutex> lock(shard.mutex);
       dropped = dropExpiredLocked(shard, now);
-      const uint32_t position = shard.index.find(*key, shard.records);
-      if (position != kNoRecord) {
+      auto it = shard.index.find(*key);
+      if (it != shard.index.end()) {
+        const uint32_t position = it->second;
         Record& record = shard.records[position];
         unlinkLocked(shard, position);
         // Removed whatever its expiry: a late presentation burns the token
@@ -538,7 +421,7 @@ class TokenCache::Impl {
           taken.emplace(std::move(*record.request));
         }
         freeRecordLocked(shard, position);
-        shard.index.erase(key->hash, position);
+        shard.index.erase(it);
         ++dropped;
       }
     }
@@ -614,7 +497,7 @@ class TokenCache::Impl {
     size_t dropped = 0;
     while (shard.head != kNoRecord && now > shard.links[shard.head].expire) {
       const uint32_t position = shard.head;
-      shard.index.erase(tokenCharsHash(shard.records[position].key), position);
+      shard.index.erase(shard.records[position].key);
       unlinkLocked(shard, position);
       freeRecordLocked(shard, position);
       ++shard.expired;
