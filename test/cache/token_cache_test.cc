@@ -3,6 +3,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <set>
 #include <string>
@@ -360,6 +361,51 @@ TEST_F(TokenCacheTest, TokensTakenAtTheHeadMiddleAndTailLeaveTheOthersToExpire) 
   EXPECT_FALSE(cache.consume(tokens[1]).has_value());
   EXPECT_FALSE(cache.consume(tokens[3]).has_value());
   EXPECT_EQ(containerOf(*cache.consume(*f)), "f");
+}
+
+TEST_F(TokenCacheTest, ManyTokensInOneShardEachFindTheirOwnRequest) {
+  // Enough tokens in one shard for its index to grow several times; taking
+  // half and issuing as many again reuses records freed in the middle of the
+  // record array and of the expiry list.
+  constexpr int kTokens = 5000;
+  TokenCache cache = makeCache(milliseconds(60000), 1, 2 * kTokens);
+  std::map<std::string, std::string> live;  // token -> container id
+  for (int i = 0; i < kTokens; ++i) {
+    const std::string id = absl::StrCat("first/", i);
+    absl::StatusOr<std::string> token = cache.insert(execRequest(id));
+    ASSERT_TRUE(token.ok()) << token.status();
+    live[*token] = id;
+  }
+  std::vector<std::string> taken;
+  int i = 0;
+  for (auto it = live.begin(); it != live.end(); ++i) {
+    if (i % 2 == 0) {
+      ASSERT_EQ(containerOf(*cache.consume(it->first)), it->second);
+      taken.push_back(it->first);
+      it = live.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (int j = 0; j < kTokens / 2; ++j) {
+    const std::string id = absl::StrCat("second/", j);
+    absl::StatusOr<std::string> token = cache.insert(execRequest(id));
+    ASSERT_TRUE(token.ok()) << token.status();
+    live[*token] = id;
+  }
+  EXPECT_EQ(cache.size(), live.size());
+  for (const std::string& token : taken) {
+    EXPECT_FALSE(cache.consume(token).has_value());
+  }
+  for (const auto& [token, id] : live) {
+    std::optional<session::StreamRequest> got = cache.consume(token);
+    ASSERT_TRUE(got.has_value()) << id;
+    EXPECT_EQ(containerOf(*got), id);
+  }
+  EXPECT_EQ(cache.size(), 0u);
+  for (const auto& [token, id] : live) {
+    EXPECT_FALSE(cache.consume(token).has_value()) << id;
+  }
 }
 
 TEST_F(TokenCacheTest, ExpiredEntriesAreDroppedLazilyByLaterInserts) {
