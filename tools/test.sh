@@ -32,6 +32,8 @@ TSAN_TARGETS=(
   //test/stream:http2_server_test
   //test/stream:stream_limits_test
   //test/stream:spdy_remotecommand_test
+  //test/stream:ws_remotecommand_test
+  //test/stream:portforward_splice_test
   //test/cri:grpc_server_test
   //test/cri:grpc_client_test
   //test/cri:passthrough_test

@@ -1,9 +1,10 @@
 #include "source/cache/token_cache.h"
 
+#include <pthread.h>
+
 #include <array>
 #include <atomic>
 #include <cstring>
-#include <deque>
 #include <mutex>
 #include <utility>
 
@@ -36,10 +37,6 @@ static_assert((kTokenBytes * 8 + 5) / 6 == kTokenLength, "22 base64 characters h
 // The same bound as kubelet's request cache: a random source that keeps
 // returning tokens already in use is broken, not unlucky.
 constexpr int kMaxTokenAttempts = 10;
-
-// A shard's expiry queue is rebuilt once it holds this many more items than
-// live entries (items of taken tokens stay until they expire).
-constexpr size_t kQueueCompactionSlack = 64;
 
 constexpr char kFullMessage[] = "maximum number of in-flight requests exceeded";
 
@@ -133,10 +130,12 @@ TokenWords encodeToken(const uint8_t* bytes) {
           tokenWord(high, low, kTokenLength - 8)};
 }
 
-// A token's characters and their hash, computed once: the hash picks the shard
-// and the slot inside it.
+// A token's characters: the key of a shard's index.
+using TokenChars = std::array<char, kTokenLength>;
+
+// A token's characters and their hash, computed once for picking the shard.
 struct TokenKey {
-  std::array<char, kTokenLength> chars;
+  TokenChars chars;
   size_t hash;
 
   explicit TokenKey(const TokenWords& words) : hash(tokenHash(words)) {
@@ -151,18 +150,28 @@ std::string tokenText(const TokenWords& words) {
   return out;
 }
 
-struct TokenKeyHash {
+// The index stores no hash beside the characters, to keep its slots small
+// (see Shard): it is computed again when the table grows or an expired entry
+// is erased. Insert and lookup pass the TokenKey, whose hash is known.
+struct TokenCharsHash {
+  using is_transparent = void;
+  size_t operator()(const TokenChars& chars) const {
+    return tokenHash(TokenWords::load(chars.data()));
+  }
   size_t operator()(const TokenKey& key) const { return key.hash; }
 };
 
 // Constant time: the time a lookup takes says nothing about how many leading
 // characters of a guess were right. Three overlapping 8-byte words cover the
 // 22 characters; no branch depends on their content.
-struct TokenKeyEq {
-  bool operator()(const TokenKey& a, const TokenKey& b) const {
+struct TokenCharsEq {
+  using is_transparent = void;
+  bool operator()(const TokenChars& a, const TokenKey& b) const { return (*this)(a, b.chars); }
+  bool operator()(const TokenKey& a, const TokenChars& b) const { return (*this)(a.chars, b); }
+  bool operator()(const TokenChars& a, const TokenChars& b) const {
     static_assert(kTokenLength > 16 && kTokenLength <= 24, "three words cover a token");
-    const char* x = a.chars.data();
-    const char* y = b.chars.data();
+    const char* x = a.data();
+    const char* y = b.data();
     const uint64_t diff = (loadWord(x) ^ loadWord(y)) | (loadWord(x + 8) ^ loadWord(y + 8)) |
                           (loadWord(x + kTokenLength - 8) ^ loadWord(y + kTokenLength - 8));
     return diff == 0;
@@ -202,30 +211,69 @@ std::optional<TokenKey> parseToken(std::string_view token) {
   return TokenKey(TokenWords::load(token.data()));
 }
 
-// Built in its map slot and moved out of it once: a request is a handful of
-// strings and vectors, so each extra move is a visible part of a pair's cost.
-struct Entry {
-  Entry(session::StreamRequest&& request, MonotonicTime expire, uint64_t seq)
-      : request(std::move(request)), expire(expire), seq(seq) {}
-
-  session::StreamRequest request;
-  MonotonicTime expire;
-  uint64_t seq;
+// A live token's request, in the shard's record array. Records are reused
+// last-freed-first, so the one an insert fills is usually still in the
+// processor's cache even when a million tokens are live.
+struct Record {
+  // Engaged while the record is in use: built in place on insert, moved out
+  // and destroyed on take, so a request is moved twice in all.
+  std::optional<session::StreamRequest> request;
+  TokenChars key{};  // what the index holds for it, to erase on expiry
 };
 
-struct QueueItem {
-  TokenKey key;
-  uint64_t seq;  // tells the entry this item was queued for from a later one under the same key
-  // The entry's expiry, copied: an unexpired front needs no map lookup.
-  MonotonicTime expire;
+constexpr uint32_t kNoRecord = ~uint32_t{0};
+
+// A record's place in its shard's expiry list, kept apart from the records
+// (16 bytes each) so that the list's ends stay in cache.
+struct Link {
+  MonotonicTime expire{};
+  uint32_t prev = kNoRecord;  // inserted just before this one
+  uint32_t next = kNoRecord;  // inserted just after
+};
+
+// A shard's lock is held for a hash-table operation, tens of nanoseconds.
+// std::mutex puts a thread that finds it taken to sleep at once, and until
+// that thread is woken again (a system call, and on a virtual machine the
+// wake-up of an idle vCPU) only the holder runs: two threads issuing and
+// taking ran one at a time. glibc's adaptive mutex spins a little first.
+class ABSL_LOCKABLE ShardMutex {
+ public:
+  ShardMutex() {
+    pthread_mutexattr_t attr;
+    pthread_mutexattr_init(&attr);
+    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ADAPTIVE_NP);
+    pthread_mutex_init(&mutex_, &attr);
+    pthread_mutexattr_destroy(&attr);
+  }
+  ~ShardMutex() { pthread_mutex_destroy(&mutex_); }
+  ShardMutex(const ShardMutex&) = delete;
+  ShardMutex& operator=(const ShardMutex&) = delete;
+
+  void lock() ABSL_EXCLUSIVE_LOCK_FUNCTION() { pthread_mutex_lock(&mutex_); }
+  void unlock() ABSL_UNLOCK_FUNCTION() { pthread_mutex_unlock(&mutex_); }
+
+ private:
+  pthread_mutex_t mutex_;
 };
 
 struct alignas(64) Shard {
-  mutable std::mutex mutex;
-  absl::flat_hash_map<TokenKey, Entry, TokenKeyHash, TokenKeyEq> entries ABSL_GUARDED_BY(mutex);
-  // Insertion order; with one TTL at a time this is also expiry order.
-  std::deque<QueueItem> queue ABSL_GUARDED_BY(mutex);
-  uint64_t next_seq ABSL_GUARDED_BY(mutex) = 0;
+  mutable ShardMutex mutex;
+  // Token -> position in `records`. The requests live outside the hash table
+  // so that its slots are small (28 bytes, against 160 with the request in
+  // them): with many live tokens, an insert lands on a slot nobody touched
+  // lately, and each cache line of it is a miss.
+  absl::flat_hash_map<TokenChars, uint32_t, TokenCharsHash, TokenCharsEq> index
+      ABSL_GUARDED_BY(mutex);
+  std::vector<Record> records ABSL_GUARDED_BY(mutex);
+  // The records in use, doubly linked in insertion order (with one TTL at a
+  // time also expiry order), oldest at `head`. A taken token leaves the list
+  // at once, wherever it is: nothing of it waits for its expiry, and the
+  // links touched are those of the tokens issued just before and after it.
+  std::vector<Link> links ABSL_GUARDED_BY(mutex);
+  uint32_t head ABSL_GUARDED_BY(mutex) = kNoRecord;
+  uint32_t tail ABSL_GUARDED_BY(mutex) = kNoRecord;
+  // Positions in `records` not in use, the last freed at the back.
+  std::vector<uint32_t> free_records ABSL_GUARDED_BY(mutex);
   // What the metrics count, kept here under the shard's lock instead of in
   // counters every thread updates: issue and take then touch no cache line
   // outside the shard but the in-flight count. The collector adds them up.
@@ -311,15 +359,28 @@ class TokenCache::Impl {
       size_t dropped = 0;
       bool stored = false;
       {
-        std::lock_guard<std::mutex> lock(shard.mutex);
+        std::lock_guard<ShardMutex> lock(shard.mutex);
         dropped = dropExpiredLocked(shard, now);
-        // try_emplace leaves `request` alone when the key is taken.
-        const uint64_t seq = shard.next_seq;
-        const bool fresh = shard.entries.try_emplace(key, std::move(request), expire, seq).second;
+        // `request` is moved only once the token is known to be new: a
+        // repeated one leaves it for the next attempt.
+        if (shard.free_records.empty()) {
+          shard.records.emplace_back();
+          shard.links.emplace_back();
+          shard.free_records.push_back(static_cast<uint32_t>(shard.records.size() - 1));
+        }
+        const uint32_t position = shard.free_records.back();
+        bool fresh = false;
+        shard.index.lazy_emplace(key, [&](const auto& construct) {
+          fresh = true;
+          construct(key.chars, position);
+        });
         if (fresh) {
-          ++shard.next_seq;
-          shard.queue.push_back(QueueItem{key, seq, expire});
-          compactLocked(shard);
+          shard.free_records.pop_back();
+          Record& record = shard.records[position];
+          record.request.emplace(std::move(request));
+          record.key = key.chars;
+          shard.links[position].expire = expire;
+          linkLocked(shard, position);
           ++shard.issued;
           stored = true;
         }
@@ -344,25 +405,23 @@ class TokenCache::Impl {
     std::optional<session::StreamRequest> taken;
     size_t dropped = 0;
     {
-      std::lock_guard<std::mutex> lock(shard.mutex);
+      std::lock_guard<ShardMutex> lock(shard.mutex);
       dropped = dropExpiredLocked(shard, now);
-      auto it = shard.entries.find(*key);
-      if (it != shard.entries.end()) {
-        const Entry& entry = it->second;
-        // Taken right after it was issued, the entry is usually the queue
-        // front: pop it now rather than look it up again later.
-        if (!shard.queue.empty() && shard.queue.front().seq == entry.seq) {
-          shard.queue.pop_front();
-        }
+      auto it = shard.index.find(*key);
+      if (it != shard.index.end()) {
+        const uint32_t position = it->second;
+        Record& record = shard.records[position];
+        unlinkLocked(shard, position);
         // Removed whatever its expiry: a late presentation burns the token
         // too.
-        if (now > entry.expire) {
+        if (now > shard.links[position].expire) {
           ++shard.expired;
         } else {
           ++shard.taken;
-          taken.emplace(std::move(it->second.request));
+          taken.emplace(std::move(*record.request));
         }
-        shard.entries.erase(it);
+        freeRecordLocked(shard, position);
+        shard.index.erase(it);
         ++dropped;
       }
     }
@@ -379,8 +438,8 @@ class TokenCache::Impl {
     std::vector<size_t> sizes;
     sizes.reserve(shard_count_);
     for (uint32_t i = 0; i < shard_count_; ++i) {
-      std::lock_guard<std::mutex> lock(shards_[i].mutex);
-      sizes.push_back(shards_[i].entries.size());
+      std::lock_guard<ShardMutex> lock(shards_[i].mutex);
+      sizes.push_back(shards_[i].index.size());
     }
     return sizes;
   }
@@ -415,11 +474,11 @@ class TokenCache::Impl {
   void publish() {
     Totals now;
     for (uint32_t i = 0; i < shard_count_; ++i) {
-      std::lock_guard<std::mutex> lock(shards_[i].mutex);
+      std::lock_guard<ShardMutex> lock(shards_[i].mutex);
       now.issued += shards_[i].issued;
       now.taken += shards_[i].taken;
       now.expired += shards_[i].expired;
-      now.live += static_cast<int64_t>(shards_[i].entries.size());
+      now.live += static_cast<int64_t>(shards_[i].index.size());
     }
     std::lock_guard<std::mutex> lock(publish_mutex_);
     issued_.inc(now.issued - published_.issued);
@@ -429,55 +488,68 @@ class TokenCache::Impl {
     published_ = now;
   }
 
-  // Pops the queue front while it has expired, removing its entry if that was
-  // not taken yet. Returns how many expired entries it removed. Stops at the
-  // first unexpired item without looking it up: after a TTL cut, younger
+  // Removes the oldest entries while they have expired. Returns how many it
+  // removed. Stops at the first unexpired one: after a TTL cut, younger
   // entries behind it may already be expired, and consume() still refuses
-  // those; they are dropped when the front gets to them. Items of taken
-  // tokens that are not yet expired wait too, bounded by compactLocked().
+  // those; they are dropped when the head gets to them.
   static size_t dropExpiredLocked(Shard& shard, MonotonicTime now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mutex) {
     size_t dropped = 0;
-    while (!shard.queue.empty()) {
-      const QueueItem& front = shard.queue.front();
-      if (now <= front.expire) {
-        break;
-      }
-      auto it = shard.entries.find(front.key);
-      if (it != shard.entries.end() && it->second.seq == front.seq) {
-        shard.entries.erase(it);
-        ++shard.expired;
-        ++dropped;
-      }
-      shard.queue.pop_front();
+    while (shard.head != kNoRecord && now > shard.links[shard.head].expire) {
+      const uint32_t position = shard.head;
+      shard.index.erase(shard.records[position].key);
+      unlinkLocked(shard, position);
+      freeRecordLocked(shard, position);
+      ++shard.expired;
+      ++dropped;
     }
     return dropped;
   }
 
-  // Items of taken tokens wait in the queue until they expire, unless
-  // consume() found them at the front; when tokens are taken out of order
-  // they could pile up for a whole TTL. Rebuild
-  // the queue once they outnumber the live entries: each rebuild removes at
-  // least half of the items, so its cost is spread over the inserts before it.
-  static void compactLocked(Shard& shard) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mutex) {
-    if (shard.queue.size() <= 2 * shard.entries.size() + kQueueCompactionSlack) {
-      return;
+  // Appends the record at `position` to the expiry list.
+  static void linkLocked(Shard& shard, uint32_t position)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mutex) {
+    Link& link = shard.links[position];
+    link.prev = shard.tail;
+    link.next = kNoRecord;
+    if (shard.tail != kNoRecord) {
+      shard.links[shard.tail].next = position;
+    } else {
+      shard.head = position;
     }
-    std::deque<QueueItem> kept;
-    for (const QueueItem& item : shard.queue) {
-      auto it = shard.entries.find(item.key);
-      if (it != shard.entries.end() && it->second.seq == item.seq) {
-        kept.push_back(item);
-      }
+    shard.tail = position;
+  }
+
+  static void unlinkLocked(Shard& shard, uint32_t position)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mutex) {
+    const Link& link = shard.links[position];
+    if (link.prev != kNoRecord) {
+      shard.links[link.prev].next = link.next;
+    } else {
+      shard.head = link.next;
     }
-    shard.queue.swap(kept);
+    if (link.next != kNoRecord) {
+      shard.links[link.next].prev = link.prev;
+    } else {
+      shard.tail = link.prev;
+    }
+  }
+
+  // Destroys the record's request (taken or not: an expired one's memory is
+  // released now rather than when the record is next used) and puts the
+  // record on the free list.
+  static void freeRecordLocked(Shard& shard, uint32_t position)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mutex) {
+    Record& record = shard.records[position];
+    record.request.reset();
+    shard.free_records.push_back(position);
   }
 
   void sweepAll(MonotonicTime now) {
     for (uint32_t i = 0; i < shard_count_; ++i) {
       size_t dropped = 0;
       {
-        std::lock_guard<std::mutex> lock(shards_[i].mutex);
+        std::lock_guard<ShardMutex> lock(shards_[i].mutex);
         dropped = dropExpiredLocked(shards_[i], now);
       }
       releaseSlots(dropped);

@@ -119,7 +119,7 @@ PortForwardMetrics& PortForwardMetrics::get() {
         CRISP_PORTFORWARD_METRICS(CRISP_PORTFORWARD_FAMILY_NAME, CRISP_PORTFORWARD_FAMILY_NAME)
             connections_total.counter({"ok"}),
         connections_total.counter({"refused"}), connections_total.counter({"error"}),
-        connections_active.gauge()};
+        connections_active.gauge(), spliced_bytes_total.counter({})};
 #undef CRISP_PORTFORWARD_FAMILY_NAME
   }();
   return *metrics;

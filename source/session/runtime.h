@@ -184,6 +184,27 @@ class PortCallbacks {
   virtual void onConnected() = 0;
   // Bytes from the port. The callee takes them (drains `data`).
   virtual void onData(Buffer& data) = 0;
+  // Zero-copy bytes from the port, for a backend that moves them from its
+  // socket into a pipe that only it reads (the embedded runtime), as
+  // ExecCallbacks::onStdoutPipe() does for stdout. canTakeDataPipe() says
+  // whether onDataPipe() would take bytes now (a client on a plain socket,
+  // nothing queued): the backend asks before it moves bytes into its pipe,
+  // and reads them into a Buffer for onData() otherwise. onDataPipe(), in
+  // place of onData(), may move up to `limit` of the bytes the pipe holds
+  // straight to the client (splice(2)) and returns how many it took; 0
+  // declines, and the backend reads them and calls onData(). Taken bytes
+  // count as delivered. Bytes it took but could not move yet stay in the
+  // pipe: before returning, the callee then pauses reading
+  // (PortConnection::pauseReading) and resumes only once they are moved, and
+  // the backend reads nothing from the pipe while paused. The backend closes
+  // the pipe with the connection; a callee that still needs it keeps its own
+  // descriptor.
+  virtual bool canTakeDataPipe() const { return false; }
+  virtual size_t onDataPipe(int pipe_fd, size_t limit) {
+    (void)pipe_fd;
+    (void)limit;
+    return 0;
+  }
   // The pod side half-closed (TCP FIN): no more onData(). Writing goes on.
   virtual void onRemoteEof() = 0;
   // queuedBytes() fell to PortConnection::kWriteLowWatermark or below after

@@ -186,6 +186,11 @@ bool SpdyConnection::sendData(uint32_t stream_id, Buffer& data, bool fin) {
   return true;
 }
 
+bool SpdyConnection::canSendFromPipe() const {
+  return state_ == State::kOpen && control_.empty() && data_.empty() &&
+         transport_->canWriteFromPipe() && transport_->queuedBytes() == 0;
+}
+
 size_t SpdyConnection::sendDataFromPipe(uint32_t stream_id, int pipe_fd, size_t limit) {
   auto it = streams_.find(stream_id);
   if (state_ != State::kOpen || it == streams_.end() || it->second.local_fin || !control_.empty() ||

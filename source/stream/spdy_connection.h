@@ -218,6 +218,9 @@ class SpdyConnection : private spdy::CodecCallbacks, private TransportCallbacks 
   // takes it: meanwhile the connection counts as above its high watermark, so
   // the owner pauses its producer, which must not read the pipe while paused.
   size_t sendDataFromPipe(uint32_t stream_id, int pipe_fd, size_t limit);
+  // Whether sendDataFromPipe() would take bytes now (for a stream that may
+  // still carry DATA): the transport can splice and nothing is queued.
+  bool canSendFromPipe() const;
 
   // Whether DATA payloads can be spliced into an owner's pipe here (see
   // SpdyConnectionCallbacks::onStreamDataPipe): the transport is a plain

@@ -67,6 +67,13 @@ class SpdyPortForward::Pair : public session::PortCallbacks {
       data.drain(data.length());
     }
   }
+  bool canTakeDataPipe() const override {
+    return state != State::kEnded && session_.canTakePairPipe(*this);
+  }
+  size_t onDataPipe(int pipe_fd, size_t limit) override {
+    // Declined after the end: the bytes are read and dropped by onData().
+    return state != State::kEnded ? session_.onPairDataPipe(*this, pipe_fd, limit) : 0;
+  }
   void onRemoteEof() override {
     if (state != State::kEnded) {
       session_.onPairRemoteEof(*this);
@@ -480,6 +487,24 @@ void SpdyPortForward::onPairData(Pair& pair, Buffer& data) {
   }
   session_metrics_.bytes_out.inc(data.length());
   connection_->sendData(pair.data_id, data, false);
+}
+
+bool SpdyPortForward::canTakePairPipe(const Pair& pair) const {
+  return pair.data_open && !pair.data_fin_sent && connection_->canSendFromPipe();
+}
+
+size_t SpdyPortForward::onPairDataPipe(Pair& pair, int pipe_fd, size_t limit) {
+  if (!pair.data_open || pair.data_fin_sent) {
+    return 0;
+  }
+  // Frames behind nothing queued, so the order with onPairData() holds; a
+  // frame the socket did not take whole puts the connection above its high
+  // watermark, which pauses every pod connection (this one's pipe included)
+  // until it is written.
+  const size_t taken = connection_->sendDataFromPipe(pair.data_id, pipe_fd, limit);
+  session_metrics_.bytes_out.inc(taken);
+  metrics_.spliced_bytes.inc(taken);
+  return taken;
 }
 
 void SpdyPortForward::onPairRemoteEof(Pair& pair) {

@@ -142,6 +142,9 @@ class SpdyPortForward : private SpdyConnectionCallbacks {
   // Pair events from the runtime (session::PortCallbacks of a Pair).
   void onPairConnected(Pair& pair);
   void onPairData(Pair& pair, Buffer& data);
+  // Zero-copy DATA for the pair (session::PortCallbacks::onDataPipe()).
+  bool canTakePairPipe(const Pair& pair) const;
+  size_t onPairDataPipe(Pair& pair, int pipe_fd, size_t limit);
   void onPairRemoteEof(Pair& pair);
   void onPairWriteDrained(Pair& pair);
   void onPairClosed(Pair& pair);

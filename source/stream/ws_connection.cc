@@ -165,6 +165,11 @@ bool WsConnection::send(MessageType type, Buffer& payload, bool ahead) {
   return true;
 }
 
+bool WsConnection::canSendFromPipe() const {
+  return state_ == State::kOpen && control_.empty() && data_.empty() && codec_->output().empty() &&
+         transport_->canWriteFromPipe() && transport_->queuedBytes() == 0;
+}
+
 size_t WsConnection::sendMessageFromPipe(MessageType type, std::string_view prefix, int pipe_fd,
                                          size_t limit, size_t max_payload) {
   if (state_ != State::kOpen || !control_.empty() || !data_.empty() || !codec_->output().empty()) {

@@ -176,6 +176,9 @@ class WsConnection : private TransportCallbacks, private websocket::CodecCallbac
   // until it is written.
   size_t sendMessageFromPipe(websocket::MessageType type, std::string_view prefix, int pipe_fd,
                              size_t limit, size_t max_payload);
+  // Whether sendMessageFromPipe() would take bytes now: the transport can
+  // splice and nothing is queued.
+  bool canSendFromPipe() const;
 
   // Starts the close handshake described above with `code` (one an endpoint
   // may send, websocket::isSendableCloseCode; anything else is sent as 1011)

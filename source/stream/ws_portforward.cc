@@ -82,6 +82,13 @@ class WsPortForward::Port : public session::PortCallbacks {
       data.drain(data.length());
     }
   }
+  bool canTakeDataPipe() const override {
+    return state != State::kEnded && session_.canTakePortPipe();
+  }
+  size_t onDataPipe(int pipe_fd, size_t limit) override {
+    // Declined after the end: the bytes are read and dropped by onData().
+    return state != State::kEnded ? session_.onPortDataPipe(*this, pipe_fd, limit) : 0;
+  }
   void onRemoteEof() override {
     if (state != State::kEnded) {
       session_.onPortRemoteEof(*this);
@@ -417,6 +424,29 @@ void WsPortForward::onPortData(Port& port, Buffer& data) {
     chunk.move(data, data.wholeSegmentsLength(limit));
     sendChannel(port.dataChannel(), chunk);
   }
+}
+
+bool WsPortForward::canTakePortPipe() const {
+  // Base64 channels rewrite the bytes; only binary ones carry them as they are.
+  return state_ == State::kRunning && protocol_.framing == websocket::ChannelFraming::kBinary &&
+         connection_->canSendFromPipe();
+}
+
+size_t WsPortForward::onPortDataPipe(Port& port, int pipe_fd, size_t limit) {
+  if (!canTakePortPipe()) {
+    return 0;
+  }
+  // Messages behind nothing queued, so the order with onPortData() holds; a
+  // message the socket did not take whole puts the connection above its
+  // high watermark, which pauses every pod connection (this one's pipe
+  // included) until it is written.
+  const char channel = static_cast<char>(port.dataChannel());
+  const size_t taken = connection_->sendMessageFromPipe(
+      MessageType::kBinary, std::string_view(&channel, 1), pipe_fd, limit,
+      std::max<size_t>(config_.max_output_message_bytes, 1));
+  session_metrics_.bytes_out.inc(taken);
+  metrics_.spliced_bytes.inc(taken);
+  return taken;
 }
 
 void WsPortForward::onPortRemoteEof(Port& port) {

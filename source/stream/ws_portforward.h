@@ -154,6 +154,9 @@ class WsPortForward : private WsConnectionCallbacks {
   // Port events from the runtime (session::PortCallbacks of a Port).
   void onPortConnected(Port& port);
   void onPortData(Port& port, Buffer& data);
+  // Zero-copy messages for the port (session::PortCallbacks::onDataPipe()).
+  bool canTakePortPipe() const;
+  size_t onPortDataPipe(Port& port, int pipe_fd, size_t limit);
   void onPortRemoteEof(Port& port);
   void onPortWriteDrained(Port& port);
   void onPortClosed(Port& port);

@@ -244,7 +244,7 @@ void WsRemoteCommand::sendOutput(StreamType type, Buffer& data) {
   const size_t limit = std::max<size_t>(config_.max_output_message_bytes, 1);
   while (!data.empty()) {
     Buffer chunk;
-    chunk.move(data, std::min(data.length(), limit));
+    chunk.move(data, data.wholeSegmentsLength(limit));
     sendChannel(channel, chunk);
   }
 }

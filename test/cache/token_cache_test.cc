@@ -3,6 +3,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <set>
 #include <string>
@@ -11,6 +12,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
 
 #include "source/admin/metrics.h"
 
@@ -276,6 +278,136 @@ TEST_F(TokenCacheTest, TakenTokensWaitingInTheQueueAreNotCountedAsExpiredOrFreed
   EXPECT_EQ(containerOf(*cache.consume(*c)), "c");
 }
 
+TEST_F(TokenCacheTest, ATakenTokensPlaceGoesToTheNextOneAndTheOldTokenStaysBurnt) {
+  TokenCache cache = makeCache(milliseconds(1000), 1, 10);
+  absl::StatusOr<std::string> a = cache.insert(execRequest("a"));
+  ASSERT_TRUE(a.ok());
+  ASSERT_EQ(containerOf(*cache.consume(*a)), "a");
+  // b is stored where a was.
+  absl::StatusOr<std::string> b = cache.insert(execRequest("b"));
+  ASSERT_TRUE(b.ok());
+  EXPECT_FALSE(cache.consume(*a).has_value());
+  EXPECT_EQ(containerOf(*cache.consume(*b)), "b");
+  EXPECT_FALSE(cache.consume(*b).has_value());
+  EXPECT_EQ(cache.size(), 0u);
+}
+
+TEST_F(TokenCacheTest, AnEntryInATakenTokensPlaceKeepsItsOwnExpiry) {
+  // One shard. a is taken behind `front`, which stays; b then takes a's
+  // place with a later expiry. When a's time comes, b must stay.
+  TokenCache cache = makeCache(milliseconds(1000), 1, 10);
+  absl::StatusOr<std::string> front = cache.insert(execRequest("front"));
+  absl::StatusOr<std::string> a = cache.insert(execRequest("a"));
+  ASSERT_TRUE(front.ok() && a.ok());
+  ASSERT_EQ(containerOf(*cache.consume(*a)), "a");
+  time_.advance(milliseconds(500));
+  absl::StatusOr<std::string> b = cache.insert(execRequest("b"));
+  ASSERT_TRUE(b.ok());
+  time_.advance(milliseconds(501));  // front and a's item are due; b is not
+  absl::StatusOr<std::string> c = cache.insert(execRequest("c"));
+  ASSERT_TRUE(c.ok());
+  EXPECT_TRUE(hasSample("crisp_tokens_expired_total 1"));
+  EXPECT_EQ(cache.size(), 2u);
+  EXPECT_EQ(containerOf(*cache.consume(*b)), "b");
+  EXPECT_EQ(containerOf(*cache.consume(*c)), "c");
+  EXPECT_FALSE(cache.consume(*front).has_value());
+}
+
+TEST_F(TokenCacheTest, ExpiredEntriesLeaveTheirPlacesToNewOnes) {
+  // Many rounds of tokens that all expire unused: each round's inserts drop
+  // the last round's, and every live token still finds its own request.
+  TokenCache cache = makeCache(milliseconds(1000), 2, 64);
+  std::vector<std::string> previous;
+  for (int round = 0; round < 50; ++round) {
+    if (round > 0) {
+      time_.advance(milliseconds(1001));
+    }
+    std::vector<std::string> tokens;
+    for (int i = 0; i < 40; ++i) {
+      absl::StatusOr<std::string> token =
+          cache.insert(execRequest(absl::StrCat(round, "/", i)));
+      ASSERT_TRUE(token.ok()) << token.status();
+      tokens.push_back(*token);
+    }
+    for (const std::string& old : previous) {
+      ASSERT_FALSE(cache.consume(old).has_value());
+    }
+    ASSERT_EQ(cache.size(), 40u);
+    previous = tokens;
+  }
+  for (int i = 0; i < 40; ++i) {
+    EXPECT_EQ(containerOf(*cache.consume(previous[i])), absl::StrCat(49, "/", i));
+  }
+  EXPECT_TRUE(hasSample("crisp_tokens_expired_total 1960"));
+}
+
+TEST_F(TokenCacheTest, TokensTakenAtTheHeadMiddleAndTailLeaveTheOthersToExpire) {
+  TokenCache cache = makeCache(milliseconds(1000), 1, 10);
+  std::vector<std::string> tokens;
+  for (const char* id : {"a", "b", "c", "d", "e"}) {
+    absl::StatusOr<std::string> token = cache.insert(execRequest(id));
+    ASSERT_TRUE(token.ok());
+    tokens.push_back(*token);
+  }
+  EXPECT_EQ(containerOf(*cache.consume(tokens[2])), "c");
+  EXPECT_EQ(containerOf(*cache.consume(tokens[0])), "a");
+  EXPECT_EQ(containerOf(*cache.consume(tokens[4])), "e");
+  time_.advance(milliseconds(1001));
+  absl::StatusOr<std::string> f = cache.insert(execRequest("f"));
+  ASSERT_TRUE(f.ok());
+  EXPECT_EQ(cache.size(), 1u);
+  EXPECT_TRUE(hasSample("crisp_tokens_expired_total 2"));
+  EXPECT_TRUE(hasSample("crisp_tokens_taken_total 3"));
+  EXPECT_FALSE(cache.consume(tokens[1]).has_value());
+  EXPECT_FALSE(cache.consume(tokens[3]).has_value());
+  EXPECT_EQ(containerOf(*cache.consume(*f)), "f");
+}
+
+TEST_F(TokenCacheTest, ManyTokensInOneShardEachFindTheirOwnRequest) {
+  // Enough tokens in one shard for its index to grow several times; taking
+  // half and issuing as many again reuses records freed in the middle of the
+  // record array and of the expiry list.
+  constexpr int kTokens = 5000;
+  TokenCache cache = makeCache(milliseconds(60000), 1, 2 * kTokens);
+  std::map<std::string, std::string> live;  // token -> container id
+  for (int i = 0; i < kTokens; ++i) {
+    const std::string id = absl::StrCat("first/", i);
+    absl::StatusOr<std::string> token = cache.insert(execRequest(id));
+    ASSERT_TRUE(token.ok()) << token.status();
+    live[*token] = id;
+  }
+  std::vector<std::string> taken;
+  int i = 0;
+  for (auto it = live.begin(); it != live.end(); ++i) {
+    if (i % 2 == 0) {
+      ASSERT_EQ(containerOf(*cache.consume(it->first)), it->second);
+      taken.push_back(it->first);
+      it = live.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (int j = 0; j < kTokens / 2; ++j) {
+    const std::string id = absl::StrCat("second/", j);
+    absl::StatusOr<std::string> token = cache.insert(execRequest(id));
+    ASSERT_TRUE(token.ok()) << token.status();
+    live[*token] = id;
+  }
+  EXPECT_EQ(cache.size(), live.size());
+  for (const std::string& token : taken) {
+    EXPECT_FALSE(cache.consume(token).has_value());
+  }
+  for (const auto& [token, id] : live) {
+    std::optional<session::StreamRequest> got = cache.consume(token);
+    ASSERT_TRUE(got.has_value()) << id;
+    EXPECT_EQ(containerOf(*got), id);
+  }
+  EXPECT_EQ(cache.size(), 0u);
+  for (const auto& [token, id] : live) {
+    EXPECT_FALSE(cache.consume(token).has_value()) << id;
+  }
+}
+
 TEST_F(TokenCacheTest, ExpiredEntriesAreDroppedLazilyByLaterInserts) {
   TokenCache cache = makeCache(milliseconds(1000), 1, 100);
   for (int i = 0; i < 5; ++i) {
@@ -465,6 +597,47 @@ TEST_F(TokenCacheTest, TwoThreadsIssuingAtOnceGetExactlyMaxInFlightTokens) {
       stored += n;
     }
     EXPECT_EQ(stored, kMaxInFlight);
+  }
+}
+
+TEST_F(TokenCacheTest, TwoThreadsPresentingOneTokenGetItOnceBetweenThem) {
+  // One shard, so the record a take frees is the one a racing insert reuses:
+  // the new token must get its own request, and the old one none.
+  TokenCache cache = makeCache(milliseconds(60000), 1, 4);
+  for (int round = 0; round < 300; ++round) {
+    absl::StatusOr<std::string> token = cache.insert(execRequest("old"));
+    ASSERT_TRUE(token.ok());
+    std::atomic<int> winners{0};
+    std::atomic<int> started{0};
+    absl::StatusOr<std::string> fresh;
+    auto present = [&] {
+      started.fetch_add(1);
+      while (started.load() < 3) {
+        std::this_thread::yield();
+      }
+      std::optional<session::StreamRequest> got = cache.consume(*token);
+      if (got.has_value()) {
+        EXPECT_EQ(containerOf(*got), "old");
+        winners.fetch_add(1);
+      }
+    };
+    std::thread first(present);
+    std::thread second(present);
+    std::thread inserter([&] {
+      started.fetch_add(1);
+      while (started.load() < 3) {
+        std::this_thread::yield();
+      }
+      fresh = cache.insert(execRequest("new"));
+    });
+    first.join();
+    second.join();
+    inserter.join();
+    ASSERT_EQ(winners.load(), 1) << "round " << round;
+    ASSERT_TRUE(fresh.ok());
+    EXPECT_FALSE(cache.consume(*token).has_value());
+    ASSERT_EQ(containerOf(*cache.consume(*fresh)), "new");
+    ASSERT_EQ(cache.size(), 0u);
   }
 }
 

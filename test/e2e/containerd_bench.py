@@ -10,7 +10,8 @@ Rows:
   every stream and bridges it to containerd's stream server.
 - crisp-containerd: the same containerd behind crisp with cri.backend
   containerd; crisp runs exec sessions itself through containerd's task API
-  and serves the shim's FIFOs (port-forward is bridged as in crisp-bridged).
+  and serves the shim's FIFOs, and connects forwarded ports itself inside the
+  pod's network namespace.
 - crisp-embedded: crisp's own stream server and embedded runtime (processes on
   the host), the same kubectl and API server path.
 
@@ -20,11 +21,13 @@ toward containerd, while containerd's stream server has neither, so its row
 for 1.33 is kubectl's fallback to SPDY.
 
 Figures: kubectl exec stdout throughput (`head -c N /dev/zero`, read from a
-pipe), port-forward throughput (HTTP GET of N zero bytes from busybox httpd
-on 127.0.0.1 in the host-network pod), exec setup latency (`kubectl exec --
-true`, median and 90th percentile), and CPU seconds per GiB of exec output
-spent by containerd and its shims plus crisp (from /proc/PID/stat), and by
-crisp alone.
+pipe), port-forward throughput (HTTP GET of a sparse file of N bytes, which
+busybox httpd on 127.0.0.1 in the host-network pod sends with sendfile(2), so
+that the source is not what limits), exec setup latency (`kubectl exec --
+true`, median and 90th percentile), and CPU seconds per GiB (from
+/proc/PID/stat): of exec output, spent by containerd and its shims plus crisp,
+and by crisp alone; of a port-forward, spent by each process on its path
+(kubectl, the API server, crisp, containerd and its shims, httpd, the reader).
 
 Usage: containerd_bench.py --crisp PATH --devapiserver PATH --cricall PATH
                            [--bytes N] [--latency-runs N] [--kubectl 1.27,1.33]
@@ -32,6 +35,7 @@ Usage: containerd_bench.py --crisp PATH --devapiserver PATH --cricall PATH
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -96,6 +100,7 @@ class Row:
         crisp = [self.cluster.crisp.pid] if getattr(self.cluster, "crisp", None) else []
         cpu0 = cpu_seconds(pids)
         crisp0 = cpu_seconds(crisp)
+        kubectl0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.monotonic()
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 env=self.cluster.kubectl_env(), start_new_session=True)
@@ -110,19 +115,36 @@ class Row:
         elapsed = time.monotonic() - start
         cpu = cpu_seconds(pids) - cpu0
         crisp_cpu = cpu_seconds(crisp) - crisp0
+        # kubectl is the only child reaped meanwhile.
+        kubectl1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        kubectl_cpu = (kubectl1.ru_utime + kubectl1.ru_stime - kubectl0.ru_utime -
+                       kubectl0.ru_stime)
         if (code, got) != (0, n):
             raise RuntimeError("%s: exec got %d of %d bytes, exit %d: %s" %
                                (self.name, got, n, code, err.decode(errors="replace")))
         gib = n / (1 << 30)
-        return got / MIB / elapsed, cpu / gib, crisp_cpu / gib
+        return got / MIB / elapsed, cpu / gib, crisp_cpu / gib, kubectl_cpu / gib
 
-    def port_forward_throughput(self, version, n):
+    def port_forward_throughput(self, version, n, httpd_pids):
+        """MiB/s of an HTTP download of the pod's `zero.bin` (n bytes) through
+        kubectl port-forward, and the CPU seconds per GiB of each process on
+        the way, as (name, seconds) pairs."""
         proc = harness.Process("bench-pf-%d" % time.monotonic_ns(), self.cluster.kubectl_argv(
             version, "port-forward", "--address", "127.0.0.1", "pod/" + self.pf_pod,
             ":%d" % self.web_port), self.cluster.dir, env=self.cluster.kubectl_env()).start()
         try:
             m = pf.wait_for_line(proc.stdout_path, r"Forwarding from 127\.0\.0\.1:(\d+) -> ", proc)
-            url = "http://127.0.0.1:%s/cgi-bin/zero?%d" % (m.group(1), n)
+            url = "http://127.0.0.1:%s/zero.bin" % m.group(1)
+            parts = [("kubectl", [proc.pid]), ("API server", [self.cluster.devapi.pid])]
+            if getattr(self.cluster, "crisp", None):
+                parts.append(("crisp", [self.cluster.crisp.pid]))
+            runtime = [p for p in self.cpu_pids() if p not in [pid for _, pids in parts
+                                                                for pid in pids]]
+            if runtime:
+                parts.append(("containerd+shims", runtime))
+            parts.append(("httpd", httpd_pids))
+            before = [cpu_seconds(pids) for _, pids in parts]
+            reader0 = os.times()
             start = time.monotonic()
             got = 0
             with urllib.request.urlopen(url, timeout=600) as r:
@@ -132,11 +154,16 @@ class Row:
                         break
                     got += len(chunk)
             elapsed = time.monotonic() - start
+            reader1 = os.times()
+            gib = n / (1 << 30)
+            cpu = [(name, (cpu_seconds(pids) - b) / gib) for (name, pids), b in zip(parts, before)]
+            cpu.append(("reader", (reader1.user + reader1.system - reader0.user - reader0.system) /
+                        gib))
         finally:
             proc.stop()
         if got != n:
             raise RuntimeError("%s: port-forward got %d of %d bytes" % (self.name, got, n))
-        return got / MIB / elapsed
+        return got / MIB / elapsed, cpu
 
     def exec_latency(self, version, runs):
         times = []
@@ -226,9 +253,23 @@ def main():
                        [r[1] for r in results])
                 print("%-44s %s" % ("  of which crisp", " | ".join(
                     "%s %.2f s" % (row.name, r[2]) for row, r in zip(rows, results))), flush=True)
+                print("%-44s %s" % ("  kubectl's own CPU s/GiB", " | ".join(
+                    "%s %.2f s" % (row.name, r[3]) for row, r in zip(rows, results))), flush=True)
+            # The file every port-forward downloads: sparse, so sendfile(2)
+            # reads zeros from the page cache at memory speed.
+            r = direct.kubectl(versions[0], "exec", "web", "--", "truncate", "-s",
+                               str(ARGS.bytes), "/var/www/zero.bin")
+            if r.returncode != 0:
+                raise RuntimeError("truncate in the web pod: %s" % r)
+            httpd_pids = containerd_env._pids_with("httpd -f -p 127.0.0.1:%d" % env.web_port)
             for version in versions:
+                results = [row.port_forward_throughput(version, ARGS.bytes, httpd_pids)
+                           for row in rows]
                 report("port-forward %s, kubectl %s" % (size, version), "MiB/s", rows,
-                       [row.port_forward_throughput(version, ARGS.bytes) for row in rows])
+                       [r[0] for r in results])
+                for row, (_, cpu) in zip(rows, results):
+                    print("%-44s %s" % ("  CPU s/GiB, " + row.name, ", ".join(
+                        "%s %.2f" % (name, sec) for name, sec in cpu)), flush=True)
             for version in versions:
                 lat = [row.exec_latency(version, ARGS.latency_runs) for row in rows]
                 report("exec setup median of %d, kubectl %s" % (ARGS.latency_runs, version),

@@ -237,6 +237,9 @@ class PortForwardTests:
     crisp of its own so that one cannot hide the other's results."""
 
     VERSION = None
+    # Whether bytes from the pod reach kubectl by splice(2): SPDY straight on
+    # TCP does; the SPDY-over-WebSocket tunnel copies them into its messages.
+    SPLICED = True
     SEQUENTIAL_CONNECTIONS = 1000
 
     @classmethod
@@ -275,6 +278,7 @@ class PortForwardTests:
 
     def test_echo_is_byte_exact(self):
         before = self.cluster.metric("crisp_sessions_total", {"operation": "portforward"})
+        spliced_before = self.cluster.metric("crisp_portforward_spliced_bytes_total")
         proc, (local, _) = self.forward(self.echo.server_address[1], self.http.server_address[1])
         data = os.urandom(4 << 20)
         with socket.create_connection(("127.0.0.1", local), timeout=IO_TIMEOUT) as s:
@@ -292,6 +296,11 @@ class PortForwardTests:
         self.assertEqual(hashlib.sha256(got).digest(), hashlib.sha256(data).digest())
         self.assertEqual(self.cluster.metric("crisp_sessions_total",
                                              {"operation": "portforward"}), before + 1)
+        spliced = self.cluster.metric("crisp_portforward_spliced_bytes_total") - spliced_before
+        if self.SPLICED:
+            self.assertGreater(spliced, 0)
+        else:
+            self.assertEqual(spliced, 0)
         self.assertTrue(proc.running(), proc.logs())
 
     def test_many_sequential_connections_through_one_session(self):
@@ -388,6 +397,7 @@ class Kubectl127Test(PortForwardTests, unittest.TestCase):
 class Kubectl133Test(PortForwardTests, unittest.TestCase):
     """The SPDY-over-WebSocket tunnel."""
     VERSION = NEWEST_KUBECTL
+    SPLICED = False
     SEQUENTIAL_CONNECTIONS = 1500
 
 

@@ -54,6 +54,10 @@ class ProtocolCheckedTests(pf.PortForwardTests):
     PROTOCOL = TUNNEL
     OTHER = SPDY
 
+    @property
+    def SPLICED(self):
+        return self.PROTOCOL == SPDY
+
     def forward(self, *ports):
         before = sessions(self.cluster, self.PROTOCOL)
         other = sessions(self.cluster, self.OTHER)
@@ -162,6 +166,7 @@ class RawWebSocketPortForwardTest(unittest.TestCase):
 
     def test_v4_binary_prefixes_echo_and_client_close(self):
         before = sessions(self.cluster, WS_V4)
+        spliced_before = self.cluster.metric("crisp_portforward_spliced_bytes_total")
         port = self.echo.server_address[1]
         with ws_base.RawWebSocket(self.stream_url(port), "v4.channel.k8s.io") as client:
             self.assertEqual(client.subprotocol, "v4.channel.k8s.io")
@@ -184,9 +189,13 @@ class RawWebSocketPortForwardTest(unittest.TestCase):
             _, code = client.read_until_close()
             self.assertEqual(code, 1000)
         self.assertEqual(sessions(self.cluster, WS_V4), before + 1)
+        # Binary messages on TCP: the echo went back by splice(2).
+        self.assertGreater(self.cluster.metric("crisp_portforward_spliced_bytes_total"),
+                           spliced_before)
 
     def test_v4_base64_two_ports_close_after_both_forwards_end(self):
         before = sessions(self.cluster, WS_V4_BASE64)
+        spliced_before = self.cluster.metric("crisp_portforward_spliced_bytes_total")
         port = self.http.server_address[1]
         with ws_base.RawWebSocket(self.stream_url(port, port),
                                   "v4.base64.channel.k8s.io") as client:
@@ -207,6 +216,9 @@ class RawWebSocketPortForwardTest(unittest.TestCase):
         self.assertNotIn(3, out)
         self.assertTrue(all(opcode == 0x1 for opcode, _ in messages), messages)
         self.assertEqual(sessions(self.cluster, WS_V4_BASE64), before + 1)
+        # Base64 rewrites the bytes: nothing was spliced.
+        self.assertEqual(self.cluster.metric("crisp_portforward_spliced_bytes_total"),
+                         spliced_before)
 
     def test_refused_port_gets_the_kubelets_text(self):
         port = pf.closed_port()

@@ -61,6 +61,10 @@ struct Script {
   absl::Status start_error;                     // startExec() fails with this
   bool slow_stdin = false;                      // stdin consumed slow_stdin_bytes per millisecond
   size_t slow_stdin_bytes = 64 * 1024;
+  // The slow reader takes nothing until this many bytes wait (or stdin is
+  // closed): a command busy before it reads, so that the queue reaches the
+  // high watermark however slowly the client sends.
+  size_t slow_stdin_start_at = 0;
 };
 
 // What the fake runtime saw. Guarded by FakeRuntime's mutex.
@@ -217,7 +221,10 @@ class FakeProcess : public session::ExecProcess {
     if (exited_) {
       return;
     }
-    if (!queue_.empty()) {
+    if (queue_.length() >= script_.slow_stdin_start_at || stdin_closed_) {
+      reading_ = true;
+    }
+    if (!queue_.empty() && reading_) {
       consume(queue_, std::min<size_t>(queue_.length(), script_.slow_stdin_bytes));
       if (was_high_ && queue_.length() < 256 * 1024) {
         was_high_ = false;
@@ -291,6 +298,7 @@ class FakeProcess : public session::ExecProcess {
   Buffer echo_;
   std::string sort_input_;
   bool was_high_ = false;
+  bool reading_ = false;  // the slow reader has started
   bool stdin_closed_ = false;
   bool paused_ = false;
   bool exited_ = false;

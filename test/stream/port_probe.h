@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "source/runtime/embedded/embedded_runtime.h"
 #include "source/session/runtime.h"
 
 namespace crisp::stream::testing {
@@ -76,5 +77,16 @@ class PortProbeRuntime : public session::Runtime {
 
   session::Runtime& inner_;
 };
+
+// The embedded runtime port-forward tests connect through: one container,
+// "demo", whose sandbox is crisp's own network (the test's loopback
+// servers). Started; null when it cannot start.
+inline std::unique_ptr<runtime::EmbeddedRuntime> startDemoRuntime() {
+  runtime::EmbeddedContainerConfig c;
+  c.id = "demo";
+  auto embedded =
+      std::make_unique<runtime::EmbeddedRuntime>(std::vector<runtime::EmbeddedContainerConfig>{c});
+  return embedded->start().ok() ? std::move(embedded) : nullptr;
+}
 
 }  // namespace crisp::stream::testing

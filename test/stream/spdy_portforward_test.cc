@@ -97,18 +97,17 @@ class SpdyPortForwardTest : public ::testing::Test {
   }
 
   void SetUp() override {
-    runtime::EmbeddedContainerConfig c;
-    c.id = "demo";
-    embedded_ = std::make_unique<runtime::EmbeddedRuntime>(
-        std::vector<runtime::EmbeddedContainerConfig>{c});
-    ASSERT_TRUE(embedded_->start().ok());
+    embedded_ = testing::startDemoRuntime();
+    ASSERT_NE(embedded_, nullptr);
     probe_ = std::make_unique<ProbeRuntime>(*embedded_);
   }
 
   void TearDown() override {
     loop_.stop();
     session_.reset();
-    embedded_->stop();
+    if (embedded_ != nullptr) {
+      embedded_->stop();
+    }
   }
 
   void start(const std::string& sandbox = "demo",

@@ -577,9 +577,11 @@ TEST_F(SpdyRemoteCommandTest, LargeStdinFollowedByGoAwayArrivesWhole) {
   constexpr size_t kFrame = 16 * 1024;
   runtime_.script.slow_stdin = true;
   // The process must read slower than the client writes for its queue to
-  // reach the watermark; 8 KiB a tick holds even when the client is slowed
-  // down many times by ThreadSanitizer (at 64 KiB the process kept up).
+  // reach the watermark: 8 KiB a tick, and nothing until the queue is past
+  // the mark, so that a client slowed down by a sanitizer or a loaded machine
+  // still gets there.
   runtime_.script.slow_stdin_bytes = 8 * 1024;
+  runtime_.script.slow_stdin_start_at = session::ExecProcess::kStdinHighWatermark + 1;
   runtime_.script.exit_on_stdin_eof = ExitStatus::success();
   start(
       execSpec({"sh", "-c", "cat > /tmp/in.bin; sha256sum /tmp/in.bin"}, false, true, true, true));

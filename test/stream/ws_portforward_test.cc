@@ -87,18 +87,17 @@ class WsPortForwardTest : public ::testing::Test {
   }
 
   void SetUp() override {
-    runtime::EmbeddedContainerConfig c;
-    c.id = "demo";
-    embedded_ = std::make_unique<runtime::EmbeddedRuntime>(
-        std::vector<runtime::EmbeddedContainerConfig>{c});
-    ASSERT_TRUE(embedded_->start().ok());
+    embedded_ = testing::startDemoRuntime();
+    ASSERT_NE(embedded_, nullptr);
     probe_ = std::make_unique<PortProbeRuntime>(*embedded_);
   }
 
   void TearDown() override {
     loop_.stop();
     session_.reset();
-    embedded_->stop();
+    if (embedded_ != nullptr) {
+      embedded_->stop();
+    }
   }
 
   void start(Protocol protocol, std::vector<uint16_t> ports, const std::string& sandbox = "demo",

@@ -104,11 +104,8 @@ class WsTunnelTest : public ::testing::Test {
   }
 
   void SetUp() override {
-    runtime::EmbeddedContainerConfig c;
-    c.id = "demo";
-    embedded_ = std::make_unique<runtime::EmbeddedRuntime>(
-        std::vector<runtime::EmbeddedContainerConfig>{c});
-    ASSERT_TRUE(embedded_->start().ok());
+    embedded_ = testing::startDemoRuntime();
+    ASSERT_NE(embedded_, nullptr);
     probe_ = std::make_unique<PortProbeRuntime>(*embedded_);
   }
 
@@ -117,7 +114,9 @@ class WsTunnelTest : public ::testing::Test {
     session_.reset();
     client_.reset();
     bridge_.reset();
-    embedded_->stop();
+    if (embedded_ != nullptr) {
+      embedded_->stop();
+    }
   }
 
   void start(const std::string& sandbox = "demo",

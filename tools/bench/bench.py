@@ -235,19 +235,24 @@ class Bench:
 
     def throughput(self, name, verb, ref_chunk, size, flags, target):
         """Runs the reference and crisp alternately; medians of MiB/s."""
-        refs, runs = [], []
+        refs, runs, cpus = [], [], []
         for _ in range(self.reps):
             r = self.client("raw-tcp", "--bytes", size, "--chunk", ref_chunk)
             refs.append(size / float(r["seconds"]) / MIB)
             cpu0 = self.crisp.cpu()
             v = self.client(verb, *self.crisp_flags(), "--bytes", size, *flags)
-            self.cpu_seconds += self.crisp.cpu() - cpu0
+            cpu = self.crisp.cpu() - cpu0
+            self.cpu_seconds += cpu
             self.cpu_bytes += size
+            cpus.append(cpu / (size / GIB))
             runs.append(size / float(v["seconds"]) / MIB)
         ref = statistics.median(refs)
         val = statistics.median(runs)
-        self.add(name, round(val, 1), "MiB/s", round(ref, 1), round(val / ref, 3), target)
-        log(f"  {name}: {val:.0f} MiB/s vs {ref:.0f} MiB/s ({val / ref:.0%})")
+        cpu = statistics.median(cpus)
+        self.add(name, round(val, 1), "MiB/s", round(ref, 1), round(val / ref, 3), target,
+                 note=f"crisp CPU {cpu:.2f} s/GiB")
+        log(f"  {name}: {val:.0f} MiB/s vs {ref:.0f} MiB/s ({val / ref:.0%}), "
+            f"crisp CPU {cpu:.2f} s/GiB")
 
     def run_throughput(self, only):
         scale = 8 if self.quick else 1

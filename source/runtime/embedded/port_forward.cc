@@ -33,6 +33,14 @@ constexpr int kMaxReadsPerEvent = 4;
 // Bytes written per readiness event, for the same reason.
 constexpr size_t kWriteBudgetBytes = 1024 * 1024;
 constexpr int kMaxIovecs = 16;
+// The pipe the socket's bytes are spliced through when the client can take
+// them from a pipe. The default 64 KiB (16 slots, one per page or socket
+// buffer fragment) is less than one 128 KiB frame; 256 KiB lets one splice
+// fill two. Only a connection that moves bulk (a splice of kBulkSpliceBytes
+// or more) gets one: the pipe pages of a user are limited
+// (fs.pipe-user-pages-soft), and an interactive connection needs few.
+constexpr int kSplicePipeBytes = 256 * 1024;
+constexpr ssize_t kBulkSpliceBytes = 16 * 1024;
 
 // strerror() text in lower case ("connection refused"), the way Go-based
 // runtimes print errno values, so texts read alike whichever runtime made them.
@@ -75,7 +83,8 @@ class SocketPortConnection : public session::PortConnection {
         target_(std::move(target)),
         callbacks_(callbacks),
         connect_timer_(dispatcher_, [this] { onConnectTimeout(); }),
-        deferred_error_(dispatcher_, [this] { deliverError(); }) {}
+        deferred_error_(dispatcher_, [this] { deliverError(); }),
+        pipe_resume_(dispatcher_, [this] { onPipeResume(); }) {}
 
   ~SocketPortConnection() override {
     watcher_.reset();
@@ -141,6 +150,11 @@ class SocketPortConnection : public session::PortConnection {
       return;
     }
     read_paused_ = paused;
+    if (!paused && pipe_bytes_ > 0 && state_ == State::kConnected) {
+      // Bytes left in the pipe while paused: the socket may have nothing
+      // new to report, so they are offered again from the loop.
+      pipe_resume_.enable(std::chrono::milliseconds(0));
+    }
     updateWatcher();
   }
 
@@ -286,11 +300,33 @@ class SocketPortConnection : public session::PortConnection {
 
   void onReadable() {
     for (int i = 0; i < kMaxReadsPerEvent && !read_paused_ && !read_eof_; ++i) {
+      if (pipe_bytes_ > 0) {
+        // Left from an earlier event: they go before anything newer.
+        if (!deliverPipe()) {
+          return;
+        }
+        continue;
+      }
+      const bool via_pipe = callbacks_.canTakeDataPipe() && openPipe();
+      const int want = via_pipe ? pipe_capacity_ : kReadChunkBytes;
       Buffer in;
-      const int n = in.readFrom(fd_, kReadChunkBytes);
+      const ssize_t n = via_pipe
+                            ? ::splice(fd_, nullptr, pipe_write_.get(), nullptr,
+                                       static_cast<size_t>(want), SPLICE_F_NONBLOCK | SPLICE_F_MOVE)
+                            : in.readFrom(fd_, want);
       if (n > 0) {
-        callbacks_.onData(in);
-        if (state_ != State::kConnected || n < kReadChunkBytes) {
+        if (via_pipe) {
+          pipe_bytes_ = static_cast<size_t>(n);
+          if (n >= kBulkSpliceBytes && !pipe_enlarged_) {
+            enlargePipe();
+          }
+          if (!deliverPipe()) {
+            return;
+          }
+        } else {
+          callbacks_.onData(in);
+        }
+        if (state_ != State::kConnected || n < want) {
           // Closed from the callback, or a short read emptied the socket (the
           // watcher reports what arrives later).
           return;
@@ -312,6 +348,82 @@ class SocketPortConnection : public session::PortConnection {
       }
       fail(PortError::Kind::kConnectionLost, lostText("read", err), true);
       return;
+    }
+  }
+
+  // The pipe for splicing the socket's bytes, made on first use. False when
+  // none can be made (the descriptor limit): the bytes are read instead.
+  bool openPipe() {
+    if (pipe_read_.valid()) {
+      return true;
+    }
+    if (pipe_failed_) {
+      return false;
+    }
+    int fds[2];
+    if (::pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) {
+      pipe_failed_ = true;
+      return false;
+    }
+    pipe_read_.reset(fds[0]);
+    pipe_write_.reset(fds[1]);
+    const int size = ::fcntl(fds[1], F_GETPIPE_SZ);
+    pipe_capacity_ = size > 0 ? size : kReadChunkBytes;
+    return true;
+  }
+
+  void enlargePipe() {
+    pipe_enlarged_ = true;
+    // Refused past the user's pipe page allowance: the pipe stays as it is.
+    const int size = ::fcntl(pipe_write_.get(), F_SETPIPE_SZ, kSplicePipeBytes);
+    if (size > 0) {
+      pipe_capacity_ = size;
+    }
+  }
+
+  // Offers the pipe's bytes to the callee; what it declines is read out and
+  // delivered with onData(). Returns whether reading may go on: false when
+  // the connection ended in a callback or bytes wait in the pipe until
+  // reading resumes.
+  bool deliverPipe() {
+    const size_t taken = callbacks_.onDataPipe(pipe_read_.get(), pipe_bytes_);
+    if (state_ != State::kConnected) {
+      return false;
+    }
+    pipe_bytes_ -= std::min(taken, pipe_bytes_);
+    if (pipe_bytes_ == 0) {
+      return true;
+    }
+    if (read_paused_) {
+      // Some of the bytes taken may still be on their way out of the pipe:
+      // nothing is read from it until reading resumes.
+      return false;
+    }
+    Buffer in;
+    while (pipe_bytes_ > 0) {
+      const int n = in.readFrom(pipe_read_.get(), static_cast<int>(pipe_bytes_));
+      if (n > 0) {
+        pipe_bytes_ -= static_cast<size_t>(n);
+        continue;
+      }
+      if (n < 0 && errno == EINTR) {
+        continue;
+      }
+      // Not expected: only this connection reads the pipe, and it holds
+      // pipe_bytes_.
+      fail(PortError::Kind::kConnectionLost, lostText("read", n < 0 ? errno : EIO), true);
+      return false;
+    }
+    callbacks_.onData(in);
+    return state_ == State::kConnected;
+  }
+
+  void onPipeResume() {
+    if (state_ != State::kConnected || read_paused_ || pipe_bytes_ == 0) {
+      return;
+    }
+    if (deliverPipe() && state_ == State::kConnected) {
+      updateWatcher();
     }
   }
 
@@ -415,6 +527,10 @@ class SocketPortConnection : public session::PortConnection {
       ::close(fd_);
       fd_ = -1;
     }
+    pipe_resume_.disable();
+    pipe_read_.reset();
+    pipe_write_.reset();
+    pipe_bytes_ = 0;
   }
 
   event::Dispatcher& dispatcher_;
@@ -423,6 +539,7 @@ class SocketPortConnection : public session::PortConnection {
   std::shared_ptr<char> alive_ = std::make_shared<char>(0);
   event::Timer connect_timer_;
   event::Timer deferred_error_;
+  event::Timer pipe_resume_;
   State state_ = State::kWaitingForSockets;
 
   std::vector<Attempt> attempts_;
@@ -438,6 +555,14 @@ class SocketPortConnection : public session::PortConnection {
   bool read_paused_ = false;
   bool read_eof_ = false;
   PortError error_;
+
+  // The splice pipe (openPipe()) and the bytes in it not yet delivered.
+  UniqueFd pipe_read_;
+  UniqueFd pipe_write_;
+  int pipe_capacity_ = 0;
+  size_t pipe_bytes_ = 0;
+  bool pipe_failed_ = false;
+  bool pipe_enlarged_ = false;
 };
 
 }  // namespace

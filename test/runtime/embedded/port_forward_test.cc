@@ -1,5 +1,6 @@
 #include "source/runtime/embedded/port_forward.h"
 
+#include <algorithm>
 #include <memory>
 #include <optional>
 #include <random>
@@ -194,6 +195,113 @@ TEST_F(PortForwardTest, PausedReadingHoldsThePodsBytes) {
   for (size_t i = 0; i < cb_.received.size(); i += 4093) {
     ASSERT_EQ(cb_.received[i], testing::patternByte(i)) << i;
   }
+}
+
+// Takes bytes from the connection's pipe as an adapter splicing them to its
+// client would: at most `max_take` per offer (the backend reads the rest of
+// the offer and delivers it with onData()), and with `defer` only promises
+// them: it pauses reading and moves them later (moveOwed()), as a client
+// socket that took a frame in part does.
+class PipeTakingCallbacks : public RecordingPortCallbacks {
+ public:
+  explicit PipeTakingCallbacks(size_t max_take, bool defer = false)
+      : max_take_(max_take), defer_(defer) {}
+
+  bool canTakeDataPipe() const override { return owed_ == 0; }
+  size_t onDataPipe(int pipe_fd, size_t limit) override {
+    EXPECT_EQ(owed_, 0u) << "offered while paused";
+    const size_t take = std::min(limit, max_take_);
+    ++offers;
+    if (defer_) {
+      pipe_fd_ = pipe_fd;
+      owed_ = take;
+      connection->pauseReading(true);
+    } else {
+      readFromPipe(pipe_fd, take);
+    }
+    return take;
+  }
+
+  // Moves what was promised (from the loop, not a callback) and resumes.
+  void moveOwed() {
+    if (owed_ == 0) {
+      return;
+    }
+    readFromPipe(pipe_fd_, owed_);
+    owed_ = 0;
+    connection->pauseReading(false);
+  }
+
+  session::PortConnection* connection = nullptr;
+  size_t from_pipe = 0;
+  int offers = 0;
+
+ private:
+  void readFromPipe(int fd, size_t n) {
+    std::string bytes(n, '\0');
+    size_t got = 0;
+    while (got < n) {
+      const ssize_t r = ::read(fd, bytes.data() + got, n - got);
+      ASSERT_GT(r, 0) << "the pipe holds less than offered";
+      got += static_cast<size_t>(r);
+    }
+    received += bytes;
+    from_pipe += n;
+  }
+
+  const size_t max_take_;
+  const bool defer_;
+  int pipe_fd_ = -1;
+  size_t owed_ = 0;
+};
+
+TEST_F(PortForwardTest, PipeOffersTakenInPartKeepTheOrder) {
+  constexpr size_t kBytes = 8 << 20;
+  TestPortServer source(Mode::kSource, TestPortServer::Family::kIpv4, "", kBytes);
+  PipeTakingCallbacks cb(40000);
+  auto conn = connectLoopbackPort(dispatcher_, target(source.port()), nullptr, cb);
+  ASSERT_TRUE(conn.ok()) << conn.status();
+  cb.connection = conn->get();
+  (*conn)->shutdownWrite();
+  ASSERT_TRUE(runUntil(
+      dispatcher_, [&] { return cb.ended(); }, std::chrono::seconds(20)));
+  EXPECT_EQ(cb.closed, 1);
+  EXPECT_EQ(cb.eofs, 1);
+  ASSERT_EQ(cb.received.size(), kBytes);
+  for (size_t i = 0; i < kBytes; ++i) {
+    ASSERT_EQ(cb.received[i], testing::patternByte(i)) << i;
+  }
+  // Both paths carried bytes: the takes, and the rest of larger offers.
+  EXPECT_GT(cb.from_pipe, 0u);
+  EXPECT_GT(cb.data_calls, 0);
+}
+
+TEST_F(PortForwardTest, BytesPromisedFromThePipeHoldReadingUntilMoved) {
+  constexpr size_t kBytes = 8 << 20;
+  TestPortServer source(Mode::kSource, TestPortServer::Family::kIpv4, "", kBytes);
+  PipeTakingCallbacks cb(100000, /*defer=*/true);
+  auto conn = connectLoopbackPort(dispatcher_, target(source.port()), nullptr, cb);
+  ASSERT_TRUE(conn.ok()) << conn.status();
+  cb.connection = conn->get();
+  (*conn)->shutdownWrite();
+  // Nothing is read from the pipe (nor offered) while bytes are promised:
+  // they are still there to move. What the offers left behind is offered
+  // again after the resume, ahead of anything newer, and the end comes last.
+  ASSERT_TRUE(runUntil(
+      dispatcher_,
+      [&] {
+        cb.moveOwed();
+        return cb.ended();
+      },
+      std::chrono::seconds(30)));
+  EXPECT_EQ(cb.closed, 1);
+  EXPECT_EQ(cb.errors, 0);
+  ASSERT_EQ(cb.received.size(), kBytes);
+  for (size_t i = 0; i < kBytes; ++i) {
+    ASSERT_EQ(cb.received[i], testing::patternByte(i)) << i;
+  }
+  EXPECT_EQ(cb.from_pipe, kBytes);
+  EXPECT_GT(cb.offers, 1);
 }
 
 TEST_F(PortForwardTest, HeldServerFillsTheQueueThenDrains) {
