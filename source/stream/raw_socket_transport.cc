@@ -13,7 +13,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include "source/runtime/embedded/pipe_write.h"
+#include "source/common/pipe_write.h"
 
 namespace crisp::stream {
 namespace {
@@ -32,7 +32,7 @@ RawSocketTransport::RawSocketTransport(event::Dispatcher& dispatcher, int fd,
     : fd_(fd),
       peer_address_(std::move(peer_address)),
       options_(options),
-      sigpipe_ignored_(runtime::sigpipeIgnored()),
+      sigpipe_ignored_(sigpipeIgnored()),
       dispatcher_(dispatcher) {
   const int flags = fcntl(fd_, F_GETFL, 0);
   if (flags >= 0 && (flags & O_NONBLOCK) == 0) {
@@ -137,8 +137,7 @@ bool RawSocketTransport::writeFromPipe(Buffer& header, int pipe_fd, size_t lengt
 }
 
 bool RawSocketTransport::readIntoPipe(int pipe_fd, size_t length) {
-  if (closed() || !started_ || peer_eof_ || length == 0 || pipe_in_left_ > 0 ||
-      !input_.empty()) {
+  if (closed() || !started_ || peer_eof_ || length == 0 || pipe_in_left_ > 0 || !input_.empty()) {
     return false;
   }
   const int own = ::fcntl(pipe_fd, F_DUPFD_CLOEXEC, 0);
@@ -437,9 +436,8 @@ long RawSocketTransport::readChunk(size_t max) {
 }
 
 long RawSocketTransport::spliceIn(size_t max) {
-  const ssize_t moved = runtime::spliceWithoutSigpipe(fd_, pipe_in_fd_, max,
-                                                      SPLICE_F_NONBLOCK | SPLICE_F_MOVE,
-                                                      sigpipe_ignored_);
+  const ssize_t moved = spliceWithoutSigpipe(fd_, pipe_in_fd_, max,
+                                             SPLICE_F_NONBLOCK | SPLICE_F_MOVE, sigpipe_ignored_);
   const int err = errno;
   if (moved > 0) {
     bytes_read_ += static_cast<uint64_t>(moved);

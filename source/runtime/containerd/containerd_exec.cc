@@ -15,7 +15,7 @@
 
 #include "source/common/buffer.h"
 #include "source/common/logger.h"
-#include "source/runtime/embedded/pipe_write.h"
+#include "source/common/pipe_write.h"
 #include "source/runtime/embedded/unique_fd.h"
 
 namespace crisp::containerd {
@@ -396,7 +396,7 @@ class ExecCore : public std::enable_shared_from_this<ExecCore> {
     size_t consumed = 0;
     while (!stdin_queue_.empty() && stdin_fd_.valid()) {
       const size_t before = stdin_queue_.length();
-      const int n = runtime::writeWithoutSigpipe(stdin_queue_, stdin_fd_.get(), runtime::sigpipeIgnored());
+      const int n = writeWithoutSigpipe(stdin_queue_, stdin_fd_.get(), sigpipeIgnored());
       if (n > 0) {
         consumed += before - stdin_queue_.length();
         continue;

@@ -8,7 +8,7 @@
 #include <termios.h>
 
 #include "source/common/logger.h"
-#include "source/runtime/embedded/pipe_write.h"
+#include "source/common/pipe_write.h"
 
 namespace crisp::runtime {
 namespace {

@@ -6,13 +6,13 @@
 // the write blocks the signal around itself and takes back a SIGPIPE it raised
 // for this thread, so the caller sees EPIPE either way.
 
-#include <sys/types.h>
-
 #include <cstddef>
+
+#include <sys/types.h>
 
 #include "source/common/buffer.h"
 
-namespace crisp::runtime {
+namespace crisp {
 
 // Whether this process ignores SIGPIPE. Ask once per flush, not per write:
 // when it does, the two sigmask calls around every write are pure cost.
@@ -27,4 +27,4 @@ int writeWithoutSigpipe(Buffer& data, int fd, bool sigpipe_ignored);
 ssize_t spliceWithoutSigpipe(int in_fd, int pipe_fd, size_t length, unsigned flags,
                              bool sigpipe_ignored);
 
-}  // namespace crisp::runtime
+}  // namespace crisp

@@ -1,14 +1,13 @@
-#include "source/runtime/embedded/pipe_write.h"
-
-#include <fcntl.h>
+#include "source/common/pipe_write.h"
 
 #include <cerrno>
 #include <csignal>
 #include <ctime>
 
+#include <fcntl.h>
 #include <pthread.h>
 
-namespace crisp::runtime {
+namespace crisp {
 namespace {
 
 // Runs `write` with SIGPIPE blocked for this thread, taking back a SIGPIPE it
@@ -56,4 +55,4 @@ ssize_t spliceWithoutSigpipe(int in_fd, int pipe_fd, size_t length, unsigned fla
   });
 }
 
-}  // namespace crisp::runtime
+}  // namespace crisp
