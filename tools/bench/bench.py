@@ -86,11 +86,21 @@ def raise_fd_limit():
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def proc_cpu_seconds(pid):
+def proc_cpu_seconds(pid, children=False):
+    """User+system CPU seconds of `pid`, or of its children it has reaped."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    # utime and stime are fields 14 and 15; the split starts at field 3.
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    # utime and stime are fields 14 and 15, cutime and cstime 16 and 17; the
+    # split starts at field 3.
+    first = 13 if children else 11
+    return (int(fields[first]) + int(fields[first + 1])) / CLK_TCK
+
+
+def children_cpu_seconds():
+    """User+system CPU seconds of this process's reaped children (the load
+    client runs)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def proc_rss_bytes(pid):
@@ -183,6 +193,10 @@ class Crisp:
     def cpu(self):
         return proc_cpu_seconds(self.pid)
 
+    def commands_cpu(self):
+        """CPU of the commands crisp ran and reaped (dd in the exec runs)."""
+        return proc_cpu_seconds(self.pid, children=True)
+
     def rss(self):
         return proc_rss_bytes(self.pid)
 
@@ -235,24 +249,33 @@ class Bench:
 
     def throughput(self, name, verb, ref_chunk, size, flags, target):
         """Runs the reference and crisp alternately; medians of MiB/s."""
-        refs, runs, cpus = [], [], []
+        refs, runs = [], []
+        # CPU seconds per GiB of every process on the path: crisp, the
+        # command it ran, the load client, and the reference's two threads.
+        cpus = {"crisp": [], "command": [], "client": [], "reference": []}
+        gib = size / GIB
         for _ in range(self.reps):
+            ref0 = children_cpu_seconds()
             r = self.client("raw-tcp", "--bytes", size, "--chunk", ref_chunk)
+            cpus["reference"].append((children_cpu_seconds() - ref0) / gib)
             refs.append(size / float(r["seconds"]) / MIB)
-            cpu0 = self.crisp.cpu()
+            cpu0, cmd0, client0 = self.crisp.cpu(), self.crisp.commands_cpu(), children_cpu_seconds()
             v = self.client(verb, *self.crisp_flags(), "--bytes", size, *flags)
             cpu = self.crisp.cpu() - cpu0
+            cpus["command"].append((self.crisp.commands_cpu() - cmd0) / gib)
+            cpus["client"].append((children_cpu_seconds() - client0) / gib)
             self.cpu_seconds += cpu
             self.cpu_bytes += size
-            cpus.append(cpu / (size / GIB))
+            cpus["crisp"].append(cpu / gib)
             runs.append(size / float(v["seconds"]) / MIB)
         ref = statistics.median(refs)
         val = statistics.median(runs)
-        cpu = statistics.median(cpus)
+        cpu = {k: statistics.median(v) for k, v in cpus.items()}
+        note = (f"CPU s/GiB: crisp {cpu['crisp']:.2f}, command {cpu['command']:.2f}, "
+                f"client {cpu['client']:.2f}; reference {cpu['reference']:.2f}")
         self.add(name, round(val, 1), "MiB/s", round(ref, 1), round(val / ref, 3), target,
-                 note=f"crisp CPU {cpu:.2f} s/GiB")
-        log(f"  {name}: {val:.0f} MiB/s vs {ref:.0f} MiB/s ({val / ref:.0%}), "
-            f"crisp CPU {cpu:.2f} s/GiB")
+                 note=note)
+        log(f"  {name}: {val:.0f} MiB/s vs {ref:.0f} MiB/s ({val / ref:.0%}), {note}")
 
     def run_throughput(self, only):
         scale = 8 if self.quick else 1
