@@ -253,6 +253,8 @@ void RawSocketTransport::endSplice() {
   splice_fd_ = -1;
   splice_fd_owned_ = false;
   splice_left_ = 0;
+  splice_pipe_empty_ = false;
+  splice_pipe_watcher_.reset();
 }
 
 void RawSocketTransport::schedule() {
@@ -298,6 +300,15 @@ void RawSocketTransport::onSocketEvent(short events) {
   }
 }
 
+void RawSocketTransport::onSplicePipeReadable() {
+  splice_pipe_empty_ = false;
+  write_blocked_ = false;
+  flush();
+  if (!closed()) {
+    updateWatcher();
+  }
+}
+
 void RawSocketTransport::onPipeWritable() {
   pipe_in_blocked_ = false;
   processInput(true);
@@ -315,10 +326,18 @@ void RawSocketTransport::updateWatcher() {
   if (reading && !pipe_in_blocked_) {
     events |= event::FdWatcher::kRead;
   }
-  if (started_ && write_blocked_ && queuedBytes() > 0) {
+  if (started_ && write_blocked_ && queuedBytes() > 0 && !splice_pipe_empty_) {
     events |= event::FdWatcher::kWrite;
   }
   watcher_->setEnabled(events);
+  if (splice_pipe_empty_ && splice_fd_owned_) {
+    if (splice_pipe_watcher_ == nullptr) {
+      // The callback only calls a method: the watcher may be destroyed inside.
+      splice_pipe_watcher_ = std::make_unique<event::FdWatcher>(
+          dispatcher_, splice_fd_, [this](short) { onSplicePipeReadable(); });
+    }
+    splice_pipe_watcher_->setEnabled(event::FdWatcher::kRead);
+  }
   if (pipe_in_blocked_) {
     if (pipe_in_watcher_ == nullptr) {
       // The callback only calls a method: the watcher may be destroyed inside.
@@ -487,18 +506,22 @@ long RawSocketTransport::writeStep(size_t max, std::string& error) {
       }
       return static_cast<long>(moved);
     }
-    int in_pipe = 1;
     if (moved < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      // Normally the socket is full. An empty pipe would make waiting for
-      // writability spin: the payload cannot be finished.
-      if (::ioctl(splice_fd_, FIONREAD, &in_pipe) != 0 || in_pipe > 0) {
-        return 0;
+      // Normally the socket is full. An empty pipe means that something
+      // other than crisp read what its length promised (a process that
+      // opened the same pipe): the frame is finished with the bytes the
+      // pipe gets next, once it has some, as a copy would have gone on
+      // without the stolen ones. Waiting for the socket meanwhile would spin.
+      int in_pipe = 1;
+      if (::ioctl(splice_fd_, FIONREAD, &in_pipe) == 0 && in_pipe == 0) {
+        splice_pipe_empty_ = true;
       }
+      return 0;
     }
-    // The pipe ended (or was emptied) before the promised payload; the frame
+    // The pipe's writers are gone before the promised payload; the frame
     // cannot be finished, so what follows it would be misread.
-    error = moved == 0 || in_pipe == 0 ? std::string("splice: the pipe ended inside a frame")
-                                       : "write: " + errnoText(errno);
+    error = moved == 0 ? std::string("splice: the pipe ended inside a frame")
+                       : "write: " + errnoText(errno);
     return -1;
   }
   evbuffer_iovec vec[kMaxIovecs];

@@ -105,6 +105,7 @@ class RawSocketTransport : public Transport {
   void onSocketEvent(short events);
   // The pipe of a readIntoPipe() transfer takes bytes again.
   void onPipeWritable();
+  void onSplicePipeReadable();
   void onScheduled();
   // Runs the loop-side work soon (next loop iteration).
   void schedule();
@@ -149,6 +150,11 @@ class RawSocketTransport : public Transport {
   int splice_fd_ = -1;
   bool splice_fd_owned_ = false;
   size_t splice_left_ = 0;
+  // The pipe held less than the payload still promised (another reader took
+  // some): the rest waits for the pipe to be readable, not the socket
+  // writable.
+  bool splice_pipe_empty_ = false;
+  event::FdWatcherPtr splice_pipe_watcher_;
   Buffer output_after_;
   // A readIntoPipe() transfer: pipe_in_left_ bytes still to move into our
   // descriptor pipe_in_fd_.

@@ -380,6 +380,42 @@ TEST_F(RawSocketTransportTest, SplicingIsRefusedWithBytesQueuedAndAPipeEndingEar
   expectClean();
 }
 
+TEST_F(RawSocketTransportTest, APipeEmptiedByAnotherReaderFinishesTheFrameWithItsNextBytes) {
+  create();
+  start();
+  // The pipe holds half of what the payload promises and its writer stays
+  // open, as when another process read the rest of what the length counted.
+  int fds[2];
+  ASSERT_EQ(::pipe2(fds, O_NONBLOCK | O_CLOEXEC), 0);
+  const std::string first = randomBytes(4096, 11);
+  const std::string second = randomBytes(4096, 12);
+  ASSERT_EQ(::write(fds[1], first.data(), first.size()), 4096);
+  call([&, fd = fds[0]](RawSocketTransport& t) {
+    Buffer header;
+    header.add("H");
+    ASSERT_TRUE(t.writeFromPipe(header, fd, 8192));
+    Buffer after;
+    after.add("AFTER");
+    t.write(after);
+  });
+  ::close(fds[0]);
+  auto got = test::readExactly(peer_, 1 + 4096);
+  ASSERT_TRUE(got.has_value());
+  // Waiting for the pipe is neither an error nor a reason to send later
+  // bytes inside the frame.
+  std::this_thread::sleep_for(milliseconds(200));
+  EXPECT_EQ(loop_.run([&] { return rec_.count("error"); }), 0u);
+  EXPECT_EQ(loop_.run([&] { return transport_->pipeBytesPending(); }), 4096u);
+  ASSERT_EQ(::write(fds[1], second.data(), second.size()), 4096);
+  auto rest = test::readExactly(peer_, 4096 + 5);
+  ASSERT_TRUE(rest.has_value());
+  EXPECT_TRUE(got->substr(1) + rest->substr(0, 4096) == first + second) << "payload differs";
+  EXPECT_EQ(rest->substr(4096), "AFTER");
+  ASSERT_TRUE(waitFor([](const Recorder& r) { return r.transport->queuedBytes() == 0; }));
+  ::close(fds[1]);
+  expectClean();
+}
+
 TEST_F(RawSocketTransportTest, EofComesAfterTheDataOnceAndWritingGoesOn) {
   create();
   start();
