@@ -193,8 +193,7 @@ bool SpdyConnection::canSendFromPipe() const {
 
 size_t SpdyConnection::sendDataFromPipe(uint32_t stream_id, int pipe_fd, size_t limit) {
   auto it = streams_.find(stream_id);
-  if (state_ != State::kOpen || it == streams_.end() || it->second.local_fin || !control_.empty() ||
-      !data_.empty()) {
+  if (!canSendFromPipe() || it == streams_.end() || it->second.local_fin) {
     return 0;
   }
   size_t header_bytes = 0;

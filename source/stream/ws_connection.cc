@@ -172,7 +172,7 @@ bool WsConnection::canSendFromPipe() const {
 
 size_t WsConnection::sendMessageFromPipe(MessageType type, std::string_view prefix, int pipe_fd,
                                          size_t limit, size_t max_payload) {
-  if (state_ != State::kOpen || !control_.empty() || !data_.empty() || !codec_->output().empty()) {
+  if (!canSendFromPipe()) {
     return 0;
   }
   const PipeFrames taken = writeFramesFromPipe(
